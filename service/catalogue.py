@@ -1,0 +1,68 @@
+"""The catalogue: validated writes and overlap questions over any store, by circuit id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service.circuit import Circuit
+from service.documents import CircuitDocument, MibDocument, circuit_from_document, mib_to_document
+from service.errors import NotFound
+from service.graph import graph_for
+from service.models import KNOWN_SHAPES
+from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, matrix, pairwise
+from service.stores import CircuitStore
+from service.types import Level, ModelShape
+
+
+@dataclass
+class Catalogue:
+    """Circuits in a store, with validation on the way in and the overlap algebra on the way out."""
+
+    store: CircuitStore
+
+    def shape_of(self, model: str) -> ModelShape | None:
+        """The shape a model is registered with in the store, else a well-known one."""
+        return self.store.model_shape(model) or KNOWN_SHAPES.get(model)
+
+    def add_document(self, doc: CircuitDocument) -> str:
+        """Validate and store one circuit document; refused whole with every problem named."""
+        return self.store.put(circuit_from_document(doc, self.store.model_shape))
+
+    def add_mib(self, mib: MibDocument, model: str, task: str, method: str, **provenance: Any) -> str:
+        """Validate and store a MIB / EAP-IG circuit file with the provenance given."""
+        return self.add_document(mib_to_document(mib, model, task, method, **provenance))
+
+    def add(self, circuit: Circuit) -> str:
+        """Store a circuit built in process (checked against the registered model shape)."""
+        from service.documents import document_from_circuit
+
+        return self.add_document(document_from_circuit(circuit).model_copy(update={"id": None}))
+
+    def get(self, circuit_id: str) -> Circuit:
+        return self.store.get(circuit_id)
+
+    def overlap(self, a: str, b: str) -> list[PairOverlap]:
+        return pairwise(*self.store.memberships([a, b]))
+
+    def consensus(self, ids: list[str], min_support: int | None = None) -> list[Consensus]:
+        return consensus(self.store.memberships(ids), min_support)
+
+    def matrix(self, ids: list[str]) -> Matrix:
+        return matrix(self.store.memberships(ids))
+
+    def difference(self, a: str, b: str) -> dict[Level, list[str]]:
+        return difference(*self.store.memberships([a, b]))
+
+    def containing(self, model: str, name: str) -> tuple[Level, list[str]]:
+        """Circuits of ``model`` that hold node or edge ``name`` (level inferred from the name)."""
+        shape = self.store.model_shape(model)
+        if shape is None:
+            raise NotFound(f"no circuits for model {model!r}")
+        g = graph_for(shape)
+        level = Level.EDGE if "->" in name else Level.NODE
+        index = (g.edge_index if level is Level.EDGE else g.node_index).get(name)
+        if index is None:
+            what = g.why_not_edge(name) if level is Level.EDGE else f"{name!r} is not a node of {model}"
+            raise ValueError(what)
+        return level, self.store.containing(model, index, level)

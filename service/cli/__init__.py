@@ -1,0 +1,1 @@
+"""The ``circat`` command line."""

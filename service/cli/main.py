@@ -1,0 +1,234 @@
+"""``circat``: import, export, list and compare circuits; run the API; the demo."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import track
+
+from service.catalogue import Catalogue
+from service.cli.output import console, emit_json, fail, table
+from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
+from service.errors import CatalogueError
+from service.stores import CircuitFilter, open_store
+
+app = typer.Typer(help="Circuit Catalogue: discover, store and compare circuits of language models.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
+StoreOpt = Annotated[str | None, typer.Option("--store", envvar="CIRCAT_STORE_URL",
+                                              help="store URL (sqlite:///PATH or bolt://HOST:PORT)")]
+
+
+@contextmanager
+def catalogue(store: str | None, as_json: bool) -> Iterator[Catalogue]:
+    """Open the store; report catalogue and input errors cleanly."""
+    try:
+        with open_store(store) as s:
+            yield Catalogue(s)
+    except (CatalogueError, ValueError, OSError) as exc:
+        fail(exc, as_json)
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(exists=True, help="a circuit JSON file, or a MIB submission folder")],
+    model: Annotated[str | None, typer.Option(help="model name (MIB files; default: from the folder name)")] = None,
+    task: Annotated[str | None, typer.Option(help="task name (MIB files; default: from the folder name)")] = None,
+    method: Annotated[str, typer.Option(help="discovery method that made the file")] = "imported",
+    task_family: Annotated[str | None, typer.Option()] = None,
+    citation: Annotated[str | None, typer.Option()] = None,
+    metric: Annotated[str | None, typer.Option()] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import circuits: our format, an EAP-IG / MIB graph JSON, or a MIB folder (``ioi_gpt2/``)."""
+    files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+    provenance = {"task_family": task_family, "citation": citation, "metric": metric}
+    results: list[dict[str, Any]] = []
+    with catalogue(store, as_json) as cat:
+        for f in track(files, description="importing", disable=len(files) < 2 or as_json):
+            try:
+                results.append({"file": str(f), "id": _import_file(cat, f, model, task, method, provenance)})
+            except (CatalogueError, ValueError) as exc:
+                if len(files) == 1:
+                    raise
+                results.append({"file": str(f), "error": str(exc)})
+    failed = [r for r in results if "error" in r]
+    if as_json:
+        emit_json(results)
+    else:
+        for r in results:
+            console.print(f"{r['file']}: " + (f"[red]{r['error']}[/red]" if "error" in r else r["id"]))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _import_file(cat: Catalogue, f: Path, model: str | None, task: str | None, method: str,
+                 provenance: dict[str, Any]) -> str:
+    raw = json.loads(f.read_text())
+    if "cfg" not in raw:
+        return cat.add_document(CircuitDocument.model_validate(raw))
+    folder_task, _, folder_model = f.parent.name.rpartition("_")
+    model, task = model or folder_model, task or folder_task
+    if not (model and task):
+        raise ValueError(f"{f}: a MIB file needs --model and --task (or a folder named TASK_MODEL)")
+    params = {"source_file": f.name}
+    return cat.add_mib(MibDocument.model_validate(raw), model, task, method, params=params,
+                       **{k: v for k, v in provenance.items() if v is not None})
+
+
+@app.command()
+def export(
+    circuit_id: str,
+    out: Annotated[Path | None, typer.Option(help="write here instead of stdout")] = None,
+    format: Annotated[str, typer.Option(help="mib (EAP-IG/MIB graph JSON) or circat")] = "mib",
+    store: StoreOpt = None,
+) -> None:
+    """Export one circuit as MIB graph JSON (default) or our circuit format."""
+    if format not in ("mib", "circat"):
+        fail(ValueError(f"--format must be mib or circat, not {format!r}"), False)
+    with catalogue(store, False) as cat:
+        c = cat.get(circuit_id)
+        body = mib_from_circuit(c) if format == "mib" else document_from_circuit(c).model_dump(
+            mode="json", exclude_none=True)
+    text = json.dumps(body, indent=1)
+    if out:
+        out.write_text(text + "\n")
+        console.print(f"wrote {out}")
+    else:
+        print(text)
+
+
+@app.command("list")
+def list_(
+    model: str | None = None, task: str | None = None, family: str | None = None, method: str | None = None,
+    min_faithfulness: float | None = None, limit: int = 50, offset: int = 0,
+    store: StoreOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """List circuits, newest first, with filters."""
+    with catalogue(store, as_json) as cat:
+        items, total = cat.store.summaries(CircuitFilter(model, task, family, method, min_faithfulness), limit, offset)
+    if as_json:
+        emit_json({"items": items, "total": total})
+        return
+    table(f"{total} circuit(s)", ["id", "model", "task", "method", "nodes", "edges", "faithfulness"],
+          [[s.id, s.model, s.task, s.method, s.n_nodes, s.n_edges if s.has_edges else None, s.faithfulness]
+           for s in items])
+
+
+@app.command()
+def overlap(a: str, b: str, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Shared items, Jaccard and containment of two circuits (node level, and edge level if both have edges)."""
+    with catalogue(store, as_json) as cat:
+        pairs = cat.overlap(a, b)
+    if as_json:
+        emit_json([{**p.__dict__, "n_shared": p.n_shared} for p in pairs])
+        return
+    for p in pairs:
+        table(f"{p.level.value} overlap of {a} and {b}", ["|A|", "|B|", "shared", "jaccard", "A in B", "B in A"],
+              [[p.size_a, p.size_b, p.n_shared, p.jaccard, p.a_in_b, p.b_in_a]])
+        console.print("shared: " + (", ".join(p.shared) if p.shared else "(none)"))
+
+
+@app.command()
+def shared(
+    ids: Annotated[list[str], typer.Argument(help="two or more circuit ids")],
+    min_support: Annotated[int | None, typer.Option(help="keep items in at least K circuits (default: all)")] = None,
+    store: StoreOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """The sub-circuit shared by several circuits, with support counts."""
+    with catalogue(store, as_json) as cat:
+        result = cat.consensus(ids, min_support)
+    if as_json:
+        emit_json(result)
+        return
+    for c in result:
+        table(f"{c.level.value}s in >= {c.min_support} of {c.n_circuits} circuits", ["item", "support"],
+              [[k, v] for k, v in c.support.items()])
+
+
+@app.command()
+def matrix(ids: Annotated[list[str], typer.Argument()], store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Pairwise Jaccard matrix of circuits."""
+    with catalogue(store, as_json) as cat:
+        m = cat.matrix(ids)
+    if as_json:
+        emit_json(m)
+        return
+    table("node-level Jaccard", ["", *m.ids], [[i, *row] for i, row in zip(m.ids, m.node, strict=True)])
+
+
+@app.command()
+def diff(a: str, b: str, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """What circuit A has that circuit B lacks."""
+    with catalogue(store, as_json) as cat:
+        d = cat.difference(a, b)
+    if as_json:
+        emit_json(d)
+        return
+    for level, items in d.items():
+        console.print(f"{level.value}s only in {a}: " + (", ".join(items) if items else "(none)"))
+
+
+@app.command()
+def contains(model: str, item: str, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Which circuits of MODEL hold a node (``a9.h1``) or an edge (``a5.h5->a9.h1<v>``)."""
+    with catalogue(store, as_json) as cat:
+        level, ids = cat.containing(model, item)
+    if as_json:
+        emit_json({"model": model, "item": item, "level": level, "circuits": ids})
+        return
+    console.print(f"{item} ({level.value}) is in {len(ids)} circuit(s): " + ", ".join(ids))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    store: StoreOpt = None,
+) -> None:
+    """Run the REST API (OpenAPI at /docs). Non-loopback addresses need CIRCAT_API_KEY."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.config import Settings
+
+    settings = Settings.from_env()
+    if not _loopback(host) and not settings.api_key:
+        fail(ValueError(f"refusing to serve on {host} without CIRCAT_API_KEY: set a key or bind 127.0.0.1"), False)
+    with catalogue(store, False) as cat:
+        uvicorn.run(create_app(cat.store, settings), host=host, port=port)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def demo(
+    literature: Annotated[bool, typer.Option("--literature", help="the published GPT-2 small circuits")] = False,
+    store: StoreOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Load the literature circuits and show what they share."""
+    from service.cli.demo import literature_demo
+
+    if not literature:
+        fail(ValueError("choose a demo: --literature"), as_json)
+    with catalogue(store, as_json) as cat:
+        literature_demo(cat, as_json)
+
+
+def main() -> None:
+    app()

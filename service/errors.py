@@ -1,0 +1,25 @@
+"""Errors the catalogue raises; the API maps each to one problem+json status."""
+
+from __future__ import annotations
+
+
+class CatalogueError(Exception):
+    """Base class of every catalogue error."""
+
+
+class CircuitInvalid(CatalogueError, ValueError):
+    """A circuit was refused; ``problems`` names every offending item."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = "\n  - ".join(problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        super().__init__(f"circuit refused ({len(problems)} problem(s)):\n  - {shown}{more}")
+
+
+class NotFound(CatalogueError, LookupError):
+    """An id or name that the catalogue does not hold."""
+
+
+class StoreUnavailable(CatalogueError, ConnectionError):
+    """The configured store cannot be reached."""

@@ -1,0 +1,132 @@
+"""The store interface every catalogue backend implements, and its small value types."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from service.circuit import Circuit
+from service.types import Level, ModelShape
+
+
+@dataclass(frozen=True)
+class CircuitSummary:
+    """A circuit's provenance and size, without its items."""
+
+    id: str
+    model: str
+    task: str
+    task_family: str | None
+    method: str
+    params: dict[str, Any]
+    metric: str | None
+    faithfulness: float | None
+    citation: str | None
+    created_at: datetime
+    n_nodes: int
+    n_edges: int
+    has_edges: bool
+
+    @staticmethod
+    def of(c: Circuit) -> CircuitSummary:
+        p = c.provenance
+        return CircuitSummary(
+            id=c.id, model=p.model, task=p.task, task_family=p.task_family, method=p.method,
+            params=p.params, metric=p.metric, faithfulness=p.faithfulness, citation=p.citation,
+            created_at=p.created_at, n_nodes=c.n_nodes, n_edges=c.n_edges, has_edges=c.has_edges,
+        )
+
+
+@dataclass(frozen=True)
+class CircuitFilter:
+    """Filters for listing circuits; ``None`` means any."""
+
+    model: str | None = None
+    task: str | None = None
+    task_family: str | None = None
+    method: str | None = None
+    min_faithfulness: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Membership:
+    """The in-graph item indices of one circuit, for the overlap algebra."""
+
+    id: str
+    model: str
+    shape: ModelShape
+    nodes: np.ndarray
+    edges: np.ndarray | None
+
+
+class CircuitStore(ABC):
+    """A catalogue of circuits. Writes are whole-or-nothing and idempotent by id."""
+
+    @abstractmethod
+    def put(self, circuit: Circuit) -> str:
+        """Store a validated circuit in one transaction; return its id (existing id: no-op)."""
+
+    @abstractmethod
+    def get(self, circuit_id: str) -> Circuit:
+        """The circuit with this id; ``NotFound`` otherwise."""
+
+    @abstractmethod
+    def summaries(self, flt: CircuitFilter, limit: int = 50, offset: int = 0) -> tuple[list[CircuitSummary], int]:
+        """One page of summaries (newest first, then id) and the total count."""
+
+    @abstractmethod
+    def delete(self, circuit_id: str) -> None:
+        """Remove a circuit; ``NotFound`` when absent."""
+
+    @abstractmethod
+    def memberships(self, circuit_ids: list[str]) -> list[Membership]:
+        """In-graph items of each circuit, in the order asked; ``NotFound`` names missing ids."""
+
+    @abstractmethod
+    def containing(self, model: str, index: int, level: Level) -> list[str]:
+        """Ids of the circuits of ``model`` whose graph holds node/edge ``index``, sorted."""
+
+    @abstractmethod
+    def model_shape(self, model: str) -> ModelShape | None:
+        """The shape a model is registered with, if any."""
+
+    @abstractmethod
+    def models(self) -> list[str]:
+        """Names of the registered models."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` when the store cannot be reached."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> CircuitStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def dense_scores(mask: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
+    """Scores to keep beside the in-graph rows: all of them when any lies outside the graph."""
+    outside = ~mask & ~np.isnan(scores)
+    return scores if outside.any() else None
+
+
+def rebuild(
+    mask_size: int, idx: np.ndarray, row_scores: np.ndarray, dense: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mask and score vectors from stored in-graph rows and optional dense scores."""
+    mask = np.zeros(mask_size, dtype=bool)
+    mask[idx] = True
+    if dense is not None:
+        return mask, dense.copy()
+    scores = np.full(mask_size, np.nan)
+    scores[idx] = row_scores
+    return mask, scores

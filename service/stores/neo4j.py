@@ -1,0 +1,293 @@
+"""The Neo4j catalogue over Bolt: circuits as subgraphs of a shared per-model graph.
+
+Graph model (schema/README.md): ``(:Model)-[:HAS_COMPONENT]->(:Component)``,
+``(:Edge)-[:FROM]->(:Component)``, ``(:Edge)-[:TO {input}]->(:Component)``,
+``(:Circuit)-[:HAS_NODE {score}]->(:Component)``, ``(:Circuit)-[:HAS_EDGE {score}]->(:Edge)``,
+``(:Circuit)-[:FOR_TASK]->(:Task)``, ``(:Circuit)-[:OF_MODEL]->(:Model)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+from neo4j import Driver, GraphDatabase, ManagedTransaction
+from neo4j.exceptions import AuthError, ServiceUnavailable, SessionExpired
+
+from service.circuit import Circuit, Provenance
+from service.errors import NotFound, StoreUnavailable
+from service.graph import ModelGraph, graph_for
+from service.schema_files import cypher_statements
+from service.stores.base import (
+    CircuitFilter,
+    CircuitStore,
+    CircuitSummary,
+    Membership,
+    dense_scores,
+    rebuild,
+)
+from service.types import Level, ModelShape
+
+BATCH = 10_000
+T = TypeVar("T")
+
+_CIRCUIT_PROPS = """
+c.model AS model, c.task AS task, c.task_family AS task_family, c.method AS method,
+c.params AS params, c.metric AS metric, c.faithfulness AS faithfulness, c.citation AS citation,
+c.created_at AS created_at, c.n_nodes AS n_nodes, c.n_edges AS n_edges, c.has_edges AS has_edges,
+c.id AS id"""
+
+
+def _chunks(rows: list[T]) -> Iterator[list[T]]:
+    for i in range(0, len(rows), BATCH):
+        yield rows[i : i + BATCH]
+
+
+def _score(s: float) -> float | None:
+    return None if np.isnan(s) else float(s)
+
+
+class Neo4jStore(CircuitStore):
+    """Circuits in Neo4j; schema from ``schema/neo4j/constraints.cypher`` applied on open."""
+
+    def __init__(self, uri: str, user: str | None = None, password: str | None = None, database: str = "neo4j"):
+        auth = (user, password or "") if user else None
+        self.uri = uri
+        self.database = database
+        self.driver: Driver = GraphDatabase.driver(
+            uri, auth=auth, connection_timeout=5.0, max_transaction_retry_time=5.0
+        )
+        self._schema_applied = False
+
+    def _ensure_schema(self) -> None:
+        if not self._schema_applied:
+            for stmt in cypher_statements("constraints.cypher"):
+                self.driver.execute_query(stmt, database_=self.database)
+            self._schema_applied = True
+
+    @contextmanager
+    def _unavailable(self, where: str | None = None) -> Iterator[None]:
+        try:
+            yield
+        except (ServiceUnavailable, SessionExpired, AuthError, OSError) as exc:
+            raise StoreUnavailable(f"Neo4j at {where or self.uri} unreachable: {exc}") from exc
+
+    def _write(self, fn: Callable[[ManagedTransaction], T]) -> T:
+        with self._unavailable():
+            self._ensure_schema()
+            with self.driver.session(database=self.database) as s:
+                return s.execute_write(fn)
+
+    def _read(self, fn: Callable[[ManagedTransaction], T]) -> T:
+        with self._unavailable():
+            self._ensure_schema()
+            with self.driver.session(database=self.database) as s:
+                return s.execute_read(fn)
+
+    def put(self, circuit: Circuit) -> str:
+        cid = circuit.id
+        g = circuit.graph
+        model = circuit.provenance.model
+
+        def work(tx: ManagedTransaction) -> None:
+            if tx.run("MATCH (c:Circuit {id: $id}) RETURN 1", id=cid).single():
+                return
+            _ensure_model(tx, model, g)
+            _create_circuit(tx, circuit, cid)
+            node_rows = [{"uid": f"{model}/{g.nodes[i].name}", "score": _score(circuit.node_scores[i])}
+                         for i in np.flatnonzero(circuit.node_mask)]
+            for chunk in _chunks(node_rows):
+                tx.run("MATCH (c:Circuit {id: $id}) UNWIND $rows AS r MATCH (n:Component {uid: r.uid}) "
+                       "CREATE (c)-[:HAS_NODE {score: r.score}]->(n)", id=cid, rows=chunk)
+            if circuit.edge_mask is not None:
+                _link_edges(tx, circuit, cid, g)
+
+        self._write(work)
+        return cid
+
+    def get(self, circuit_id: str) -> Circuit:
+        def work(tx: ManagedTransaction) -> tuple[dict, list, list]:
+            rec = tx.run(f"MATCH (c:Circuit {{id: $id}}) RETURN {_CIRCUIT_PROPS}, c.node_scores AS node_scores, "
+                         "c.edge_scores AS edge_scores, c.node_extra AS node_extra, c.annotations AS annotations",
+                         id=circuit_id).single()
+            if rec is None:
+                raise NotFound(f"no circuit with id {circuit_id!r}")
+            nodes = tx.run("MATCH (:Circuit {id: $id})-[r:HAS_NODE]->(n) RETURN n.idx AS i, r.score AS s",
+                           id=circuit_id).values()
+            edges = tx.run("MATCH (:Circuit {id: $id})-[r:HAS_EDGE]->(e) RETURN e.idx AS i, r.score AS s",
+                           id=circuit_id).values()
+            return rec.data(), nodes, edges
+
+        row, nodes, edges = self._read(work)
+        shape = self.model_shape(row["model"])
+        assert shape is not None
+        g = graph_for(shape)
+        node_mask, node_scores = _rebuild(g.n_nodes, nodes, row["node_scores"])
+        edge_mask = edge_scores = None
+        if row["has_edges"]:
+            edge_mask, edge_scores = _rebuild(g.n_edges, edges, row["edge_scores"])
+        return Circuit(
+            provenance=_provenance(row), shape=shape, node_mask=node_mask, node_scores=node_scores,
+            edge_mask=edge_mask, edge_scores=edge_scores, node_extra=json.loads(row["node_extra"]),
+            annotations=json.loads(row["annotations"]),
+        )
+
+    def summaries(self, flt: CircuitFilter, limit: int = 50, offset: int = 0) -> tuple[list[CircuitSummary], int]:
+        where = ("($model IS NULL OR c.model = $model) AND ($task IS NULL OR c.task = $task) "
+                 "AND ($family IS NULL OR c.task_family = $family) AND ($method IS NULL OR c.method = $method) "
+                 "AND ($minf IS NULL OR c.faithfulness >= $minf)")
+        params = {"model": flt.model, "task": flt.task, "family": flt.task_family, "method": flt.method,
+                  "minf": flt.min_faithfulness}
+
+        def work(tx: ManagedTransaction) -> tuple[list[dict], int]:
+            total = tx.run(f"MATCH (c:Circuit) WHERE {where} RETURN count(c) AS n", **params).single()["n"]
+            rows = tx.run(f"MATCH (c:Circuit) WHERE {where} RETURN {_CIRCUIT_PROPS} "
+                          "ORDER BY c.created_at DESC, c.id SKIP $offset LIMIT $limit",
+                          offset=offset, limit=limit, **params).data()
+            return rows, total
+
+        rows, total = self._read(work)
+        return [_summary(r) for r in rows], total
+
+    def delete(self, circuit_id: str) -> None:
+        def work(tx: ManagedTransaction) -> int:
+            return tx.run("MATCH (c:Circuit {id: $id}) DETACH DELETE c RETURN count(*) AS n",
+                          id=circuit_id).single()["n"]
+
+        if self._write(work) == 0:
+            raise NotFound(f"no circuit with id {circuit_id!r}")
+
+    def memberships(self, circuit_ids: list[str]) -> list[Membership]:
+        def work(tx: ManagedTransaction) -> list[dict]:
+            return tx.run(
+                "UNWIND $ids AS id MATCH (c:Circuit {id: id}) RETURN c.id AS id, c.model AS model, "
+                "c.has_edges AS has_edges, COLLECT { MATCH (c)-[:HAS_NODE]->(n) RETURN n.idx } AS nodes, "
+                "COLLECT { MATCH (c)-[:HAS_EDGE]->(e) RETURN e.idx } AS edges",
+                ids=circuit_ids,
+            ).data()
+
+        found = {r["id"]: r for r in self._read(work)}
+        missing = [i for i in circuit_ids if i not in found]
+        if missing:
+            raise NotFound(f"no circuit with id(s) {', '.join(map(repr, missing))}")
+        shapes = {m: self.model_shape(m) for m in {r["model"] for r in found.values()}}
+        return [
+            Membership(
+                cid, found[cid]["model"], shapes[found[cid]["model"]],  # type: ignore[arg-type]
+                np.sort(np.asarray(found[cid]["nodes"], dtype=np.int64)),
+                np.sort(np.asarray(found[cid]["edges"], dtype=np.int64)) if found[cid]["has_edges"] else None,
+            )
+            for cid in circuit_ids
+        ]
+
+    def containing(self, model: str, index: int, level: Level) -> list[str]:
+        label, rel = ("Component", "HAS_NODE") if level is Level.NODE else ("Edge", "HAS_EDGE")
+
+        def work(tx: ManagedTransaction) -> list[str]:
+            return tx.run(f"MATCH (x:{label} {{model: $model, idx: $idx}})<-[:{rel}]-(c:Circuit) "
+                          "RETURN c.id AS id ORDER BY id", model=model, idx=index).value()
+
+        return self._read(work)
+
+    def model_shape(self, model: str) -> ModelShape | None:
+        def work(tx: ManagedTransaction) -> dict | None:
+            rec = tx.run("MATCH (m:Model {name: $name}) RETURN m.n_layers AS n_layers, m.n_heads AS n_heads, "
+                         "m.parallel_attn_mlp AS parallel_attn_mlp, m.d_model AS d_model", name=model).single()
+            return None if rec is None else rec.data()
+
+        r = self._read(work)
+        return None if r is None else ModelShape(**r)
+
+    def models(self) -> list[str]:
+        return self._read(lambda tx: tx.run("MATCH (m:Model) RETURN m.name AS n ORDER BY n").value())
+
+    def ping(self) -> None:
+        with self._unavailable():
+            self.driver.verify_connectivity()
+            self._ensure_schema()
+
+    def close(self) -> None:
+        self.driver.close()
+
+
+def _ensure_model(tx: ManagedTransaction, model: str, g: ModelGraph) -> None:
+    shape = {k: v for k, v in g.shape.__dict__.items() if v is not None}
+    rec = tx.run("MERGE (m:Model {name: $name}) ON CREATE SET m += $shape RETURN m.n_components AS n",
+                 name=model, shape=shape).single()
+    if rec["n"] == g.n_nodes:
+        return
+    rows = [{"uid": f"{model}/{n.name}", "name": n.name, "kind": n.kind.value, "layer": n.layer,
+             "head": n.head, "idx": i} for i, n in enumerate(g.nodes)]
+    tx.run("MATCH (m:Model {name: $model}) UNWIND $rows AS r MERGE (n:Component {uid: r.uid}) "
+           "ON CREATE SET n.model = $model, n.name = r.name, n.kind = r.kind, n.layer = r.layer, "
+           "n.head = r.head, n.idx = r.idx MERGE (m)-[:HAS_COMPONENT]->(n)", model=model, rows=rows)
+    tx.run("MATCH (m:Model {name: $model}) SET m.n_components = $n", model=model, n=g.n_nodes)
+
+
+def _create_circuit(tx: ManagedTransaction, c: Circuit, cid: str) -> None:
+    p = c.provenance
+    props: dict[str, Any] = {
+        "id": cid, "model": p.model, "task": p.task, "task_family": p.task_family, "method": p.method,
+        "params": json.dumps(p.params, sort_keys=True), "metric": p.metric, "faithfulness": p.faithfulness,
+        "citation": p.citation, "created_at": p.created_at, "n_nodes": c.n_nodes, "n_edges": c.n_edges,
+        "has_edges": c.has_edges, "node_extra": json.dumps(c.node_extra), "annotations": json.dumps(c.annotations),
+    }
+    dense_nodes = dense_scores(c.node_mask, c.node_scores)
+    dense_edges = None if c.edge_mask is None else dense_scores(c.edge_mask, c.edge_scores)
+    if dense_nodes is not None:
+        props["node_scores"] = bytearray(dense_nodes.astype("<f8").tobytes())
+    if dense_edges is not None:
+        props["edge_scores"] = bytearray(dense_edges.astype("<f8").tobytes())
+    tx.run("MATCH (m:Model {name: $model}) MERGE (t:Task {name: $task}) "
+           "ON CREATE SET t.family = $family "
+           "CREATE (c:Circuit) SET c = $props CREATE (c)-[:OF_MODEL]->(m) CREATE (c)-[:FOR_TASK]->(t)",
+           model=p.model, task=p.task, family=p.task_family, props=props)
+
+
+def _link_edges(tx: ManagedTransaction, c: Circuit, cid: str, g: ModelGraph) -> None:
+    model = c.provenance.model
+    idx = np.flatnonzero(c.edge_mask)
+    uids = [f"{model}/{g.edges[i].name}" for i in idx]
+    existing: set[str] = set()
+    for chunk in _chunks(uids):
+        existing.update(tx.run("UNWIND $uids AS u MATCH (e:Edge {uid: u}) RETURN e.uid", uids=chunk).value())
+    fresh = [
+        {"uid": u, "name": g.edges[i].name, "idx": int(i), "input": g.edges[i].port.value,
+         "src": f"{model}/{g.edges[i].src.name}", "dst": f"{model}/{g.edges[i].dst.name}"}
+        for u, i in zip(uids, idx, strict=True) if u not in existing
+    ]
+    for chunk in _chunks(fresh):
+        tx.run("UNWIND $rows AS r MATCH (s:Component {uid: r.src}) MATCH (d:Component {uid: r.dst}) "
+               "MERGE (e:Edge {uid: r.uid}) ON CREATE SET e.model = $model, e.name = r.name, e.idx = r.idx "
+               "MERGE (e)-[:FROM]->(s) MERGE (e)-[:TO {input: r.input}]->(d)", rows=chunk, model=model)
+    scores = c.edge_scores[idx]  # type: ignore[index]
+    rows = [{"uid": u, "score": _score(s)} for u, s in zip(uids, scores, strict=True)]
+    for chunk in _chunks(rows):
+        tx.run("MATCH (c:Circuit {id: $id}) UNWIND $rows AS r MATCH (e:Edge {uid: r.uid}) "
+               "CREATE (c)-[:HAS_EDGE {score: r.score}]->(e)", id=cid, rows=chunk)
+
+
+def _rebuild(size: int, rows: list[list[Any]], dense: bytes | None) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.array([r[0] for r in rows], dtype=np.int64)
+    scores = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
+    return rebuild(size, idx, scores, None if dense is None else np.frombuffer(bytes(dense), dtype="<f8"))
+
+
+def _provenance(r: dict) -> Provenance:
+    return Provenance(
+        model=r["model"], task=r["task"], method=r["method"], task_family=r["task_family"],
+        params=json.loads(r["params"]), metric=r["metric"], faithfulness=r["faithfulness"],
+        citation=r["citation"], created_at=r["created_at"].to_native(),
+    )
+
+
+def _summary(r: dict) -> CircuitSummary:
+    p = _provenance(r)
+    return CircuitSummary(
+        id=r["id"], model=p.model, task=p.task, task_family=p.task_family, method=p.method, params=p.params,
+        metric=p.metric, faithfulness=p.faithfulness, citation=p.citation, created_at=p.created_at,
+        n_nodes=r["n_nodes"], n_edges=r["n_edges"], has_edges=r["has_edges"],
+    )

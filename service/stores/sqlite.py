@@ -1,0 +1,259 @@
+"""The embedded catalogue: SQLite through SQLAlchemy Core, zero set-up."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
+
+from service.circuit import Circuit, Provenance
+from service.errors import NotFound, StoreUnavailable
+from service.graph import graph_for
+from service.stores.base import (
+    CircuitFilter,
+    CircuitStore,
+    CircuitSummary,
+    Membership,
+    dense_scores,
+    rebuild,
+)
+from service.types import Level, ModelShape
+
+meta = sa.MetaData()
+models_t = sa.Table(
+    "models", meta,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("n_layers", sa.Integer, nullable=False),
+    sa.Column("n_heads", sa.Integer, nullable=False),
+    sa.Column("parallel_attn_mlp", sa.Boolean, nullable=False),
+    sa.Column("d_model", sa.Integer),
+)
+circuits_t = sa.Table(
+    "circuits", meta,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("model", sa.String, sa.ForeignKey("models.name"), nullable=False, index=True),
+    sa.Column("task", sa.String, nullable=False, index=True),
+    sa.Column("task_family", sa.String, index=True),
+    sa.Column("method", sa.String, nullable=False, index=True),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("metric", sa.String),
+    sa.Column("faithfulness", sa.Float),
+    sa.Column("citation", sa.Text),
+    sa.Column("created_at", sa.String, nullable=False),
+    sa.Column("n_nodes", sa.Integer, nullable=False),
+    sa.Column("n_edges", sa.Integer, nullable=False),
+    sa.Column("has_edges", sa.Boolean, nullable=False),
+    sa.Column("node_scores", sa.LargeBinary),
+    sa.Column("edge_scores", sa.LargeBinary),
+    sa.Column("node_extra", sa.Text, nullable=False),
+    sa.Column("annotations", sa.Text, nullable=False),
+)
+nodes_t = sa.Table(
+    "circuit_nodes", meta,
+    sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("score", sa.Float),
+    sa.Index("circuit_nodes_idx", "idx"),
+)
+edges_t = sa.Table(
+    "circuit_edges", meta,
+    sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("score", sa.Float),
+    sa.Index("circuit_edges_idx", "idx"),
+)
+
+
+def _blob(a: np.ndarray | None) -> bytes | None:
+    return None if a is None else a.astype("<f8").tobytes()
+
+
+def _unblob(b: bytes | None) -> np.ndarray | None:
+    return None if b is None else np.frombuffer(b, dtype="<f8").astype(np.float64)
+
+
+def _rows(circuit_id: str, mask: np.ndarray, scores: np.ndarray) -> list[dict]:
+    idx = np.flatnonzero(mask)
+    vals = scores[idx]
+    return [
+        {"circuit_id": circuit_id, "idx": int(i), "score": None if np.isnan(s) else float(s)}
+        for i, s in zip(idx, vals, strict=True)
+    ]
+
+
+class SqliteStore(CircuitStore):
+    """Circuits in one SQLite file; in-graph items as indexed rows."""
+
+    def __init__(self, url: str):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(url)
+        sa.event.listen(self.engine, "connect", _pragmas)
+        meta.create_all(self.engine)
+
+    def put(self, circuit: Circuit) -> str:
+        cid = circuit.id
+        shape = circuit.shape
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(circuits_t.c.id).where(circuits_t.c.id == cid)).first():
+                return cid
+            if not conn.execute(sa.select(models_t.c.name).where(models_t.c.name == circuit.provenance.model)).first():
+                conn.execute(models_t.insert().values(name=circuit.provenance.model, **shape.__dict__))
+            conn.execute(circuits_t.insert().values(**self._circuit_row(circuit)))
+            if rows := _rows(cid, circuit.node_mask, circuit.node_scores):
+                conn.execute(nodes_t.insert(), rows)
+            if circuit.edge_mask is not None and (rows := _rows(cid, circuit.edge_mask, circuit.edge_scores)):
+                conn.execute(edges_t.insert(), rows)
+        return cid
+
+    @staticmethod
+    def _circuit_row(c: Circuit) -> dict:
+        p = c.provenance
+        return {
+            "id": c.id, "model": p.model, "task": p.task, "task_family": p.task_family,
+            "method": p.method, "params": json.dumps(p.params, sort_keys=True), "metric": p.metric,
+            "faithfulness": p.faithfulness, "citation": p.citation,
+            "created_at": p.created_at.astimezone(UTC).isoformat(),
+            "n_nodes": c.n_nodes, "n_edges": c.n_edges, "has_edges": c.has_edges,
+            "node_scores": _blob(dense_scores(c.node_mask, c.node_scores)),
+            "edge_scores": _blob(None if c.edge_mask is None else dense_scores(c.edge_mask, c.edge_scores)),
+            "node_extra": json.dumps(c.node_extra), "annotations": json.dumps(c.annotations),
+        }
+
+    def get(self, circuit_id: str) -> Circuit:
+        with self._connect() as conn:
+            row = conn.execute(sa.select(circuits_t).where(circuits_t.c.id == circuit_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"no circuit with id {circuit_id!r}")
+            shape = self.model_shape(row["model"])
+            assert shape is not None
+            g = graph_for(shape)
+            node_mask, node_scores = self._items(conn, nodes_t, circuit_id, g.n_nodes, row["node_scores"])
+            edge_mask = edge_scores = None
+            if row["has_edges"]:
+                edge_mask, edge_scores = self._items(conn, edges_t, circuit_id, g.n_edges, row["edge_scores"])
+        circuit = Circuit(
+            provenance=Provenance(
+                model=row["model"], task=row["task"], method=row["method"], task_family=row["task_family"],
+                params=json.loads(row["params"]), metric=row["metric"], faithfulness=row["faithfulness"],
+                citation=row["citation"], created_at=datetime.fromisoformat(row["created_at"]),
+            ),
+            shape=shape, node_mask=node_mask, node_scores=node_scores, edge_mask=edge_mask,
+            edge_scores=edge_scores, node_extra=json.loads(row["node_extra"]),
+            annotations=json.loads(row["annotations"]),
+        )
+        return circuit
+
+    @staticmethod
+    def _items(
+        conn: sa.Connection, table: sa.Table, cid: str, size: int, dense: bytes | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = conn.execute(sa.select(table.c.idx, table.c.score).where(table.c.circuit_id == cid)).all()
+        idx = np.array([r[0] for r in rows], dtype=np.int64)
+        scores = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
+        return rebuild(size, idx, scores, _unblob(dense))
+
+    def summaries(self, flt: CircuitFilter, limit: int = 50, offset: int = 0) -> tuple[list[CircuitSummary], int]:
+        c = circuits_t.c
+        conds = [col == val for col, val in (
+            (c.model, flt.model), (c.task, flt.task), (c.task_family, flt.task_family), (c.method, flt.method),
+        ) if val is not None]
+        if flt.min_faithfulness is not None:
+            conds.append(c.faithfulness >= flt.min_faithfulness)
+        with self._connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(circuits_t).where(*conds)).scalar_one()
+            rows = conn.execute(
+                sa.select(circuits_t).where(*conds).order_by(c.created_at.desc(), c.id).limit(limit).offset(offset)
+            ).mappings().all()
+        return [_summary(r) for r in rows], total
+
+    def delete(self, circuit_id: str) -> None:
+        with self.engine.begin() as conn:
+            for table in (nodes_t, edges_t):
+                conn.execute(table.delete().where(table.c.circuit_id == circuit_id))
+            if conn.execute(circuits_t.delete().where(circuits_t.c.id == circuit_id)).rowcount == 0:
+                raise NotFound(f"no circuit with id {circuit_id!r}")
+
+    def memberships(self, circuit_ids: list[str]) -> list[Membership]:
+        with self._connect() as conn:
+            heads = {
+                r.id: r for r in conn.execute(
+                    sa.select(circuits_t.c.id, circuits_t.c.model, circuits_t.c.has_edges)
+                    .where(circuits_t.c.id.in_(circuit_ids))
+                )
+            }
+            _require_all(circuit_ids, heads)
+            out = []
+            for cid in circuit_ids:
+                nodes = self._indices(conn, nodes_t, cid)
+                edges = self._indices(conn, edges_t, cid) if heads[cid].has_edges else None
+                shape = self.model_shape(heads[cid].model)
+                assert shape is not None
+                out.append(Membership(cid, heads[cid].model, shape, nodes, edges))
+        return out
+
+    @staticmethod
+    def _indices(conn: sa.Connection, table: sa.Table, cid: str) -> np.ndarray:
+        rows = conn.execute(sa.select(table.c.idx).where(table.c.circuit_id == cid)).scalars().all()
+        return np.asarray(rows, dtype=np.int64)
+
+    def containing(self, model: str, index: int, level: Level) -> list[str]:
+        table = nodes_t if level is Level.NODE else edges_t
+        q = (
+            sa.select(table.c.circuit_id)
+            .join(circuits_t, circuits_t.c.id == table.c.circuit_id)
+            .where(table.c.idx == index, circuits_t.c.model == model)
+            .order_by(table.c.circuit_id)
+        )
+        with self._connect() as conn:
+            return list(conn.execute(q).scalars())
+
+    def model_shape(self, model: str) -> ModelShape | None:
+        with self._connect() as conn:
+            r = conn.execute(sa.select(models_t).where(models_t.c.name == model)).mappings().first()
+        return None if r is None else ModelShape(r["n_layers"], r["n_heads"], r["parallel_attn_mlp"], r["d_model"])
+
+    def models(self) -> list[str]:
+        with self._connect() as conn:
+            return list(conn.execute(sa.select(models_t.c.name).order_by(models_t.c.name)).scalars())
+
+    def ping(self) -> None:
+        with self._connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _connect(self) -> sa.Connection:
+        try:
+            return self.engine.connect()
+        except OperationalError as exc:
+            raise StoreUnavailable(f"SQLite catalogue unreachable: {exc}") from exc
+
+
+def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _require_all(asked: list[str], found: dict) -> None:
+    missing = [i for i in asked if i not in found]
+    if missing:
+        raise NotFound(f"no circuit with id(s) {', '.join(map(repr, missing))}")
+
+
+def _summary(r: sa.RowMapping) -> CircuitSummary:
+    return CircuitSummary(
+        id=r["id"], model=r["model"], task=r["task"], task_family=r["task_family"], method=r["method"],
+        params=json.loads(r["params"]), metric=r["metric"], faithfulness=r["faithfulness"],
+        citation=r["citation"], created_at=datetime.fromisoformat(r["created_at"]),
+        n_nodes=r["n_nodes"], n_edges=r["n_edges"], has_edges=r["has_edges"],
+    )

@@ -1,0 +1,137 @@
+"""Core vocabulary: node and edge kinds, canonical MIB names, model shapes.
+
+Every other module speaks in these types instead of loose strings. Names follow MIB:
+nodes ``input``, ``a{L}.h{H}``, ``m{L}``, ``logits``; edges ``SRC->DST`` with ``<q>``,
+``<k>`` or ``<v>`` on attention destinations.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class NodeKind(StrEnum):
+    """What a node of the computation graph is."""
+
+    INPUT = "input"
+    ATTENTION = "attention"
+    MLP = "mlp"
+    LOGITS = "logits"
+
+
+class Port(StrEnum):
+    """Which input of a destination an edge feeds."""
+
+    Q = "q"
+    K = "k"
+    V = "v"
+    MLP = "mlp"
+    LOGITS = "logits"
+
+    @property
+    def is_attention(self) -> bool:
+        return self in (Port.Q, Port.K, Port.V)
+
+
+class Level(StrEnum):
+    """Granularity of an overlap question."""
+
+    NODE = "node"
+    EDGE = "edge"
+
+
+class AblationKind(StrEnum):
+    """How a removed component or edge is replaced."""
+
+    ZERO = "zero"
+    MEAN = "mean"
+    RESAMPLE = "resample"
+
+
+_HEAD = re.compile(r"a(\d+)\.h(\d+)")
+_MLP = re.compile(r"m(\d+)")
+_EDGE = re.compile(r"(?P<src>[^<>\s]+)->(?P<dst>[^<>\s]+?)(?:<(?P<port>[qkv])>)?")
+
+
+class InvalidName(ValueError):
+    """A node or edge name that is not a canonical MIB name."""
+
+
+@dataclass(frozen=True, order=True)
+class Node:
+    """A node of the computation graph: the embeddings, a head, an MLP, or the logits."""
+
+    kind: NodeKind
+    layer: int | None = None
+    head: int | None = None
+
+    @property
+    def name(self) -> str:
+        if self.kind is NodeKind.ATTENTION:
+            return f"a{self.layer}.h{self.head}"
+        if self.kind is NodeKind.MLP:
+            return f"m{self.layer}"
+        return self.kind.value
+
+    @staticmethod
+    def parse(name: str) -> Node:
+        """Parse a canonical node name; raise ``InvalidName`` when it is not one."""
+        if name == "input":
+            return Node(NodeKind.INPUT)
+        if name == "logits":
+            return Node(NodeKind.LOGITS)
+        if m := _HEAD.fullmatch(name):
+            return Node(NodeKind.ATTENTION, int(m[1]), int(m[2]))
+        if m := _MLP.fullmatch(name):
+            return Node(NodeKind.MLP, int(m[1]))
+        raise InvalidName(f"not a node name: {name!r}")
+
+    @property
+    def is_component(self) -> bool:
+        """Heads and MLPs; ``input`` and ``logits`` belong to every circuit."""
+        return self.kind in (NodeKind.ATTENTION, NodeKind.MLP)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A directed edge from a source node into one input port of a destination."""
+
+    src: Node
+    dst: Node
+    port: Port
+
+    @property
+    def name(self) -> str:
+        suffix = f"<{self.port.value}>" if self.port.is_attention else ""
+        return f"{self.src.name}->{self.dst.name}{suffix}"
+
+    @staticmethod
+    def parse(name: str) -> Edge:
+        """Parse ``SRC->DST[<q|k|v>]``; raise ``InvalidName`` when malformed."""
+        m = _EDGE.fullmatch(name)
+        if not m:
+            raise InvalidName(f"not an edge name: {name!r}")
+        src, dst = Node.parse(m["src"]), Node.parse(m["dst"])
+        if dst.kind is NodeKind.ATTENTION:
+            if not m["port"]:
+                raise InvalidName(f"edge into a head needs <q>, <k> or <v>: {name!r}")
+            return Edge(src, dst, Port(m["port"]))
+        if m["port"]:
+            raise InvalidName(f"only edges into heads take <q>/<k>/<v>: {name!r}")
+        return Edge(src, dst, Port.LOGITS if dst.kind is NodeKind.LOGITS else Port.MLP)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the catalogue needs to know of a model to name its graph, without weights."""
+
+    n_layers: int
+    n_heads: int
+    parallel_attn_mlp: bool = False
+    d_model: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_layers < 1 or self.n_heads < 1:
+            raise ValueError(f"model shape needs n_layers >= 1 and n_heads >= 1, got {self}")

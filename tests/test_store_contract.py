@@ -1,0 +1,152 @@
+"""One contract, every store: SQLite and the real Neo4j must behave and answer alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from service.catalogue import Catalogue
+from service.documents import CircuitDocument
+from service.errors import CircuitInvalid, NotFound
+from service.literature import literature_documents
+from service.stores import CircuitFilter, CircuitStore
+from service.types import Level
+from tests.helpers import GPT2, SMALL, edge_circuit, node_circuit, same_circuit
+
+
+def count(store: CircuitStore) -> int:
+    return store.summaries(CircuitFilter(), limit=1)[1]
+
+
+def test_put_get_round_trip_edge_circuit(store):
+    c = edge_circuit(score_all=True)
+    assert store.put(c) == c.id
+    same_circuit(store.get(c.id), c)
+
+
+def test_put_get_round_trip_node_circuit_with_extras(store):
+    c = node_circuit(["a0.h1", "m2"])
+    store.put(c)
+    back = store.get(c.id)
+    same_circuit(back, c)
+    assert back.edge_mask is None and back.node_names == ["a0.h1", "m2"]
+
+
+def test_gpt2_sized_circuit_round_trips(store):
+    c = edge_circuit(GPT2, keep=0.05, model="gpt2")
+    store.put(c)
+    same_circuit(store.get(c.id), c)
+
+
+def test_put_is_idempotent(store):
+    c = edge_circuit()
+    assert store.put(c) == store.put(c) == c.id
+    assert count(store) == 1
+    assert store.memberships([c.id])[0].edges.size == c.n_edges
+
+
+def test_get_unknown_id_is_not_found(store):
+    with pytest.raises(NotFound, match="nope"):
+        store.get("nope")
+
+
+def test_list_filters_and_pages(store):
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    circuits = [edge_circuit(seed=i, task="a" if i % 2 else "b") for i in range(5)]
+    for i, c in enumerate(circuits):
+        object.__setattr__(c.provenance, "created_at", t0 + timedelta(hours=i))
+        store.put(c)
+    items, total = store.summaries(CircuitFilter(task="a"))
+    assert total == 2 and {s.task for s in items} == {"a"}
+    page, total = store.summaries(CircuitFilter(), limit=2, offset=1)
+    assert total == 5 and [s.id for s in page] == [circuits[3].id, circuits[2].id]
+    best, _ = store.summaries(CircuitFilter(min_faithfulness=0.53))
+    assert {s.id for s in best} == {circuits[3].id, circuits[4].id}
+    assert store.summaries(CircuitFilter(model="other"))[1] == 0
+    s = page[0]
+    assert (s.n_edges, s.n_nodes, s.method, s.task_family) == (circuits[3].n_edges, circuits[3].n_nodes, "eap", "fam")
+
+
+def test_delete_removes_and_reports_missing(store):
+    a, b = edge_circuit(seed=1), edge_circuit(seed=2)
+    store.put(a), store.put(b)
+    store.delete(a.id)
+    assert count(store) == 1
+    with pytest.raises(NotFound):
+        store.get(a.id)
+    with pytest.raises(NotFound):
+        store.delete(a.id)
+    same_circuit(store.get(b.id), b)
+
+
+def test_memberships_name_missing_ids(store):
+    c = edge_circuit()
+    store.put(c)
+    with pytest.raises(NotFound, match="'ghost'"):
+        store.memberships([c.id, "ghost"])
+
+
+def test_containing_finds_circuits_by_node_and_edge(store):
+    a = node_circuit(["a0.h1", "m2"], task="x")
+    b = node_circuit(["a0.h1"], task="y")
+    store.put(a), store.put(b)
+    g = a.graph
+    assert store.containing("tiny", g.node_id("a0.h1"), Level.NODE) == sorted([a.id, b.id])
+    assert store.containing("tiny", g.node_id("m2"), Level.NODE) == [a.id]
+    e = edge_circuit(seed=4)
+    store.put(e)
+    first = int(np.flatnonzero(e.edge_mask)[0])
+    assert store.containing("tiny", first, Level.EDGE) == [e.id]
+
+
+def test_models_are_registered_with_their_shape(store):
+    store.put(edge_circuit())
+    assert store.models() == ["tiny"]
+    assert store.model_shape("tiny") == SMALL
+    assert store.model_shape("none") is None
+
+
+def test_bad_circuit_is_refused_whole_and_changes_nothing(store):
+    cat = Catalogue(store)
+    bad = CircuitDocument(model="tiny", shape=SMALL.__dict__, task="t", method="m", nodes={"a0.h0": {}},
+                          edges={"a0.h0->a1.h0<q>": {"score": 1.0}, "a2.h0->a0.h0<q>": {}, "m9->logits": {}})
+    with pytest.raises(CircuitInvalid) as err:
+        cat.add_document(bad)
+    assert len(err.value.problems) == 2
+    assert count(store) == 0 and store.models() == []
+
+
+def test_registered_shape_is_enforced(store):
+    cat = Catalogue(store)
+    store.put(edge_circuit())
+    with pytest.raises(CircuitInvalid, match="registered with shape"):
+        cat.add_document(CircuitDocument(model="tiny", shape={"n_layers": 4, "n_heads": 2}, task="t",
+                                         method="m", nodes={"a3.h0": {}}))
+    assert count(store) == 1
+
+
+def test_literature_known_answers(store):
+    cat = Catalogue(store)
+    ids = {d.task: cat.add_document(d) for d in literature_documents()}
+    four = [ids[t] for t in ("numerals", "number-words", "months", "greater-than")]
+    (shared,) = cat.consensus(four)
+    assert set(shared.support) == {"a6.h1", "a8.h8", "a9.h1", "m8", "m9", "m10"}
+    (ioi_months,) = cat.overlap(ids["ioi"], ids["months"])
+    assert ioi_months.shared == ["a0.h1", "a7.h9", "a10.h7"]
+    assert cat.containing("gpt2", "a9.h1")[1] == sorted(four)
+
+
+def test_both_stores_give_identical_answers(sqlite_store, neo4j_store):
+    answers = []
+    for s in (sqlite_store, neo4j_store):
+        cat = Catalogue(s)
+        ids = [s.put(edge_circuit(GPT2, seed=i, keep=0.05, model="gpt2")) for i in range(4)]
+        ids.append(s.put(node_circuit(["a9.h1", "a0.h1", "m3"], GPT2, model="gpt2")))
+        answers.append((
+            cat.overlap(ids[0], ids[1]), cat.consensus(ids[:4], 2), cat.matrix(ids),
+            cat.difference(ids[0], ids[4]), cat.containing("gpt2", "a9.h1"),
+            [m.nodes.tolist() for m in s.memberships(ids)],
+        ))
+    assert answers[0] == answers[1]
