@@ -15,6 +15,7 @@ from service.catalogue import Catalogue
 from service.cli.output import console, emit_json, fail, table
 from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
 from service.errors import CatalogueError
+from service.models import KNOWN_SHAPES
 from service.stores import CircuitFilter, open_store
 
 app = typer.Typer(help="Circuit Catalogue: discover, store and compare circuits of language models.",
@@ -74,9 +75,10 @@ def _import_file(cat: Catalogue, f: Path, model: str | None, task: str | None, m
     if "cfg" not in raw:
         return cat.add_document(CircuitDocument.model_validate(raw))
     folder_task, _, folder_model = f.parent.name.rpartition("_")
-    model, task = model or folder_model, task or folder_task
+    if folder_model in KNOWN_SHAPES and folder_task:
+        model, task = model or folder_model, task or folder_task
     if not (model and task):
-        raise ValueError(f"{f}: a MIB file needs --model and --task (or a folder named TASK_MODEL)")
+        raise ValueError(f"{f}: a MIB file needs --model and --task (or a MIB folder named TASK_MODEL)")
     params = {"source_file": f.name}
     return cat.add_mib(MibDocument.model_validate(raw), model, task, method, params=params,
                        **{k: v for k, v in provenance.items() if v is not None})

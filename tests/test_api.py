@@ -1,0 +1,142 @@
+"""The REST API over the real stores: listing, import, overlap, auth, problem+json errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.config import Settings
+from service.documents import document_from_circuit
+from service.literature import literature_documents
+from service.stores.neo4j import Neo4jStore
+from tests.helpers import SMALL, edge_circuit, mib_file
+
+PROBLEM = "application/problem+json"
+
+
+def settings(key: str | None = None) -> Settings:
+    return Settings(store_url="unused", neo4j_user=None, neo4j_password=None, neo4j_database="neo4j", api_key=key)
+
+
+@pytest.fixture
+def client(store) -> TestClient:
+    return TestClient(create_app(store, settings()))
+
+
+def body(c) -> dict:
+    return document_from_circuit(c).model_dump(mode="json", exclude_none=True, exclude={"id"})
+
+
+def load_literature(client: TestClient) -> dict[str, str]:
+    ids = {}
+    for d in literature_documents():
+        r = client.post("/circuits", json=d.model_dump(mode="json", exclude_none=True))
+        assert r.status_code == 201, r.text
+        ids[d.task] = r.json()["id"]
+    return ids
+
+
+def test_import_list_get(client):
+    r = client.post("/circuits", json=body(edge_circuit()))
+    assert r.status_code == 201 and r.headers["location"] == f"/circuits/{r.json()['id']}"
+    cid = r.json()["id"]
+    listing = client.get("/circuits", params={"model": "tiny", "min_faithfulness": 0.1}).json()
+    assert listing["total"] == 1 and listing["items"][0]["id"] == cid
+    assert client.get("/circuits", params={"method": "other"}).json()["total"] == 0
+    got = client.get(f"/circuits/{cid}").json()
+    assert got["id"] == cid and got["edges"]
+    mib = client.get(f"/circuits/{cid}", params={"format": "mib"}).json()
+    assert set(mib) == {"cfg", "nodes", "edges"} and mib["cfg"]["n_layers"] == SMALL.n_layers
+
+
+def test_import_mib_file(client):
+    r = client.post("/circuits/mib", params={"model": "tiny", "task": "ioi", "method": "eap-ig"},
+                    json=mib_file(SMALL))
+    assert r.status_code == 201, r.text
+    assert client.get(f"/circuits/{r.json()['id']}", params={"format": "mib"}).json() == mib_file(SMALL)
+
+
+def test_bad_circuit_is_refused_with_every_problem_and_nothing_stored(client):
+    bad = body(edge_circuit())
+    bad["edges"] = {"a2.h0->a0.h0<q>": {}, "input->a0.h0<q>": {"score": "Infinity"}, "zz": {}}
+    r = client.post("/circuits", json=bad)
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
+    assert len(r.json()["errors"]) == 3
+    assert client.get("/circuits").json()["total"] == 0
+
+
+def test_unknown_id_is_404_problem(client):
+    r = client.get("/circuits/missing")
+    assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
+    assert "missing" in r.json()["detail"]
+
+
+def test_bad_parameters_are_named(client):
+    r = client.get("/circuits", params={"limit": 0, "min_faithfulness": "high"})
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
+    assert "query.limit" in r.json()["detail"] and "query.min_faithfulness" in r.json()["detail"]
+
+
+def test_overlap_endpoints_answer_the_literature_questions(client):
+    ids = load_literature(client)
+    four = [ids[t] for t in ("numerals", "number-words", "months", "greater-than")]
+    shared = client.get("/consensus", params={"ids": four}).json()["levels"][0]["support"]
+    assert set(shared) == {"a6.h1", "a8.h8", "a9.h1", "m8", "m9", "m10"}
+    pair = client.get("/overlap", params={"a": ids["ioi"], "b": ids["months"]}).json()["levels"][0]
+    assert pair["shared"] == ["a0.h1", "a7.h9", "a10.h7"] and pair["n_shared"] == 3
+    m = client.get("/matrix", params={"ids": list(ids.values())}).json()
+    assert len(m["node"]) == 5 and m["node"][2][3] == pytest.approx(0.75)
+    d = client.get("/diff", params={"a": ids["greater-than"], "b": ids["numerals"]}).json()
+    assert d["only_in_a"]["node"] == ["a5.h1", "a5.h5", "a6.h9", "a7.h10", "a8.h11"]
+    members = client.get("/components/gpt2/a9.h1/circuits").json()
+    assert members["level"] == "node" and sorted(members["circuits"]) == sorted(four)
+    bad = client.get("/components/gpt2/a12.h0/circuits")
+    assert bad.status_code == 422 and "a12.h0" in bad.json()["detail"]
+
+
+def test_consensus_needs_two_ids_and_valid_support(client):
+    ids = load_literature(client)
+    assert client.get("/consensus", params={"ids": [ids["ioi"]]}).status_code == 422
+    r = client.get("/consensus", params={"ids": [ids["ioi"], ids["months"]], "min_support": 3})
+    assert r.status_code == 422 and "min_support" in r.json()["detail"]
+
+
+def test_writes_need_the_key_when_configured(store):
+    client = TestClient(create_app(store, settings(key="s3cret")))
+    doc = body(edge_circuit())
+    r = client.post("/circuits", json=doc)
+    assert r.status_code == 401 and r.headers["content-type"] == PROBLEM
+    assert client.post("/circuits", json=doc, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    ok = client.post("/circuits", json=doc, headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 201
+    cid = ok.json()["id"]
+    assert client.delete(f"/circuits/{cid}").status_code == 401
+    assert client.get(f"/circuits/{cid}").status_code == 200
+    assert client.delete(f"/circuits/{cid}", headers={"Authorization": "Bearer s3cret"}).status_code == 204
+    assert client.get(f"/circuits/{cid}").status_code == 404
+
+
+def test_health_and_docs(client):
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/docs").status_code == 200
+    assert "/circuits" in client.get("/openapi.json").json()["paths"]
+
+
+def test_unreachable_store_is_503_not_500():
+    down = Neo4jStore("bolt://127.0.0.1:9")
+    client = TestClient(create_app(down, settings()))
+    for path in ("/health", "/circuits"):
+        r = client.get(path)
+        assert r.status_code == 503 and r.headers["content-type"] == PROBLEM
+        assert "unreachable" in r.json()["detail"]
+
+
+def test_starting_the_api_does_not_import_torch(tmp_path):
+    code = ("from service.api.app import create_app; create_app(); import sys; "
+            "assert 'torch' not in sys.modules and 'workers' not in sys.modules")
+    env = {"CIRCAT_STORE_URL": f"sqlite:///{tmp_path / 'x.db'}", "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
