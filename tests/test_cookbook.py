@@ -51,7 +51,7 @@ def test_family_consensus(loaded):
 
 
 def test_uses_head(loaded):
-    store, cat, ids = loaded
+    store, cat, _ = loaded
     rows = run(store, "uses-head", model="gpt2", name="a9.h1")
     assert sorted(r["id"] for r in rows) == cat.containing("gpt2", "a9.h1")[1]
     assert [r["task"] for r in rows] == ["greater-than", "months", "number-words", "numerals"]
@@ -85,7 +85,7 @@ def test_ranked_by_overlap(loaded):
 
 
 def test_heads_in_every_method(loaded):
-    store, cat, ids = loaded
+    store, cat, _ = loaded
     for method, heads in (("ablation", ["a9.h9", "a9.h6", "a10.h0", "a5.h5"]), ("eap", ["a9.h9", "a10.h0", "a0.h1"])):
         cat.add_document(CircuitDocument(model="gpt2", task="ioi", method=method,
                                          nodes={h: {} for h in heads}))
