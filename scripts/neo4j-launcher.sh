@@ -12,10 +12,12 @@ fi
 jv=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/ *java.specification.version = //p')
 [ "${jv%%.*}" -ge 17 ] || { echo "Neo4j 5.26 needs Java 17 or later; found $jv" >&2; exit 1; }
 launcher="$repo/tests/neo4j_server"
-if [ ! -f "$launcher/target/classpath.txt" ] || [ "$launcher/pom.xml" -nt "$launcher/target/classpath.txt" ] \
-   || [ "$launcher/src/main/java/circat/Neo4jLauncher.java" -nt "$launcher/target/classes/circat/Neo4jLauncher.class" ]; then
+stamp="$launcher/target/.built"
+if [ ! -f "$stamp" ] || [ "$launcher/pom.xml" -nt "$stamp" ] \
+   || [ "$launcher/src/main/java/circat/Neo4jLauncher.java" -nt "$stamp" ]; then
   echo "neo4j: building the launcher (first run downloads Neo4j from Maven Central)" >&2
   mvn -q -B -f "$launcher/pom.xml" dependency:build-classpath -Dmdep.outputFile=target/classpath.txt compile >&2
+  touch "$stamp"
 fi
 java -Xmx1g -XX:+UseSerialGC -cp "$launcher/target/classes:$(cat "$launcher/target/classpath.txt")" \
   circat.Neo4jLauncher "$data" "$port" >"$log" 2>&1 &

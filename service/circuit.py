@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -67,7 +68,7 @@ class Circuit:
     def has_edges(self) -> bool:
         return self.edge_mask is not None
 
-    @property
+    @cached_property
     def id(self) -> str:
         """Deterministic id from content and provenance (not creation time)."""
         return _content_id(self)

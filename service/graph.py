@@ -8,7 +8,7 @@ Circuits, masks and overlaps are boolean/float vectors over these two orders.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -35,15 +35,15 @@ class ModelGraph:
     def n_edges(self) -> int:
         return len(self.edges)
 
-    @property
+    @cached_property
     def node_names(self) -> list[str]:
         return [n.name for n in self.nodes]
 
-    @property
+    @cached_property
     def edge_names(self) -> list[str]:
         return [e.name for e in self.edges]
 
-    @property
+    @cached_property
     def component_mask(self) -> np.ndarray:
         """Boolean vector over nodes: heads and MLPs (not ``input``/``logits``)."""
         return np.array([n.is_component for n in self.nodes], dtype=bool)

@@ -120,18 +120,28 @@ def consensus(members: list[Membership], min_support: int | None = None) -> list
     return out
 
 
+def _jaccard_grid(sets: list[np.ndarray], size: int) -> np.ndarray:
+    """Jaccard of every pair of index sets, as one matrix product of membership masks."""
+    masks = np.zeros((len(sets), size), dtype=np.float32)
+    for row, items in zip(masks, sets, strict=True):
+        row[items] = 1.0
+    inter = masks @ masks.T
+    sizes = masks.sum(axis=1)
+    union = sizes[:, None] + sizes[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
 def matrix(members: list[Membership]) -> Matrix:
     """The pairwise Jaccard matrix at node level and, where both have edges, edge level."""
-    _graph(members)
-    n = len(members)
-    node = [[1.0] * n for _ in range(n)]
-    edge: list[list[float | None]] = [[None] * n for _ in range(n)]
-    for i in range(n):
-        edge[i][i] = 1.0 if members[i].edges is not None else None
-        for j in range(i + 1, n):
-            for pair in pairwise(members[i], members[j]):
-                grid = node if pair.level is Level.NODE else edge
-                grid[i][j] = grid[j][i] = pair.jaccard
+    g = _graph(members)
+    nodes = _jaccard_grid([_items(m, Level.NODE, g) for m in members], g.n_nodes)
+    node = [[float(x) for x in row] for row in nodes]
+    with_edges = [i for i, m in enumerate(members) if m.edges is not None]
+    edges = _jaccard_grid([members[i].edges for i in with_edges], g.n_edges)
+    edge: list[list[float | None]] = [[None] * len(members) for _ in members]
+    for a, i in enumerate(with_edges):
+        for b, j in enumerate(with_edges):
+            edge[i][j] = float(edges[a, b])
     return Matrix([m.id for m in members], node, edge)
 
 

@@ -5,6 +5,8 @@ CREATE CONSTRAINT task_name IF NOT EXISTS FOR (t:Task) REQUIRE t.name IS UNIQUE;
 CREATE CONSTRAINT circuit_id IF NOT EXISTS FOR (c:Circuit) REQUIRE c.id IS UNIQUE;
 CREATE CONSTRAINT component_uid IF NOT EXISTS FOR (n:Component) REQUIRE n.uid IS UNIQUE;
 CREATE CONSTRAINT edge_uid IF NOT EXISTS FOR (e:Edge) REQUIRE e.uid IS UNIQUE;
+CREATE INDEX component_model_idx IF NOT EXISTS FOR (n:Component) ON (n.model, n.idx);
+CREATE INDEX edge_model_idx IF NOT EXISTS FOR (e:Edge) ON (e.model, e.idx);
 CREATE INDEX component_model_name IF NOT EXISTS FOR (n:Component) ON (n.model, n.name);
 CREATE INDEX edge_model_name IF NOT EXISTS FOR (e:Edge) ON (e.model, e.name);
 CREATE INDEX circuit_model IF NOT EXISTS FOR (c:Circuit) ON (c.model);

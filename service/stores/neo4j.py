@@ -97,13 +97,9 @@ class Neo4jStore(CircuitStore):
                 return
             _ensure_model(tx, model, g)
             _create_circuit(tx, circuit, cid)
-            node_rows = [{"uid": f"{model}/{g.nodes[i].name}", "score": _score(circuit.node_scores[i])}
-                         for i in np.flatnonzero(circuit.node_mask)]
-            for chunk in _chunks(node_rows):
-                tx.run("MATCH (c:Circuit {id: $id}) UNWIND $rows AS r MATCH (n:Component {uid: r.uid}) "
-                       "CREATE (c)-[:HAS_NODE {score: r.score}]->(n)", id=cid, rows=chunk)
+            _link(tx, cid, model, "Component", "HAS_NODE", circuit.node_mask, circuit.node_scores)
             if circuit.edge_mask is not None:
-                _link_edges(tx, circuit, cid, g)
+                _link(tx, cid, model, "Edge", "HAS_EDGE", circuit.edge_mask, circuit.edge_scores)
 
         self._write(work)
         return cid
@@ -214,17 +210,39 @@ class Neo4jStore(CircuitStore):
 
 
 def _ensure_model(tx: ManagedTransaction, model: str, g: ModelGraph) -> None:
+    """Register a model with its whole graph (components and edges), once."""
     shape = {k: v for k, v in g.shape.__dict__.items() if v is not None}
-    rec = tx.run("MERGE (m:Model {name: $name}) ON CREATE SET m += $shape RETURN m.n_components AS n",
+    rec = tx.run("MERGE (m:Model {name: $name}) ON CREATE SET m += $shape RETURN m.n_graph_edges AS n",
                  name=model, shape=shape).single()
-    if rec["n"] == g.n_nodes:
+    if rec["n"] == g.n_edges:
         return
-    rows = [{"uid": f"{model}/{n.name}", "name": n.name, "kind": n.kind.value, "layer": n.layer,
-             "head": n.head, "idx": i} for i, n in enumerate(g.nodes)]
+    nodes = [{"uid": f"{model}/{n.name}", "name": n.name, "kind": n.kind.value, "layer": n.layer,
+              "head": n.head, "idx": i} for i, n in enumerate(g.nodes)]
     tx.run("MATCH (m:Model {name: $model}) UNWIND $rows AS r MERGE (n:Component {uid: r.uid}) "
            "ON CREATE SET n.model = $model, n.name = r.name, n.kind = r.kind, n.layer = r.layer, "
-           "n.head = r.head, n.idx = r.idx MERGE (m)-[:HAS_COMPONENT]->(n)", model=model, rows=rows)
-    tx.run("MATCH (m:Model {name: $model}) SET m.n_components = $n", model=model, n=g.n_nodes)
+           "n.head = r.head, n.idx = r.idx MERGE (m)-[:HAS_COMPONENT]->(n)", model=model, rows=nodes)
+    names = g.node_names
+    edges = [{"uid": f"{model}/{e.name}", "name": e.name, "idx": i, "input": e.port.value,
+              "src": f"{model}/{names[s]}", "dst": f"{model}/{names[d]}"}
+             for i, (e, s, d) in enumerate(zip(g.edges, g.edge_src, g.edge_dst, strict=True))]
+    for chunk in _chunks(edges):
+        tx.run("UNWIND $rows AS r MATCH (s:Component {uid: r.src}) MATCH (d:Component {uid: r.dst}) "
+               "MERGE (e:Edge {uid: r.uid}) ON CREATE SET e.model = $model, e.name = r.name, e.idx = r.idx "
+               "MERGE (e)-[:FROM]->(s) MERGE (e)-[:TO {input: r.input}]->(d)", rows=chunk, model=model)
+    tx.run("MATCH (m:Model {name: $model}) SET m.n_components = $n, m.n_graph_edges = $e",
+           model=model, n=g.n_nodes, e=g.n_edges)
+
+
+def _link(tx: ManagedTransaction, cid: str, model: str, label: str, rel: str,
+          mask: np.ndarray, scores: np.ndarray) -> None:
+    """Create the circuit's HAS_NODE / HAS_EDGE relationships, matched by (model, idx)."""
+    idx = np.flatnonzero(mask)
+    vals = [_score(v) for v in scores[idx]]
+    idx_list = idx.tolist()
+    for k in range(0, len(idx_list), BATCH):
+        tx.run(f"MATCH (c:Circuit {{id: $id}}) UNWIND range(0, size($idx) - 1) AS i "
+               f"MATCH (x:{label} {{model: $model, idx: $idx[i]}}) CREATE (c)-[:{rel} {{score: $s[i]}}]->(x)",
+               id=cid, model=model, idx=idx_list[k : k + BATCH], s=vals[k : k + BATCH])
 
 
 def _create_circuit(tx: ManagedTransaction, c: Circuit, cid: str) -> None:
@@ -245,29 +263,6 @@ def _create_circuit(tx: ManagedTransaction, c: Circuit, cid: str) -> None:
            "ON CREATE SET t.family = $family "
            "CREATE (c:Circuit) SET c = $props CREATE (c)-[:OF_MODEL]->(m) CREATE (c)-[:FOR_TASK]->(t)",
            model=p.model, task=p.task, family=p.task_family, props=props)
-
-
-def _link_edges(tx: ManagedTransaction, c: Circuit, cid: str, g: ModelGraph) -> None:
-    model = c.provenance.model
-    idx = np.flatnonzero(c.edge_mask)
-    uids = [f"{model}/{g.edges[i].name}" for i in idx]
-    existing: set[str] = set()
-    for chunk in _chunks(uids):
-        existing.update(tx.run("UNWIND $uids AS u MATCH (e:Edge {uid: u}) RETURN e.uid", uids=chunk).value())
-    fresh = [
-        {"uid": u, "name": g.edges[i].name, "idx": int(i), "input": g.edges[i].port.value,
-         "src": f"{model}/{g.edges[i].src.name}", "dst": f"{model}/{g.edges[i].dst.name}"}
-        for u, i in zip(uids, idx, strict=True) if u not in existing
-    ]
-    for chunk in _chunks(fresh):
-        tx.run("UNWIND $rows AS r MATCH (s:Component {uid: r.src}) MATCH (d:Component {uid: r.dst}) "
-               "MERGE (e:Edge {uid: r.uid}) ON CREATE SET e.model = $model, e.name = r.name, e.idx = r.idx "
-               "MERGE (e)-[:FROM]->(s) MERGE (e)-[:TO {input: r.input}]->(d)", rows=chunk, model=model)
-    scores = c.edge_scores[idx]  # type: ignore[index]
-    rows = [{"uid": u, "score": _score(s)} for u, s in zip(uids, scores, strict=True)]
-    for chunk in _chunks(rows):
-        tx.run("MATCH (c:Circuit {id: $id}) UNWIND $rows AS r MATCH (e:Edge {uid: r.uid}) "
-               "CREATE (c)-[:HAS_EDGE {score: r.score}]->(e)", id=cid, rows=chunk)
 
 
 def _rebuild(size: int, rows: list[list[Any]], dense: bytes | None) -> tuple[np.ndarray, np.ndarray]:

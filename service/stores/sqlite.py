@@ -188,19 +188,26 @@ class SqliteStore(CircuitStore):
                 )
             }
             _require_all(circuit_ids, heads)
-            out = []
-            for cid in circuit_ids:
-                nodes = self._indices(conn, nodes_t, cid)
-                edges = self._indices(conn, edges_t, cid) if heads[cid].has_edges else None
-                shape = self.model_shape(heads[cid].model)
-                assert shape is not None
-                out.append(Membership(cid, heads[cid].model, shape, nodes, edges))
-        return out
+            nodes = self._indices(conn, nodes_t, circuit_ids)
+            edges = self._indices(conn, edges_t, circuit_ids)
+        shapes = {m: self.model_shape(m) for m in {h.model for h in heads.values()}}
+        empty = np.zeros(0, dtype=np.int64)
+        return [
+            Membership(cid, heads[cid].model, shapes[heads[cid].model],  # type: ignore[arg-type]
+                       nodes.get(cid, empty), edges.get(cid, empty) if heads[cid].has_edges else None)
+            for cid in circuit_ids
+        ]
 
     @staticmethod
-    def _indices(conn: sa.Connection, table: sa.Table, cid: str) -> np.ndarray:
-        rows = conn.execute(sa.select(table.c.idx).where(table.c.circuit_id == cid)).scalars().all()
-        return np.asarray(rows, dtype=np.int64)
+    def _indices(conn: sa.Connection, table: sa.Table, ids: list[str]) -> dict[str, np.ndarray]:
+        rows = conn.execute(
+            sa.select(table.c.circuit_id, table.c.idx).where(table.c.circuit_id.in_(ids))
+            .order_by(table.c.circuit_id, table.c.idx)
+        ).all()
+        out: dict[str, list[int]] = {}
+        for cid, idx in rows:
+            out.setdefault(cid, []).append(idx)
+        return {cid: np.asarray(v, dtype=np.int64) for cid, v in out.items()}
 
     def containing(self, model: str, index: int, level: Level) -> list[str]:
         table = nodes_t if level is Level.NODE else edges_t
