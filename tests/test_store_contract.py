@@ -150,3 +150,29 @@ def test_both_stores_give_identical_answers(sqlite_store, neo4j_store):
             [m.nodes.tolist() for m in s.memberships(ids)],
         ))
     assert answers[0] == answers[1]
+
+
+def test_a_write_that_fails_midway_leaves_no_partial_circuit(store, monkeypatch):
+    import service.stores.neo4j as neo4j_module
+    import service.stores.sqlite as sqlite_module
+
+    def fail_on_edges(*args, **kwargs):
+        raise RuntimeError("injected failure while writing edges")
+
+    if isinstance(store, neo4j_module.Neo4jStore):
+        real = neo4j_module._link
+        monkeypatch.setattr(neo4j_module, "_link", lambda tx, cid, model, label, rel, mask, scores: (
+            fail_on_edges() if rel == "HAS_EDGE" else real(tx, cid, model, label, rel, mask, scores)))
+    else:
+        real_rows = sqlite_module._rows
+        calls = iter([real_rows, fail_on_edges])
+        monkeypatch.setattr(sqlite_module, "_rows", lambda *a: next(calls)(*a))
+    c = edge_circuit()
+    with pytest.raises(RuntimeError, match="injected"):
+        store.put(c)
+    monkeypatch.undo()
+    assert count(store) == 0
+    with pytest.raises(NotFound):
+        store.get(c.id)
+    assert store.put(c) == c.id
+    same_circuit(store.get(c.id), c)
