@@ -27,3 +27,12 @@ ensure_neo4j() {
   export CIRCAT_NEO4J_URI="bolt://127.0.0.1:$port"
   echo "neo4j: started on $CIRCAT_NEO4J_URI (pid $pid)"
 }
+
+# The project environment on PATH and Neo4j up: what the test and bench commands need.
+setup_env() {
+  cd "$repo"
+  local venv
+  venv=$(scripts/bootstrap.sh dev)
+  export PATH="$venv/bin:$PATH"
+  ensure_neo4j
+}

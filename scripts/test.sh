@@ -3,9 +3,6 @@
 # CIRCAT_SKIP_NEO4J=1), ruff, then pytest. Servers it starts are stopped by pid on exit.
 set -euo pipefail
 source "$(dirname "$0")/services.sh"
-cd "$repo"
-venv=$(scripts/bootstrap.sh dev)
-export PATH="$venv/bin:$PATH"
-ensure_neo4j
+setup_env
 ruff check .
 python -m pytest "$@"

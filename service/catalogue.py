@@ -33,12 +33,6 @@ class Catalogue:
         """Validate and store a MIB / EAP-IG circuit file with the provenance given."""
         return self.add_document(mib_to_document(mib, model, task, method, **provenance))
 
-    def add(self, circuit: Circuit) -> str:
-        """Store a circuit built in process (checked against the registered model shape)."""
-        from service.documents import document_from_circuit
-
-        return self.add_document(document_from_circuit(circuit).model_copy(update={"id": None}))
-
     def get(self, circuit_id: str) -> Circuit:
         return self.store.get(circuit_id)
 

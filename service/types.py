@@ -42,14 +42,6 @@ class Level(StrEnum):
     EDGE = "edge"
 
 
-class AblationKind(StrEnum):
-    """How a removed component or edge is replaced."""
-
-    ZERO = "zero"
-    MEAN = "mean"
-    RESAMPLE = "resample"
-
-
 _HEAD = re.compile(r"a(\d+)\.h(\d+)")
 _MLP = re.compile(r"m(\d+)")
 _EDGE = re.compile(r"(?P<src>[^<>\s]+)->(?P<dst>[^<>\s]+?)(?:<(?P<port>[qkv])>)?")

@@ -31,15 +31,6 @@ class CircuitSummary:
     n_edges: int
     has_edges: bool
 
-    @staticmethod
-    def of(c: Circuit) -> CircuitSummary:
-        p = c.provenance
-        return CircuitSummary(
-            id=c.id, model=p.model, task=p.task, task_family=p.task_family, method=p.method,
-            params=p.params, metric=p.metric, faithfulness=p.faithfulness, citation=p.citation,
-            created_at=p.created_at, n_nodes=c.n_nodes, n_edges=c.n_edges, has_edges=c.has_edges,
-        )
-
 
 @dataclass(frozen=True)
 class CircuitFilter:

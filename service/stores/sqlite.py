@@ -52,20 +52,21 @@ circuits_t = sa.Table(
     sa.Column("node_extra", sa.Text, nullable=False),
     sa.Column("annotations", sa.Text, nullable=False),
 )
-nodes_t = sa.Table(
-    "circuit_nodes", meta,
-    sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("idx", sa.Integer, primary_key=True),
-    sa.Column("score", sa.Float),
-    sa.Index("circuit_nodes_idx", "idx"),
-)
-edges_t = sa.Table(
-    "circuit_edges", meta,
-    sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("idx", sa.Integer, primary_key=True),
-    sa.Column("score", sa.Float),
-    sa.Index("circuit_edges_idx", "idx"),
-)
+
+
+def _items_table(name: str) -> sa.Table:
+    """In-graph items of circuits: (circuit, graph index) with an optional score."""
+    return sa.Table(
+        name, meta,
+        sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("idx", sa.Integer, primary_key=True),
+        sa.Column("score", sa.Float),
+        sa.Index(f"{name}_idx", "idx"),
+    )
+
+
+nodes_t = _items_table("circuit_nodes")
+edges_t = _items_table("circuit_edges")
 
 
 def _blob(a: np.ndarray | None) -> bytes | None:
