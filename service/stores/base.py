@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -104,20 +105,23 @@ class CircuitStore(ABC):
         self.close()
 
 
-def dense_scores(mask: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
-    """Scores to keep beside the in-graph rows: all of them when any lies outside the graph."""
-    outside = ~mask & ~np.isnan(scores)
-    return scores if outside.any() else None
+def pack_outside_scores(mask: np.ndarray | None, scores: np.ndarray | None) -> bytes | None:
+    """Every score as little-endian float64 bytes when any lies outside the graph, else ``None``.
+
+    Stores keep these beside their in-graph rows so importance files round-trip losslessly.
+    """
+    if mask is None or scores is None or not (~mask & ~np.isnan(scores)).any():
+        return None
+    return scores.astype("<f8").tobytes()
 
 
-def rebuild(
-    mask_size: int, idx: np.ndarray, row_scores: np.ndarray, dense: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mask and score vectors from stored in-graph rows and optional dense scores."""
-    mask = np.zeros(mask_size, dtype=bool)
+def rebuild(size: int, rows: Sequence[Sequence[Any]], packed: bytes | None) -> tuple[np.ndarray, np.ndarray]:
+    """Mask and score vectors from stored in-graph ``(idx, score)`` rows and optional packed scores."""
+    idx = np.array([r[0] for r in rows], dtype=np.int64)
+    mask = np.zeros(size, dtype=bool)
     mask[idx] = True
-    if dense is not None:
-        return mask, dense.copy()
-    scores = np.full(mask_size, np.nan)
-    scores[idx] = row_scores
+    if packed is not None:
+        return mask, np.frombuffer(bytes(packed), dtype="<f8").astype(np.float64)
+    scores = np.full(size, np.nan)
+    scores[idx] = [np.nan if r[1] is None else r[1] for r in rows]
     return mask, scores

@@ -26,7 +26,7 @@ from service.stores.base import (
     CircuitStore,
     CircuitSummary,
     Membership,
-    dense_scores,
+    pack_outside_scores,
     rebuild,
 )
 from service.types import Level, ModelShape
@@ -121,10 +121,10 @@ class Neo4jStore(CircuitStore):
         shape = self.model_shape(row["model"])
         assert shape is not None
         g = graph_for(shape)
-        node_mask, node_scores = _rebuild(g.n_nodes, nodes, row["node_scores"])
+        node_mask, node_scores = rebuild(g.n_nodes, nodes, row["node_scores"])
         edge_mask = edge_scores = None
         if row["has_edges"]:
-            edge_mask, edge_scores = _rebuild(g.n_edges, edges, row["edge_scores"])
+            edge_mask, edge_scores = rebuild(g.n_edges, edges, row["edge_scores"])
         return Circuit(
             provenance=_provenance(row), shape=shape, node_mask=node_mask, node_scores=node_scores,
             edge_mask=edge_mask, edge_scores=edge_scores, node_extra=json.loads(row["node_extra"]),
@@ -238,11 +238,10 @@ def _link(tx: ManagedTransaction, cid: str, model: str, label: str, rel: str,
     """Create the circuit's HAS_NODE / HAS_EDGE relationships, matched by (model, idx)."""
     idx = np.flatnonzero(mask)
     vals = [_score(v) for v in scores[idx]]
-    idx_list = idx.tolist()
-    for k in range(0, len(idx_list), BATCH):
+    for idx_chunk, val_chunk in zip(_chunks(idx.tolist()), _chunks(vals), strict=True):
         tx.run(f"MATCH (c:Circuit {{id: $id}}) UNWIND range(0, size($idx) - 1) AS i "
                f"MATCH (x:{label} {{model: $model, idx: $idx[i]}}) CREATE (c)-[:{rel} {{score: $s[i]}}]->(x)",
-               id=cid, model=model, idx=idx_list[k : k + BATCH], s=vals[k : k + BATCH])
+               id=cid, model=model, idx=idx_chunk, s=val_chunk)
 
 
 def _create_circuit(tx: ManagedTransaction, c: Circuit, cid: str) -> None:
@@ -253,22 +252,13 @@ def _create_circuit(tx: ManagedTransaction, c: Circuit, cid: str) -> None:
         "citation": p.citation, "created_at": p.created_at, "n_nodes": c.n_nodes, "n_edges": c.n_edges,
         "has_edges": c.has_edges, "node_extra": json.dumps(c.node_extra), "annotations": json.dumps(c.annotations),
     }
-    dense_nodes = dense_scores(c.node_mask, c.node_scores)
-    dense_edges = None if c.edge_mask is None else dense_scores(c.edge_mask, c.edge_scores)
-    if dense_nodes is not None:
-        props["node_scores"] = bytearray(dense_nodes.astype("<f8").tobytes())
-    if dense_edges is not None:
-        props["edge_scores"] = bytearray(dense_edges.astype("<f8").tobytes())
+    for key, mask, scores in (("node_scores", c.node_mask, c.node_scores), ("edge_scores", c.edge_mask, c.edge_scores)):
+        if (packed := pack_outside_scores(mask, scores)) is not None:
+            props[key] = bytearray(packed)
     tx.run("MATCH (m:Model {name: $model}) MERGE (t:Task {name: $task}) "
            "ON CREATE SET t.family = $family "
            "CREATE (c:Circuit) SET c = $props CREATE (c)-[:OF_MODEL]->(m) CREATE (c)-[:FOR_TASK]->(t)",
            model=p.model, task=p.task, family=p.task_family, props=props)
-
-
-def _rebuild(size: int, rows: list[list[Any]], dense: bytes | None) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.array([r[0] for r in rows], dtype=np.int64)
-    scores = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
-    return rebuild(size, idx, scores, None if dense is None else np.frombuffer(bytes(dense), dtype="<f8"))
 
 
 def _provenance(r: dict) -> Provenance:

@@ -18,7 +18,7 @@ from service.stores.base import (
     CircuitStore,
     CircuitSummary,
     Membership,
-    dense_scores,
+    pack_outside_scores,
     rebuild,
 )
 from service.types import Level, ModelShape
@@ -69,14 +69,6 @@ nodes_t = _items_table("circuit_nodes")
 edges_t = _items_table("circuit_edges")
 
 
-def _blob(a: np.ndarray | None) -> bytes | None:
-    return None if a is None else a.astype("<f8").tobytes()
-
-
-def _unblob(b: bytes | None) -> np.ndarray | None:
-    return None if b is None else np.frombuffer(b, dtype="<f8").astype(np.float64)
-
-
 def _rows(circuit_id: str, mask: np.ndarray, scores: np.ndarray) -> list[dict]:
     idx = np.flatnonzero(mask)
     vals = scores[idx]
@@ -121,8 +113,8 @@ class SqliteStore(CircuitStore):
             "faithfulness": p.faithfulness, "citation": p.citation,
             "created_at": p.created_at.astimezone(UTC).isoformat(),
             "n_nodes": c.n_nodes, "n_edges": c.n_edges, "has_edges": c.has_edges,
-            "node_scores": _blob(dense_scores(c.node_mask, c.node_scores)),
-            "edge_scores": _blob(None if c.edge_mask is None else dense_scores(c.edge_mask, c.edge_scores)),
+            "node_scores": pack_outside_scores(c.node_mask, c.node_scores),
+            "edge_scores": pack_outside_scores(c.edge_mask, c.edge_scores),
             "node_extra": json.dumps(c.node_extra), "annotations": json.dumps(c.annotations),
         }
 
@@ -155,9 +147,7 @@ class SqliteStore(CircuitStore):
         conn: sa.Connection, table: sa.Table, cid: str, size: int, dense: bytes | None
     ) -> tuple[np.ndarray, np.ndarray]:
         rows = conn.execute(sa.select(table.c.idx, table.c.score).where(table.c.circuit_id == cid)).all()
-        idx = np.array([r[0] for r in rows], dtype=np.int64)
-        scores = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
-        return rebuild(size, idx, scores, _unblob(dense))
+        return rebuild(size, rows, dense)
 
     def summaries(self, flt: CircuitFilter, limit: int = 50, offset: int = 0) -> tuple[list[CircuitSummary], int]:
         c = circuits_t.c
