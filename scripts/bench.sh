@@ -6,4 +6,4 @@ source "$(dirname "$0")/services.sh"
 setup_env
 which=${1:-catalogue}
 shift || true
-python "bench/$which.py" "$@"
+python -m "bench.$which" "$@"

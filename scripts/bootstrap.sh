@@ -9,7 +9,12 @@ extras=${1:-dev,worker}
 python=${CIRCAT_PYTHON:-python3}
 "$python" -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 
-key=$( { cat "$repo/pyproject.toml" "$repo/constraints.txt"; echo "$extras"; "$python" -VV; } | sha256sum | cut -c1-16)
+# The key: what decides the installed packages (declared dependencies, pins, extras, Python), not the
+# rest of pyproject.toml (tool settings), so editing those reuses the environment.
+deps=$("$python" -c 'import json, sys, tomllib; p = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print(json.dumps([p["dependencies"], p.get("optional-dependencies"), p.get("requires-python")], sort_keys=True))' \
+  "$repo/pyproject.toml")
+key=$( { echo "$deps"; cat "$repo/constraints.txt"; echo "$extras"; "$python" -VV; } | sha256sum | cut -c1-16)
 root=${CIRCAT_VENV_ROOT:-$HOME/.cache/circat}
 venv="$root/venv-$key"
 if [ ! -f "$venv/.complete" ]; then

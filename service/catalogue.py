@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from service.circuit import Circuit
@@ -15,6 +15,7 @@ from service.documents import (
 )
 from service.errors import NotFound
 from service.graph import graph_for
+from service.limits import Limits
 from service.models import KNOWN_SHAPES
 from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, matrix, pairwise
 from service.stores import CircuitStore
@@ -26,6 +27,7 @@ class Catalogue:
     """Circuits in a store, with validation on the way in and the overlap algebra on the way out."""
 
     store: CircuitStore
+    limits: Limits = field(default_factory=Limits)
 
     def shape_of(self, model: str) -> ModelShape | None:
         """The shape a model is registered with in the store, else a well-known one."""
@@ -33,7 +35,7 @@ class Catalogue:
 
     def add_document(self, doc: CircuitDocument) -> str:
         """Validate and store one circuit document; refused whole with every problem named."""
-        return self.store.put(circuit_from_document(doc, self.store.model_shape))
+        return self.store.put(circuit_from_document(doc, self.store.model_shape, self.limits))
 
     def add(self, circuit: Circuit) -> str:
         """Validate (through the document gate) and store a circuit built in memory."""
@@ -50,9 +52,11 @@ class Catalogue:
         return pairwise(*self.store.memberships([a, b]))
 
     def consensus(self, ids: list[str], min_support: int | None = None) -> list[Consensus]:
+        self.limits.check_ids(len(ids))
         return consensus(self.store.memberships(ids), min_support)
 
     def matrix(self, ids: list[str]) -> Matrix:
+        self.limits.check_ids(len(ids))
         return matrix(self.store.memberships(ids))
 
     def difference(self, a: str, b: str) -> dict[Level, list[str]]:
@@ -65,7 +69,7 @@ class Catalogue:
             raise NotFound(f"no circuits for model {model!r}")
         g = graph_for(shape)
         level = Level.EDGE if "->" in name else Level.NODE
-        index = (g.edge_index if level is Level.EDGE else g.node_index).get(name)
+        index = g.find_edge(name) if level is Level.EDGE else g.node_index.get(name)
         if index is None:
             what = g.why_not_edge(name) if level is Level.EDGE else f"{name!r} is not a node of {model}"
             raise ValueError(what)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.graph import ModelGraph, graph_for
-from service.types import ModelShape
+from service.types import Level, ModelShape
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,7 @@ class Circuit:
     def edge_names(self) -> list[str]:
         if self.edge_mask is None:
             return []
-        names = self.graph.edge_names
-        return [names[i] for i in np.flatnonzero(self.edge_mask)]
+        return self.graph.names(Level.EDGE, np.flatnonzero(self.edge_mask))
 
     @property
     def component_mask(self) -> np.ndarray:
@@ -127,6 +126,10 @@ class Circuit:
             edges=None if edges is None else items(edges),
         )
         return circuit_from_document(doc)
+
+
+CIRCUIT_ID = "c[0-9a-f]{23}"
+"""Every circuit id: ``c`` and 23 hex digits of the content hash."""
 
 
 def _content_id(c: Circuit) -> str:

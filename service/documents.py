@@ -9,29 +9,77 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from service.circuit import Circuit, Provenance
 from service.errors import CircuitInvalid
 from service.graph import ModelGraph, graph_for
+from service.limits import MAX_NAME_LENGTH, Limits
 from service.models import KNOWN_SHAPES
-from service.types import ModelShape
+from service.types import Level, ModelShape
 
 FORMAT = "circat.circuit/1"
 ShapeLookup = Callable[[str], ModelShape | None]
 
 
-class ShapeDoc(BaseModel):
-    """A model's shape: enough to name its computation graph."""
+def _encodable(text: str) -> str:
+    """Refuse strings that are not valid Unicode (lone surrogates): they could not be stored or echoed."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text holds a lone surrogate (not valid Unicode)") from None
+    return text
 
-    model_config = ConfigDict(extra="forbid")
-    n_layers: int = Field(ge=1)
-    n_heads: int = Field(ge=1)
+
+def _plain_json(value: Any, depth: int = 0) -> Any:
+    """Refuse non-finite numbers, invalid Unicode and nesting past 64 levels in free-form fields."""
+    if depth > 64:
+        raise ValueError("nested more than 64 levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"non-finite number ({value}) is not JSON")
+    if isinstance(value, str):
+        _encodable(value)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _encodable(k)
+            _plain_json(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _plain_json(v, depth + 1)
+    return value
+
+
+def _timestamp(value: Any) -> Any:
+    """Timestamps are ISO 8601 strings (or datetimes built in Python), never bare numbers."""
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("created_at must be an ISO 8601 date-time string")
+    return value
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH), AfterValidator(_encodable)]
+Text = Annotated[str, StringConstraints(max_length=4096), AfterValidator(_encodable)]
+FreeJson = Annotated[dict[str, Any], AfterValidator(_plain_json)]
+# Item names as JSON Schema patterns; the gate checks them against the model's graph and names each bad one.
+NODE_NAME = r"^(input|logits|a[0-9]+\.h[0-9]+|m[0-9]+)$"
+EDGE_NAME = r"^(input|a[0-9]+\.h[0-9]+|m[0-9]+)->(a[0-9]+\.h[0-9]+<[qkv]>|m[0-9]+|logits)$"
+INT32 = 2**31 - 1
+
+
+class ShapeDoc(BaseModel):
+    """A model's shape: enough to name its computation graph.
+
+    The graph it names must stay within the server's limits (``CIRCAT_MAX_LAYERS``, default 128;
+    ``CIRCAT_MAX_HEADS``, 128; ``CIRCAT_MAX_EDGES``, 2,500,000), or the circuit is refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    n_layers: int = Field(ge=1, le=INT32, description="at most CIRCAT_MAX_LAYERS (default 128)")
+    n_heads: int = Field(ge=1, le=INT32, description="at most CIRCAT_MAX_HEADS (default 128)")
     parallel_attn_mlp: bool = False
-    d_model: int | None = Field(default=None, ge=1)
+    d_model: int | None = Field(default=None, ge=1, le=INT32)
 
     def to_shape(self) -> ModelShape:
         return ModelShape(self.n_layers, self.n_heads, self.parallel_attn_mlp, self.d_model)
@@ -40,40 +88,55 @@ class ShapeDoc(BaseModel):
 class Item(BaseModel):
     """One node or edge of a circuit file: membership, optional score and neuron mask."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     in_graph: bool = True
-    score: float | None = None
+    score: float | None = Field(default=None, description="finite")
     neurons: list[bool] | None = None
-    neurons_scores: list[float | None] | None = None
+    neurons_scores: list[float | None] | None = Field(default=None, description="finite")
 
 
 class CircuitDocument(BaseModel):
-    """Our circuit format: MIB-style items plus full provenance."""
+    """Our circuit format: MIB-style items plus full provenance.
+
+    Node and edge names must exist in the model's graph (its shape, registered or given), and
+    nodes plus edges number at most ``CIRCAT_MAX_ITEMS`` (default 2,600,000).
+    """
 
     model_config = ConfigDict(extra="forbid")
     format: Literal["circat.circuit/1"] = FORMAT
-    id: str | None = None
-    model: str = Field(min_length=1)
+    id: str | None = Field(default=None, max_length=64, description="ignored on import: ids are content hashes")
+    model: Name
     shape: ShapeDoc | None = None
-    task: str = Field(min_length=1)
-    task_family: str | None = None
-    method: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-    metric: str | None = None
-    faithfulness: float | None = None
-    citation: str | None = None
-    created_at: datetime | None = None
-    nodes: dict[str, Item]
-    edges: dict[str, Item] | None = None
-    annotations: dict[str, Any] = Field(default_factory=dict)
+    task: Name
+    task_family: Name | None = None
+    method: Name
+    params: FreeJson = Field(default_factory=dict)
+    metric: Name | None = None
+    faithfulness: float | None = Field(default=None, strict=True, description="finite")
+    citation: Text | None = None
+    created_at: Annotated[datetime | None, BeforeValidator(_timestamp)] = None
+    nodes: dict[str, Item] = Field(json_schema_extra={"propertyNames": {"pattern": NODE_NAME}})
+    edges: dict[str, Item] | None = Field(default=None, json_schema_extra={"propertyNames": {"pattern": EDGE_NAME}})
+    annotations: FreeJson = Field(default_factory=dict)
+
+
+class MibCfg(ShapeDoc):
+    """The ``cfg`` of a MIB file: the model's shape; other keys are kept as they are."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    @model_validator(mode="after")
+    def _extras_are_plain_json(self) -> MibCfg:
+        _plain_json(self.model_extra or {})
+        return self
 
 
 class MibDocument(BaseModel):
     """The MIB / EAP-IG ``Graph.to_json`` file; old files give nodes as plain booleans."""
 
-    cfg: dict[str, Any]
-    nodes: dict[str, bool | Item]
-    edges: dict[str, Item] = Field(default_factory=dict)
+    cfg: MibCfg
+    nodes: dict[str, bool | Item] = Field(json_schema_extra={"propertyNames": {"pattern": NODE_NAME}})
+    edges: dict[str, Item] = Field(default_factory=dict, json_schema_extra={"propertyNames": {"pattern": EDGE_NAME}})
 
 
 def resolve_shape(model: str, given: ShapeDoc | None, lookup: ShapeLookup | None) -> ModelShape | None:
@@ -89,13 +152,14 @@ def _finite(value: float | None) -> bool:
 
 
 def _fill(
-    items: dict[str, Item], index: dict[str, int], size: int, kind: str, why: Callable[[str], str], problems: list[str]
+    items: dict[str, Item], find: Callable[[str], int | None], size: int, kind: str, why: Callable[[str], str],
+    problems: list[str],
 ) -> tuple[np.ndarray, np.ndarray, dict[int, Item]]:
     mask = np.zeros(size, dtype=bool)
     scores = np.full(size, np.nan)
     found: dict[int, Item] = {}
     for name, item in items.items():
-        i = index.get(name)
+        i = find(name)
         if i is None:
             problems.append(why(name))
             continue
@@ -111,11 +175,20 @@ def _fill(
     return mask, scores, found
 
 
-def circuit_from_document(doc: CircuitDocument, lookup: ShapeLookup | None = None) -> Circuit:
-    """Validate a document into a circuit; raise ``CircuitInvalid`` listing every problem."""
+def circuit_from_document(
+    doc: CircuitDocument, lookup: ShapeLookup | None = None, limits: Limits | None = None
+) -> Circuit:
+    """Validate a document into a circuit; raise ``CircuitInvalid`` listing every problem.
+
+    ``LimitExceeded`` when its size or its model's shape is over ``limits``: checked before
+    the model's graph is built.
+    """
+    limits = limits or Limits()
+    limits.check_items(len(doc.nodes) + len(doc.edges or {}))
     shape = resolve_shape(doc.model, doc.shape, lookup)
     if shape is None:
         raise CircuitInvalid([f"unknown model shape for {doc.model!r}: give 'shape' (n_layers, n_heads, ...)"])
+    limits.check_shape(shape)
     problems: list[str] = []
     registered = lookup(doc.model) if lookup else None
     if registered is not None and registered != shape:
@@ -123,13 +196,13 @@ def circuit_from_document(doc: CircuitDocument, lookup: ShapeLookup | None = Non
     graph = graph_for(shape)
     size = f"{shape.n_layers} layers x {shape.n_heads} heads"
     node_mask, node_scores, node_items = _fill(
-        doc.nodes, graph.node_index, graph.n_nodes, "node",
+        doc.nodes, graph.node_index.get, graph.n_nodes, "node",
         lambda n: f"node {n!r} is not a node of {doc.model} ({size})", problems,
     )
     edge_mask = edge_scores = None
     if doc.edges:
         edge_mask, edge_scores, _ = _fill(
-            doc.edges, graph.edge_index, graph.n_edges, "edge",
+            doc.edges, graph.find_edge, graph.n_edges, "edge",
             lambda n: f"edge {graph.why_not_edge(n)}", problems,
         )
     if not _finite(doc.faithfulness):
@@ -170,23 +243,23 @@ def _require_content(
         raise CircuitInvalid(["circuit is empty: no head, MLP or edge is in the graph and nothing is scored"])
 
 
-def _items(names: list[str], mask: np.ndarray, scores: np.ndarray) -> dict[str, Item]:
-    out: dict[str, Item] = {}
-    for i in np.flatnonzero(mask | ~np.isnan(scores)):
-        s = scores[i]
-        out[names[i]] = Item(in_graph=bool(mask[i]), score=None if np.isnan(s) else float(s))
-    return out
+def _items(g: ModelGraph, level: Level, mask: np.ndarray, scores: np.ndarray) -> dict[str, Item]:
+    present = np.flatnonzero(mask | ~np.isnan(scores))
+    return {
+        name: Item(in_graph=bool(mask[i]), score=None if np.isnan(scores[i]) else float(scores[i]))
+        for name, i in zip(g.names(level, present), present, strict=True)
+    }
 
 
 def document_from_circuit(c: Circuit) -> CircuitDocument:
     """Our JSON document of a stored or built circuit (only items in the graph or scored)."""
     g = c.graph
-    nodes = _items(g.node_names, c.node_mask, c.node_scores)
+    nodes = _items(g, Level.NODE, c.node_mask, c.node_scores)
     for name, extra in c.node_extra.items():
         nodes[name] = nodes.get(name, Item(in_graph=False)).model_copy(update=extra)
     edges = None
     if c.edge_mask is not None and c.edge_scores is not None:
-        edges = _items(g.edge_names, c.edge_mask, c.edge_scores)
+        edges = _items(g, Level.EDGE, c.edge_mask, c.edge_scores)
     p = c.provenance
     return CircuitDocument(
         id=c.id, model=p.model, shape=ShapeDoc(**c.shape.__dict__), task=p.task, task_family=p.task_family,
@@ -197,14 +270,8 @@ def document_from_circuit(c: Circuit) -> CircuitDocument:
 
 def mib_to_document(mib: MibDocument, model: str, task: str, method: str, **provenance: Any) -> CircuitDocument:
     """Wrap a MIB / EAP-IG file with the provenance the file itself does not carry."""
-    cfg = dict(mib.cfg)
-    missing = [k for k in ("n_layers", "n_heads") if k not in cfg]
-    if missing:
-        raise CircuitInvalid([f"MIB cfg lacks {k!r}" for k in missing])
-    shape = ShapeDoc(
-        n_layers=cfg.pop("n_layers"), n_heads=cfg.pop("n_heads"),
-        parallel_attn_mlp=cfg.pop("parallel_attn_mlp", False), d_model=cfg.pop("d_model", None),
-    )
+    shape = ShapeDoc.model_validate(mib.cfg.model_dump(include=set(ShapeDoc.model_fields)))
+    cfg = mib.cfg.model_extra or {}
     nodes = {n: v if isinstance(v, Item) else Item(in_graph=v) for n, v in mib.nodes.items()}
     annotations = dict(provenance.pop("annotations", {}))
     if cfg:
@@ -231,7 +298,7 @@ def mib_from_circuit(c: Circuit) -> dict[str, Any]:
         nodes[name] = entry | c.node_extra.get(name, {})
     edges: dict[str, dict[str, Any]] = {}
     if c.edge_mask is not None and c.edge_scores is not None:
-        for i, name in enumerate(g.edge_names):
+        for i, name in enumerate(g.iter_edge_names()):
             s = c.edge_scores[i]
             edges[name] = {"score": None if np.isnan(s) else float(s), "in_graph": bool(c.edge_mask[i])}
     return {"cfg": cfg, "nodes": nodes, "edges": edges}

@@ -23,3 +23,11 @@ class NotFound(CatalogueError, LookupError):
 
 class StoreUnavailable(CatalogueError, ConnectionError):
     """The configured store cannot be reached."""
+
+
+class LimitExceeded(CatalogueError, ValueError):
+    """A request or import asks for more than a configured limit allows; nothing was done."""
+
+    def __init__(self, limit: str, value: int, maximum: int, what: str):
+        self.limit, self.value, self.maximum = limit, value, maximum
+        super().__init__(f"{value:,} {what} is over the limit of {maximum:,} ({limit})")

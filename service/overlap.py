@@ -89,9 +89,8 @@ def pairwise(a: Membership, b: Membership) -> list[PairOverlap]:
         assert ia is not None and ib is not None
         shared = np.intersect1d(ia, ib)
         union = len(ia) + len(ib) - len(shared)
-        names = g.node_names if level is Level.NODE else g.edge_names
         out.append(PairOverlap(
-            level=level, size_a=len(ia), size_b=len(ib), shared=[names[i] for i in shared],
+            level=level, size_a=len(ia), size_b=len(ib), shared=g.names(level, shared),
             jaccard=_ratio(len(shared), union), a_in_b=_ratio(len(shared), len(ia)),
             b_in_a=_ratio(len(shared), len(ib)),
         ))
@@ -114,9 +113,9 @@ def consensus(members: list[Membership], min_support: int | None = None) -> list
             assert items is not None
             counts[items] += 1
         keep = np.flatnonzero(counts >= k)
-        names = g.node_names if level is Level.NODE else g.edge_names
         order = sorted(keep, key=lambda i: (-counts[i], i))
-        out.append(Consensus(level, n, k, {names[i]: int(counts[i]) for i in order}))
+        names = g.names(level, order)
+        out.append(Consensus(level, n, k, {name: int(counts[i]) for name, i in zip(names, order, strict=True)}))
     return out
 
 
@@ -151,6 +150,5 @@ def difference(a: Membership, b: Membership) -> dict[Level, list[str]]:
     out: dict[Level, list[str]] = {}
     for level in levels([a, b]):
         ia, ib = _items(a, level, g), _items(b, level, g)
-        names = g.node_names if level is Level.NODE else g.edge_names
-        out[level] = [names[i] for i in np.setdiff1d(ia, ib)]
+        out[level] = g.names(level, np.setdiff1d(ia, ib))
     return out

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach a model hub; set before transformers is imported
 
 import pytest
+import sqlalchemy
 from neo4j import GraphDatabase
 
 from service.stores import CircuitStore
@@ -16,6 +17,8 @@ from service.stores.sqlite import SqliteStore
 
 NEO4J_URI = os.environ.get("CIRCAT_NEO4J_URI")
 SKIP_NEO4J = os.environ.get("CIRCAT_SKIP_NEO4J") == "1"
+POSTGRES_URL = os.environ.get("CIRCAT_TEST_POSTGRES_URL")
+SKIP_POSTGRES = os.environ.get("CIRCAT_SKIP_POSTGRES") == "1"
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +37,20 @@ def neo4j_uri() -> str:
     if SKIP_NEO4J:
         pytest.skip("CIRCAT_SKIP_NEO4J=1: Neo4j suite skipped on request")
     pytest.fail("no Neo4j: run the tests with scripts/test.sh (starts one), or set CIRCAT_NEO4J_URI")
+
+
+def postgres_url(fresh: bool = False) -> str:
+    """The test PostgreSQL (its job table dropped when ``fresh``); fail loudly unless explicitly opted out."""
+    if not POSTGRES_URL:
+        if SKIP_POSTGRES:
+            pytest.skip("CIRCAT_SKIP_POSTGRES=1: PostgreSQL suite skipped on request")
+        pytest.fail("no PostgreSQL: run the tests with scripts/test.sh (starts one), or set CIRCAT_TEST_POSTGRES_URL")
+    if fresh:
+        engine = sqlalchemy.create_engine(POSTGRES_URL)
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS jobs"))
+        engine.dispose()
+    return POSTGRES_URL
 
 
 def wipe_neo4j(uri: str) -> None:

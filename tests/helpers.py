@@ -50,7 +50,8 @@ def mib_file(shape: ModelShape, seed: int = 0, keep: float = 0.1) -> dict[str, A
     return {
         "cfg": cfg,
         "nodes": {n: {"in_graph": bool(nodes_in[i])} for i, n in enumerate(g.node_names)},
-        "edges": {e: {"score": float(rng.normal()), "in_graph": bool(mask[i])} for i, e in enumerate(g.edge_names)},
+        "edges": {e: {"score": float(rng.normal()), "in_graph": bool(mask[i])}
+                  for i, e in enumerate(g.iter_edge_names())},
     }
 
 

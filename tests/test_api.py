@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -62,17 +63,18 @@ def test_import_mib_file(client):
 
 def test_bad_circuit_is_refused_with_every_problem_and_nothing_stored(client):
     bad = body(edge_circuit())
-    bad["edges"] = {"a2.h0->a0.h0<q>": {}, "input->a0.h0<q>": {"score": "Infinity"}, "zz": {}}
-    r = client.post("/circuits", json=bad)
+    bad["edges"] = {"a2.h0->a0.h0<q>": {}, "input->a0.h0<q>": {"score": float("inf")}, "zz": {}}
+    r = client.post("/circuits", content=json.dumps(bad), headers={"content-type": "application/json"})
     assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
     assert len(r.json()["errors"]) == 3
     assert client.get("/circuits").json()["total"] == 0
 
 
 def test_unknown_id_is_404_problem(client):
-    r = client.get("/circuits/missing")
+    r = client.get("/circuits/c0123456789abcdef0123456")
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
-    assert "missing" in r.json()["detail"]
+    assert "c0123456789abcdef0123456" in r.json()["detail"]
+    assert client.get("/circuits/missing").status_code == 404  # not even an id
 
 
 def test_bad_parameters_are_named(client):

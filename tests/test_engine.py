@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.types import Ablation, Method
+from service.types import Ablation, Level, Method
 from tests.tiny_models import load, save_gpt2
 from workers.engine.attribution import edge_attribution
 from workers.engine.evaluate import edge_baselines, faithfulness_curve, node_baselines
@@ -44,7 +44,7 @@ def naive_logits(engine: PatchingEngine, keep: np.ndarray) -> torch.Tensor:
                 current[s] = x if x.dim() == 3 else x[:, :, j]
         hooks.append((name, record))
     for e in np.flatnonzero(~keep):
-        edge, s = graph.edges[e], int(graph.edge_src[e])
+        edge, s = graph.edge(e), int(graph.edge_src[e])
         dst = edge.dst
         if dst.kind.value == "attention":
             name, head = f"blocks.{dst.layer}.hook_{edge.port.value}_input", dst.head
@@ -101,7 +101,7 @@ def test_full_and_empty_circuits_are_the_clean_and_corrupted_models(tiny, batch)
 def first_order_effect(engine: PatchingEngine, e: int) -> float:
     """d metric / d t when edge e carries t * (ablated - clean) extra, by autograd on its own hook."""
     graph = engine.layout.graph
-    edge, s = graph.edges[e], int(graph.edge_src[e])
+    edge, s = graph.edge(e), int(graph.edge_src[e])
     t = torch.zeros((), requires_grad=True)
     delta = (engine.ablated - engine.sources(engine.batch.clean)[0])[s]  # clean from its own plain run
     dst = edge.dst
@@ -154,7 +154,7 @@ def test_prune_keeps_only_edges_on_input_to_logits_paths(tiny):
     mask = np.zeros(graph.n_edges, bool)
     for name in ("a0.h0->a1.h0<q>", "input->a0.h1<v>", "a0.h1->logits", "a0.h1->m2"):
         mask[graph.edge_id(name)] = True
-    kept = {graph.edge_names[i] for i in np.flatnonzero(prune(graph, mask))}
+    kept = set(graph.names(Level.EDGE, np.flatnonzero(prune(graph, mask))))
     assert kept == {"input->a0.h1<v>", "a0.h1->logits"}
 
 
@@ -182,7 +182,7 @@ def test_planted_eap_scores_only_live_paths(planted):
     engine = PatchingEngine(planted, encode(NUMERALS.examples(8, seed=1), planted.tokenizer), Ablation.RESAMPLE)
     scores = edge_attribution(engine, steps=3).numpy()
     graph = engine.layout.graph
-    nonzero = {graph.edge_names[i] for i in np.flatnonzero(np.abs(scores) > 1e-7)}
+    nonzero = set(graph.names(Level.EDGE, np.flatnonzero(np.abs(scores) > 1e-7)))
     assert nonzero <= LIVE_EDGES and "a1.h0->logits" in nonzero
 
 
@@ -195,7 +195,7 @@ def test_planted_methods_exclude_silent_components_and_keep_the_carrier(planted,
     assert {graph.node_names[i] for i in np.flatnonzero(circuit.node_mask & graph.component_mask)} == {"a1.h0"}
     assert circuit.provenance.faithfulness >= 0.9
     if circuit.edge_mask is not None:
-        assert {graph.edge_names[i] for i in np.flatnonzero(circuit.edge_mask)} <= LIVE_EDGES
+        assert set(graph.names(Level.EDGE, np.flatnonzero(circuit.edge_mask))) <= LIVE_EDGES
 
 
 def test_node_search_orders_and_survival(planted):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.graph import graph_for
+from service.graph import edge_count, graph_for, node_count
 from service.types import Edge, InvalidName, ModelShape, Node, NodeKind, Port
 
 
@@ -15,23 +15,23 @@ def test_gpt2_small_has_158_nodes_and_32491_edges():
     assert g.n_edges == 32_491
     sources = set(g.edge_src.tolist())
     assert len(sources) == 157  # input, 144 heads, 12 MLPs
-    dests = {(int(d), e.port) for d, e in zip(g.edge_dst, g.edges, strict=True)}
+    dests = {(int(g.edge_dst[i]), g.edge(i).port) for i in range(g.n_edges)}
     assert len(dests) == 445  # 432 q/k/v, 12 MLPs, logits
 
 
 def test_edges_run_forwards_and_heads_feed_their_own_layers_mlp():
     g = graph_for(ModelShape(2, 2))
-    assert "a0.h1->m0" in g.edge_index
-    assert "m0->a1.h0<k>" in g.edge_index
-    assert "a1.h0->a1.h1<q>" not in g.edge_index
-    assert "m1->m0" not in g.edge_index
+    assert g.find_edge("a0.h1->m0") is not None
+    assert g.find_edge("m0->a1.h0<k>") is not None
+    assert g.find_edge("a1.h0->a1.h1<q>") is None
+    assert g.find_edge("m1->m0") is None
     assert (g.edge_src < g.edge_dst).all()
 
 
 def test_parallel_attention_mlp_drops_same_layer_head_to_mlp_edges():
     serial, parallel = graph_for(ModelShape(6, 8)), graph_for(ModelShape(6, 8, True))
     assert serial.n_edges - parallel.n_edges == 6 * 8
-    assert "a0.h0->m0" not in parallel.edge_index
+    assert parallel.find_edge("a0.h0->m0") is None
 
 
 @pytest.mark.parametrize("name", ["input", "logits", "a10.h3", "m7"])
@@ -67,3 +67,27 @@ def test_endpoint_mask_marks_both_ends():
     mask = np.zeros(g.n_edges, dtype=bool)
     mask[g.edge_id("a0.h1->a1.h0<v>")] = True
     assert [g.node_names[i] for i in np.flatnonzero(g.endpoint_mask(mask))] == ["a0.h1", "a1.h0"]
+
+
+@pytest.mark.parametrize("shape", [ModelShape(12, 12), ModelShape(3, 2, True), ModelShape(1, 1), ModelShape(5, 7)])
+def test_names_and_indices_convert_both_ways_in_edge_order(shape):
+    g = graph_for(shape)
+    names = list(g.iter_edge_names())
+    assert len(names) == g.n_edges == len(set(names))
+    assert [g.find_edge(n) for n in names] == list(range(g.n_edges))
+    assert [g.edge_name(i) for i in range(g.n_edges)] == names
+    assert [g.edge(i).name for i in range(0, g.n_edges, 7)] == names[::7]
+    for i in range(0, g.n_edges, 11):
+        e = g.edge(i)
+        assert (g.node_names[g.edge_src[i]], g.node_names[g.edge_dst[i]]) == (e.src.name, e.dst.name)
+
+
+@pytest.mark.parametrize("shape", [ModelShape(12, 12), ModelShape(6, 8, True), ModelShape(4, 4), ModelShape(32, 32)])
+def test_edge_count_in_closed_form_equals_the_built_graph(shape):
+    assert edge_count(shape) == graph_for(shape).n_edges
+    assert node_count(shape) == graph_for(shape).n_nodes
+
+
+def test_edge_count_of_an_absurd_shape_is_instant_and_exact():
+    assert edge_count(ModelShape(32, 32)) == 1_592_881  # Llama-3.1-8B-shaped
+    assert edge_count(ModelShape(68_719_476_736, 1000)) > 10**24

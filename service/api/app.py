@@ -1,111 +1,145 @@
 """FastAPI application: circuits, overlap questions, component membership, health."""
 
-from __future__ import annotations
-
-import hmac
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, Depends, FastAPI, Header, Query, Response
+from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import StringConstraints
+from starlette.convertors import Convertor, register_url_convertor
 
 from service import __version__
 from service.api import problems
+from service.api.guards import BodyLimit, Timeout, Unauthorized, bearer, key_matches, single_valued
+from service.api.problems import declared
 from service.catalogue import Catalogue
+from service.circuit import CIRCUIT_ID
 from service.config import Settings
 from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
+from service.limits import MAX_NAME_LENGTH
 from service.stores import CircuitFilter, CircuitStore, open_store
 
-Ids = Annotated[list[str], Query(min_length=2, description="circuit ids (repeat the parameter)")]
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)]
+PathName = Annotated[str, Path(max_length=MAX_NAME_LENGTH)]
+CircuitId = Annotated[str, Path(pattern=f"^{CIRCUIT_ID}$", description="c and 23 hex digits")]
+QueryName = Annotated[str, Query(max_length=MAX_NAME_LENGTH)]
+OptionalName = Annotated[str | None, Query(max_length=MAX_NAME_LENGTH)]
+MAX_OFFSET = 1_000_000_000
+
+
+class _CircuitIdConvertor(Convertor[str]):
+    """Route ``/circuits/{id}`` only for well-formed ids, so ``/circuits/mib`` is its own resource."""
+
+    regex = CIRCUIT_ID
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("circuit_id", _CircuitIdConvertor())
 
 
 def create_app(store: CircuitStore | None = None, settings: Settings | None = None) -> FastAPI:
     """The API over ``store`` (default: the configured one)."""
     settings = settings or Settings.from_env()
-    cat = Catalogue(store or open_store(settings.store_url))
+    limits = settings.limits
+    cat = Catalogue(store or open_store(settings.store_url), limits)
     app = FastAPI(title="Circuit Catalogue", version=__version__,
-                  description="Circuits of language models: store, compare, exchange (MIB format).")
+                  description="Circuits of language models: store, compare, exchange (MIB format). "
+                              "Every error is application/problem+json (RFC 9457).",
+                  dependencies=[Depends(single_valued(frozenset({"ids"})))], redirect_slashes=False)
     problems.install(app)
 
-    def require_key(authorization: Annotated[str | None, Header()] = None) -> None:
-        if settings.api_key is None:
-            return
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-            raise _Unauthorized()
+    def require_write_key(request: Request) -> None:
+        if settings.api_key is not None and not key_matches(bearer(request), settings.api_key):
+            raise Unauthorized("writes")
 
-    @app.exception_handler(_Unauthorized)
-    async def unauthorized(*_: Any) -> JSONResponse:
-        return problems.problem(401, "Unauthorized", "writes need 'Authorization: Bearer <CIRCAT_API_KEY>'")
+    def require_read_key(request: Request) -> None:
+        if settings.read_key is not None and not key_matches(bearer(request), settings.read_key, settings.api_key):
+            raise Unauthorized("reads")
 
-    writes = [Depends(require_key)]
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return problems.problem(401, "Unauthorized", str(exc))
 
-    @app.get("/health")
+    read_401 = (401,) if settings.read_key else ()
+    reads = {"dependencies": [Depends(require_read_key)], "responses": declared(*read_401, 404, 422, 503)}
+    writes = {"dependencies": [Depends(require_write_key)], "responses": declared(400, 401, 404, 413, 422, 503)}
+
+    @app.get("/health", dependencies=reads["dependencies"], responses=declared(*read_401, 503))
     def health() -> dict[str, Any]:
         cat.store.ping()
         return {"status": "ok", "store": type(cat.store).__name__, "version": __version__}
 
-    @app.get("/circuits")
+    @app.get("/circuits", **reads)
     def list_circuits(
-        model: str | None = None, task: str | None = None, family: str | None = None,
-        method: str | None = None, min_faithfulness: float | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0)] = 0,
+        model: OptionalName = None, task: OptionalName = None, family: OptionalName = None,
+        method: OptionalName = None,
+        min_faithfulness: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        limit: Annotated[int, Query(ge=1, le=limits.max_page)] = 50,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         flt = CircuitFilter(model, task, family, method, min_faithfulness)
         items, total = cat.store.summaries(flt, limit, offset)
         return {"items": [asdict(s) for s in items], "total": total, "limit": limit, "offset": offset}
 
-    @app.get("/circuits/{circuit_id}")
-    def get_circuit(circuit_id: str, format: Literal["circat", "mib"] = "circat") -> Any:
+    @app.get("/circuits/{circuit_id:circuit_id}", **reads)
+    def get_circuit(circuit_id: CircuitId, format: Literal["circat", "mib"] = "circat") -> Any:
         circuit = cat.get(circuit_id)
         if format == "mib":
             return mib_from_circuit(circuit)
         return document_from_circuit(circuit).model_dump(mode="json", exclude_none=True)
 
-    @app.post("/circuits", status_code=201, dependencies=writes)
+    @app.post("/circuits", status_code=201, **writes)
     def import_circuit(doc: CircuitDocument, response: Response) -> dict[str, str]:
         cid = cat.add_document(doc)
         response.headers["Location"] = f"/circuits/{cid}"
         return {"id": cid}
 
-    @app.post("/circuits/mib", status_code=201, dependencies=writes)
+    @app.post("/circuits/mib", status_code=201, **writes)
     def import_mib(
-        mib: Annotated[MibDocument, Body()], response: Response, model: str, task: str, method: str,
-        task_family: str | None = None, citation: str | None = None, metric: str | None = None,
+        mib: Annotated[MibDocument, Body()], response: Response, model: QueryName, task: QueryName,
+        method: QueryName, task_family: OptionalName = None, citation: OptionalName = None,
+        metric: OptionalName = None,
     ) -> dict[str, str]:
         cid = cat.add_mib(mib, model, task, method, task_family=task_family, citation=citation, metric=metric)
         response.headers["Location"] = f"/circuits/{cid}"
         return {"id": cid}
 
-    @app.delete("/circuits/{circuit_id}", status_code=204, dependencies=writes)
-    def delete_circuit(circuit_id: str) -> Response:
+    @app.delete("/circuits/{circuit_id:circuit_id}", status_code=204, **writes)
+    def delete_circuit(circuit_id: CircuitId) -> Response:
         cat.store.delete(circuit_id)
         return Response(status_code=204)
 
-    @app.get("/overlap")
-    def overlap(a: str, b: str) -> dict[str, Any]:
+    @app.get("/overlap", **reads)
+    def overlap(a: QueryName, b: QueryName) -> dict[str, Any]:
         return {"a": a, "b": b, "levels": [asdict(p) | {"n_shared": p.n_shared} for p in cat.overlap(a, b)]}
 
-    @app.get("/consensus")
-    def consensus(ids: Ids, min_support: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+    ids_query = Query(min_length=2, max_length=limits.max_ids, description="circuit ids (repeat the parameter)")
+
+    @app.get("/consensus", **reads)
+    def consensus(
+        ids: Annotated[list[Name], ids_query], min_support: Annotated[int | None, Query(ge=1)] = None
+    ) -> dict[str, Any]:
         return {"ids": ids, "levels": [asdict(c) for c in cat.consensus(ids, min_support)]}
 
-    @app.get("/matrix")
-    def matrix(ids: Ids) -> dict[str, Any]:
+    @app.get("/matrix", **reads)
+    def matrix(ids: Annotated[list[Name], ids_query]) -> dict[str, Any]:
         return asdict(cat.matrix(ids))
 
-    @app.get("/diff")
-    def diff(a: str, b: str) -> dict[str, Any]:
+    @app.get("/diff", **reads)
+    def diff(a: QueryName, b: QueryName) -> dict[str, Any]:
         return {"a": a, "b": b, "only_in_a": {lvl.value: items for lvl, items in cat.difference(a, b).items()}}
 
-    @app.get("/components/{model}/{name}/circuits")
-    def membership(model: str, name: str) -> dict[str, Any]:
+    @app.get("/components/{model}/{name}/circuits", **reads)
+    def membership(model: PathName, name: PathName) -> dict[str, Any]:
         level, ids = cat.containing(model, name)
         return {"model": model, "item": name, "level": level.value, "circuits": ids}
 
     app.state.catalogue = cat
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(Timeout, seconds=limits.request_timeout_s)
     return app
-
-
-class _Unauthorized(Exception):
-    """A write without the configured bearer key."""

@@ -1,31 +1,105 @@
-"""RFC 9457 ``application/problem+json`` errors for every failure the API can report."""
+"""RFC 9457 ``application/problem+json`` errors for every failure the API can report.
+
+Also what OpenAPI declares of them: ``declared(*statuses)`` gives an operation's error
+responses, all with the ``Problem`` schema and the problem+json media type.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
-from service.errors import CircuitInvalid, NotFound, StoreUnavailable
+from service.errors import CircuitInvalid, LimitExceeded, NotFound, StoreUnavailable
 from service.overlap import OverlapError
 
 log = logging.getLogger("circat.api")
 MEDIA = "application/problem+json"
+TOO_LARGE = frozenset({"CIRCAT_MAX_BODY_BYTES", "CIRCAT_MAX_ITEMS"})
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+class Problem(BaseModel):
+    """An RFC 9457 problem: ``errors`` lists every problem of a refused input; limits name themselves."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[Any] | None = None
+    limit: str | None = None
+    value: int | None = None
+    maximum: int | None = None
+
+
+class ProblemResponse(JSONResponse):
+    """problem+json, rendered ASCII-only so that any echoed input encodes."""
+
+    media_type = MEDIA
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     """A problem+json response."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=MEDIA, headers=headers)
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request (body not JSON, not UTF-8, or nested too deeply)",
+    401: "Missing or wrong bearer key",
+    404: "No such circuit, model or job",
+    413: "Request body or circuit over a configured limit",
+    422: "Invalid parameters or body, a refused circuit (every problem named), or a limit exceeded",
+    503: "Store unreachable, or the request timed out",
+}
+
+
+def declared(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for an operation's error statuses."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {s: {"description": _DESCRIPTIONS[s], "content": {MEDIA: {"schema": schema}}} for s in statuses}
+
+
+def add_problem_schema(app: FastAPI) -> None:
+    """Register the ``Problem`` schema in the app's OpenAPI components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            spec.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route serves at this path (for a truthful 405 ``Allow``)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        for method in getattr(route, "methods", None) or ():
+            match, _ = route.matches({**request.scope, "method": method})
+            if match is Match.FULL:
+                methods.add(method)
+    return ", ".join(sorted(methods))
 
 
 def install(app: FastAPI) -> None:
     """Map catalogue errors, validation errors and the unexpected to problem+json."""
+    add_problem_schema(app)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -35,6 +109,11 @@ def install(app: FastAPI) -> None:
     async def invalid(_: Request, exc: CircuitInvalid) -> JSONResponse:
         return problem(422, "Circuit refused", f"{len(exc.problems)} problem(s); nothing was stored",
                        errors=exc.problems)
+
+    @app.exception_handler(LimitExceeded)
+    async def limit(_: Request, exc: LimitExceeded) -> JSONResponse:
+        return problem(413 if exc.limit in TOO_LARGE else 422, "Limit exceeded", str(exc),
+                       limit=exc.limit, value=exc.value, maximum=exc.maximum)
 
     @app.exception_handler(OverlapError)
     async def overlap(_: Request, exc: OverlapError) -> JSONResponse:
@@ -55,8 +134,15 @@ def install(app: FastAPI) -> None:
         return problem(503, "Catalogue store unavailable", str(exc))
 
     @app.exception_handler(HTTPException)
-    async def http(_: Request, exc: HTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail))
+    async def http(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            return problem(405, "Method not allowed", f"{request.method} is not served here",
+                           headers={"Allow": _allowed(request)})
+        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
+            return problem(400, "Malformed request", "the JSON body is nested too deeply")
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            return problem(400, "Malformed request", "the body is not valid UTF-8")
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -14,7 +14,8 @@ from rich.progress import track
 from service.catalogue import Catalogue
 from service.cli.output import console, emit_json, fail, table
 from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
-from service.errors import CatalogueError
+from service.errors import CatalogueError, LimitExceeded
+from service.limits import Limits, env_name
 from service.models import KNOWN_SHAPES
 from service.stores import CircuitFilter, open_store
 
@@ -30,7 +31,7 @@ def catalogue(store: str | None, as_json: bool) -> Iterator[Catalogue]:
     """Open the store; report catalogue and input errors cleanly."""
     try:
         with open_store(store) as s:
-            yield Catalogue(s)
+            yield Catalogue(s, Limits.from_env())
     except (CatalogueError, ValueError, OSError) as exc:
         fail(exc, as_json)
 
@@ -71,7 +72,13 @@ def import_(
 
 def _import_file(cat: Catalogue, f: Path, model: str | None, task: str | None, method: str,
                  provenance: dict[str, Any]) -> str:
-    raw = json.loads(f.read_text())
+    size = f.stat().st_size
+    if size > cat.limits.max_body_bytes:
+        raise LimitExceeded(env_name("max_body_bytes"), size, cat.limits.max_body_bytes, f"bytes in {f.name}")
+    try:
+        raw = json.loads(f.read_bytes())
+    except (RecursionError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{f}: not a JSON document ({type(exc).__name__}: {exc})") from None
     if "cfg" not in raw:
         return cat.add_document(CircuitDocument.model_validate(raw))
     folder_task, _, folder_model = f.parent.name.rpartition("_")

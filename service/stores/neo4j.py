@@ -99,6 +99,7 @@ class Neo4jStore(CircuitStore):
             _create_circuit(tx, circuit, cid)
             _link(tx, cid, model, "Component", "HAS_NODE", circuit.node_mask, circuit.node_scores)
             if circuit.edge_mask is not None:
+                _ensure_edges(tx, model, g, circuit.edge_mask)
                 _link(tx, cid, model, "Edge", "HAS_EDGE", circuit.edge_mask, circuit.edge_scores)
 
         self._write(work)
@@ -210,27 +211,33 @@ class Neo4jStore(CircuitStore):
 
 
 def _ensure_model(tx: ManagedTransaction, model: str, g: ModelGraph) -> None:
-    """Register a model with its whole graph (components and edges), once."""
+    """Register a model with its components, once (edges are registered by need: ``_ensure_edges``)."""
     shape = {k: v for k, v in g.shape.__dict__.items() if v is not None}
-    rec = tx.run("MERGE (m:Model {name: $name}) ON CREATE SET m += $shape RETURN m.n_graph_edges AS n",
+    rec = tx.run("MERGE (m:Model {name: $name}) ON CREATE SET m += $shape RETURN m.n_components AS n",
                  name=model, shape=shape).single()
-    if rec["n"] == g.n_edges:
+    if rec["n"] == g.n_nodes:
         return
     nodes = [{"uid": f"{model}/{n.name}", "name": n.name, "kind": n.kind.value, "layer": n.layer,
               "head": n.head, "idx": i} for i, n in enumerate(g.nodes)]
     tx.run("MATCH (m:Model {name: $model}) UNWIND $rows AS r MERGE (n:Component {uid: r.uid}) "
            "ON CREATE SET n.model = $model, n.name = r.name, n.kind = r.kind, n.layer = r.layer, "
            "n.head = r.head, n.idx = r.idx MERGE (m)-[:HAS_COMPONENT]->(n)", model=model, rows=nodes)
-    names = g.node_names
-    edges = [{"uid": f"{model}/{e.name}", "name": e.name, "idx": i, "input": e.port.value,
-              "src": f"{model}/{names[s]}", "dst": f"{model}/{names[d]}"}
-             for i, (e, s, d) in enumerate(zip(g.edges, g.edge_src, g.edge_dst, strict=True))]
-    for chunk in _chunks(edges):
+    tx.run("MATCH (m:Model {name: $model}) SET m.n_components = $n", model=model, n=g.n_nodes)
+
+
+def _ensure_edges(tx: ManagedTransaction, model: str, g: ModelGraph, mask: np.ndarray) -> None:
+    """Create the ``Edge`` nodes (with ``FROM``/``TO``) of the edges in ``mask`` that do not exist yet."""
+    idx = np.flatnonzero(mask).tolist()
+    for chunk in _chunks(idx):
+        missing = tx.run("UNWIND $idx AS i WITH i WHERE NOT EXISTS { MATCH (:Edge {model: $model, idx: i}) } "
+                         "RETURN collect(i) AS i", idx=chunk, model=model).single()["i"]
+        names = g.node_names
+        rows = [{"uid": f"{model}/{e.name}", "name": e.name, "idx": i, "input": e.port.value,
+                 "src": f"{model}/{names[int(g.edge_src[i])]}", "dst": f"{model}/{names[int(g.edge_dst[i])]}"}
+                for i, e in ((i, g.edge(i)) for i in missing)]
         tx.run("UNWIND $rows AS r MATCH (s:Component {uid: r.src}) MATCH (d:Component {uid: r.dst}) "
                "MERGE (e:Edge {uid: r.uid}) ON CREATE SET e.model = $model, e.name = r.name, e.idx = r.idx "
-               "MERGE (e)-[:FROM]->(s) MERGE (e)-[:TO {input: r.input}]->(d)", rows=chunk, model=model)
-    tx.run("MATCH (m:Model {name: $model}) SET m.n_components = $n, m.n_graph_edges = $e",
-           model=model, n=g.n_nodes, e=g.n_edges)
+               "MERGE (e)-[:FROM]->(s) MERGE (e)-[:TO {input: r.input}]->(d)", rows=rows, model=model)
 
 
 def _link(tx: ManagedTransaction, cid: str, model: str, label: str, rel: str,
