@@ -38,7 +38,8 @@ def campaign(store: str, key: str | None, examples: int, work: Path) -> list[str
     cfg = work / "schemathesis.toml"
     cfg.write_text(config(seed(url), key))
     log = work / f"serve-{store}-{bool(key)}.log"
-    env = {"CIRCAT_API_KEY": key} if key else {}
+    env = {"CIRCAT_DATABASE_URL": f"sqlite:///{work / f'jobs-{store}-{bool(key)}.db'}"}
+    env |= {"CIRCAT_API_KEY": key} if key else {}
     with live_server(url, log, **env) as server:
         idle = server.rss_mb()
         t = time.perf_counter()

@@ -23,7 +23,7 @@ java -Xmx1g -XX:+UseSerialGC -cp "$launcher/target/classes:$(cat "$launcher/targ
   circat.Neo4jLauncher "$data" "$port" >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 180); do
-  if grep -q '^READY' "$log"; then echo "$pid"; exit 0; fi
+  if grep -qs '^READY' "$log"; then echo "$pid"; exit 0; fi
   kill -0 "$pid" 2>/dev/null || { echo "neo4j exited during start:" >&2; tail -30 "$log" >&2; exit 1; }
   sleep 0.5
 done

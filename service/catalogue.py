@@ -9,8 +9,8 @@ from service.circuit import Circuit
 from service.documents import (
     CircuitDocument,
     MibDocument,
+    check_circuit,
     circuit_from_document,
-    document_from_circuit,
     mib_to_document,
 )
 from service.errors import NotFound
@@ -38,8 +38,8 @@ class Catalogue:
         return self.store.put(circuit_from_document(doc, self.store.model_shape, self.limits))
 
     def add(self, circuit: Circuit) -> str:
-        """Validate (through the document gate) and store a circuit built in memory."""
-        return self.add_document(document_from_circuit(circuit))
+        """Validate and store a circuit built in memory (the engine's); refused whole with every problem named."""
+        return self.store.put(check_circuit(circuit, self.store.model_shape, self.limits))
 
     def add_mib(self, mib: MibDocument, model: str, task: str, method: str, **provenance: Any) -> str:
         """Validate and store a MIB / EAP-IG circuit file with the provenance given."""

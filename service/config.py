@@ -36,6 +36,8 @@ class Settings:
     broker_url: str | None = None
     job_time_limit_s: float = 6 * 3600
     api_url: str | None = None
+    store_retries: int = 5
+    store_retry_s: float = 1.0
 
     @staticmethod
     def from_env() -> Settings:
@@ -53,4 +55,6 @@ class Settings:
             broker_url=env.get("CIRCAT_BROKER_URL") or None,
             job_time_limit_s=float(env.get("CIRCAT_JOB_TIME_LIMIT_S") or 6 * 3600),
             api_url=env.get("CIRCAT_API_URL") or None,
+            store_retries=int(env.get("CIRCAT_STORE_RETRIES") or 5),
+            store_retry_s=float(env.get("CIRCAT_STORE_RETRY_S") or 1.0),
         )

@@ -233,6 +233,47 @@ def circuit_from_document(
     )
 
 
+def check_circuit(c: Circuit, lookup: ShapeLookup | None = None, limits: Limits | None = None) -> Circuit:
+    """The gate for circuits built in memory (the engine's): the document gate's checks, vectorised.
+
+    Limits, the registered shape, names, finite scores and faithfulness, plain-JSON params and
+    annotations, items over the right graph, non-empty; ``CircuitInvalid`` names every problem.
+    """
+    limits = limits or Limits()
+    limits.check_shape(c.shape)
+    g = c.graph
+    p = c.provenance
+    problems: list[str] = []
+    registered = lookup(p.model) if lookup else None
+    if registered is not None and registered != c.shape:
+        problems.append(f"model {p.model!r} is registered with shape {registered}, the circuit says {c.shape}")
+    for field, value in (("model", p.model), ("task", p.task), ("method", p.method), ("task_family", p.task_family),
+                         ("metric", p.metric)):
+        if value is not None and not 0 < len(value) <= MAX_NAME_LENGTH:
+            problems.append(f"{field} must have 1 to {MAX_NAME_LENGTH} characters")
+    for kind, mask, scores, size in (("node", c.node_mask, c.node_scores, g.n_nodes),
+                                     ("edge", c.edge_mask, c.edge_scores, g.n_edges)):
+        if mask is None:
+            continue
+        if mask.shape != (size,) or scores is None or scores.shape != (size,):
+            problems.append(f"{kind} vectors do not match the graph of {c.shape} ({size} {kind}s)")
+        elif np.isinf(scores).any():
+            problems.append(f"{int(np.isinf(scores).sum())} {kind} score(s) are infinite")
+    if not _finite(p.faithfulness):
+        problems.append(f"faithfulness is not finite ({p.faithfulness})")
+    try:
+        _plain_json(p.params)
+        _plain_json(c.annotations)
+    except ValueError as exc:
+        problems.append(f"params or annotations: {exc}")
+    if problems:
+        raise CircuitInvalid(problems)
+    if c.edge_mask is not None and (g.endpoint_mask(c.edge_mask) & ~c.node_mask).any():
+        raise CircuitInvalid(["a node at an end of an edge of the circuit is missing from its nodes"])
+    _require_content(c.node_mask, c.node_scores, c.edge_mask, c.edge_scores, g)
+    return c
+
+
 def _require_content(
     node_mask: np.ndarray, node_scores: np.ndarray, edge_mask: np.ndarray | None,
     edge_scores: np.ndarray | None, graph: ModelGraph,

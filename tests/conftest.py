@@ -28,6 +28,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         if key.startswith("CIRCAT_"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("CIRCAT_STORE_URL", f"sqlite:///{tmp_path / 'default.db'}")
+    monkeypatch.setenv("CIRCAT_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
 
 
 def neo4j_uri() -> str:

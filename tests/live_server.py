@@ -49,12 +49,15 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(store_url: str, log: Path, **env: str) -> Iterator[LiveServer]:
-    """Start ``circat serve`` for ``store_url`` with extra ``CIRCAT_*`` settings; stop it by pid."""
+def live_server(store_url: str, log: Path, worker: bool = False, **env: str) -> Iterator[LiveServer]:
+    """Start ``circat serve`` for ``store_url`` with extra ``CIRCAT_*`` settings; stop it by pid.
+
+    Without ``worker`` the embedded job worker stays off (jobs stay queued).
+    """
     port = free_port()
     full_env = {**os.environ, "CIRCAT_STORE_URL": store_url, **env}
     cmd = [sys.executable, "-c", "from workers.cli import main; main()", "serve", "--host", "127.0.0.1",
-           "--port", str(port)]
+           "--port", str(port), "--worker" if worker else "--no-worker"]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     server = LiveServer(f"http://127.0.0.1:{port}", proc.pid, port)
@@ -73,9 +76,10 @@ def live_server(store_url: str, log: Path, **env: str) -> Iterator[LiveServer]:
             time.sleep(0.1)
         yield server
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()

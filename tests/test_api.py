@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.config import Settings
 from service.documents import document_from_circuit
+from service.limits import Limits
 from service.literature import literature_documents
 from service.stores.neo4j import Neo4jStore
 from tests.helpers import SMALL, edge_circuit, mib_file
@@ -19,8 +21,9 @@ from tests.helpers import SMALL, edge_circuit, mib_file
 PROBLEM = "application/problem+json"
 
 
-def settings(key: str | None = None) -> Settings:
-    return Settings(store_url="unused", neo4j_user=None, neo4j_password=None, neo4j_database="neo4j", api_key=key)
+def settings(key: str | None = None, read_key: str | None = None, limits: Limits | None = None) -> Settings:
+    """The test environment's settings (temporary job database) with these keys and limits."""
+    return replace(Settings.from_env(), api_key=key, read_key=read_key, limits=limits or Limits())
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
-from service.cli.main import app
 from tests.helpers import GPT2, SMALL, mib_file
+from workers.cli import app
 
 runner = CliRunner()
 

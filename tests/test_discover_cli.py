@@ -73,7 +73,7 @@ def test_custom_jsonl_task(tmp_path):
     (["--task", "nope", "--method", "eap"], "unknown task 'nope'"),
     (["--task", "ioi", "--method", "eap", "--threshold", "1.5"], "must lie in (0, 1]"),
     (["--task", "ioi", "--method", "ablation", "--order", "sideways"], "unknown sweep order 'sideways'"),
-    (["--task", "ioi", "--method", "eap", "--metric", "bleu"], "'bleu' is not a valid Metric"),
+    (["--task", "ioi", "--method", "eap", "--metric", "bleu"], "metric: Input should be 'logit_diff'"),
 ])
 def test_bad_input_is_named_and_nothing_is_stored(args, message):
     res = run("discover", "--model", "toy", *args, "--json", ok=False)
@@ -91,14 +91,23 @@ def test_untokenizable_custom_task_names_the_prompt(tmp_path):
     assert out["problems"] == ["answer ' zebra' is not one known token after 'Van done in'"]
 
 
-def test_discover_all_tasks_and_their_overlap():
-    out = json.loads(run("discover-all", "--model", "toy", "--method", "ablation", "--n", "16", "--json").stdout)
-    assert list(out["circuits"]) == list(TASKS)
-    assert all(f >= 0.8 for f in out["faithfulness"].values())
-    assert set(out["ioi"]) == set(TASKS) - {"ioi"}
-    stored = json.loads(run("list", "--model", "toy", "--json").stdout)
-    assert stored["total"] == len(TASKS)
-    shared = set(out["shared"])
-    for task in ("numerals", "months", "greater-than"):
-        mib = json.loads(run("export", out["circuits"][task], "--format", "mib").stdout)
-        assert shared <= {name for name, node in mib["nodes"].items() if node["in_graph"]}
+def test_the_demo_runs_through_jobs_and_reuses_them():
+    first = json.loads(run("demo", "--n", "8", "--json").stdout)
+    assert set(first["literature"]["shared"]) == {"a6.h1", "a8.h8", "a9.h1", "m8", "m9", "m10"}
+    assert len(first["jobs"]) == 10 and all(j["new"] for j in first["jobs"].values())
+    assert set(first["by_method"]) == {"ablation", "eap-ig"}
+    for method, report in first["by_method"].items():
+        assert len(report["jaccard"]) == 5 and report["jaccard"][0][0] == 1.0, method
+        for task in ("greater-than", "ioi"):
+            assert set(report["with_shared"][task]) <= set(report["sequences_share"])
+    for task, kept in first["every_method_keeps"].items():
+        docs = [json.loads(run("export", first["circuits"][f"{task}/{m}"], "--format", "circat").stdout)
+                for m in ("ablation", "eap-ig")]
+        nodes = [{name for name, item in d["nodes"].items() if item.get("in_graph", True)} for d in docs]
+        assert set(kept) == (nodes[0] & nodes[1]) - {"input", "logits"}, task
+    jobs = json.loads(run("jobs", "--status", "succeeded", "--json").stdout)
+    assert jobs["total"] == 10
+    second = json.loads(run("demo", "--n", "8", "--json").stdout)
+    assert not any(j["new"] for j in second["jobs"].values())
+    assert second["circuits"] == first["circuits"] and second["jobs"] == {
+        k: v | {"new": False} for k, v in first["jobs"].items()}

@@ -122,3 +122,32 @@ def test_scores_outside_the_graph_survive():
     c = edge_circuit(score_all=True)
     back = circuit_from_document(document_from_circuit(c))
     assert np.isfinite(back.edge_scores).all()
+
+
+def test_the_in_memory_gate_refuses_what_the_document_gate_refuses():
+    from dataclasses import replace
+
+    from service.documents import check_circuit
+    from service.errors import LimitExceeded
+    from service.limits import Limits
+
+    good = edge_circuit()
+    assert check_circuit(good) is good
+    inf = replace(good, edge_scores=np.where(good.edge_mask, np.inf, np.nan))
+    with pytest.raises(CircuitInvalid, match="infinite"):
+        check_circuit(inf)
+    with pytest.raises(CircuitInvalid):
+        circuit_from_document(document_from_circuit(inf))
+    with pytest.raises(CircuitInvalid, match="registered with shape"):
+        check_circuit(good, lambda _: ModelShape(5, 5))
+    with pytest.raises(LimitExceeded, match="CIRCAT_MAX_LAYERS"):
+        check_circuit(good, limits=Limits(max_layers=2))
+    no_ends = replace(good, node_mask=np.zeros_like(good.node_mask))
+    with pytest.raises(CircuitInvalid, match="end of an edge"):
+        check_circuit(no_ends)
+    nan_param = replace(good, provenance=replace(good.provenance, params={"x": float("nan")}))
+    with pytest.raises(CircuitInvalid, match="non-finite"):
+        check_circuit(nan_param)
+    wrong_size = replace(good, edge_mask=good.edge_mask[:-1])
+    with pytest.raises(CircuitInvalid, match="do not match the graph"):
+        check_circuit(wrong_size)

@@ -14,23 +14,17 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from service.api.app import create_app
-from service.config import Settings
 from service.limits import Limits
 from service.stores.neo4j import Neo4jStore
 from tests.conftest import neo4j_uri
 from tests.helpers import GPT2, SMALL, edge_circuit, mib_file
 from tests.live_server import live_server
-from tests.test_api import PROBLEM, body
+from tests.test_api import PROBLEM, body, settings
 
 REPRODUCTION = {"format": "circat.circuit/1", "model": "bigmodel", "task": "t", "method": "m",
                 "nodes": {"a0.h0": {}}, "shape": {"n_layers": 100000, "n_heads": 1000, "parallel_attn_mlp": False}}
 CYPHER = "x'}) MATCH (n) DETACH DELETE n //"
 UNKNOWN = "c0123456789abcdef0123456"
-
-
-def settings(key: str | None = None, read_key: str | None = None, limits: Limits | None = None) -> Settings:
-    return Settings(store_url="unused", neo4j_user=None, neo4j_password=None, neo4j_database="neo4j",
-                    api_key=key, read_key=read_key, limits=limits or Limits())
 
 
 @pytest.fixture

@@ -132,12 +132,12 @@ def test_custom_jsonl_errors_name_every_bad_line(tmp_path):
     f.write_text("\n".join([json.dumps(good), "{not json", json.dumps({**good, "answer": ""}),
                             json.dumps({"prompt": "a"}), json.dumps({**good, "extra": 1})]))
     with pytest.raises(TaskFileError) as err:
-        CustomTask(f)
+        CustomTask.from_file(f)
     msg = str(err.value)
     assert "4 bad line(s)" in msg
     assert "bad.jsonl:2: not JSON" in msg
-    assert "bad.jsonl:3: answer: Value error, must not be empty" in msg
+    assert "bad.jsonl:3: answer: must not be empty" in msg
     assert "bad.jsonl:4: answer: Field required" in msg and "wrong_answer: Field required" in msg
     assert "bad.jsonl:5: extra: Extra inputs are not permitted" in msg
     with pytest.raises(TaskFileError, match="not found"):
-        CustomTask(tmp_path / "missing.jsonl")
+        CustomTask.from_file(tmp_path / "missing.jsonl")

@@ -14,21 +14,13 @@ import typer
 
 from service.cli.main import JsonOpt, StoreOpt, app, catalogue
 from service.cli.output import console, emit_json, fail, table
+from service.errors import CatalogueError
 from service.tasks import TASKS
-from service.types import Ablation, Method, TaskFamily
+from service.types import Ablation
+from workers import spec_options as opts
+from workers.jobs.cli import need_worker  # also registers submit, jobs, wait, cancel, worker
 
-ModelOpt = Annotated[str, typer.Option("--model", help="'toy', a hub name, or a local Hugging Face directory")]
 DeviceOpt = Annotated[str | None, typer.Option(envvar="CIRCAT_DEVICE", help="cpu, cuda, cuda:1 ... (default: auto)")]
-DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16")]
-
-
-def _need_worker(as_json: bool) -> None:
-    try:
-        import torch  # noqa: F401
-        import transformer_lens  # noqa: F401
-    except ImportError as exc:
-        fail(RuntimeError(f"this command needs the worker extra ({exc.name} is missing): "
-                          "pip install 'circuit-catalogue[worker]'"), as_json)
 
 
 @app.command()
@@ -37,7 +29,7 @@ def tasks(
     n: Annotated[int, typer.Option(min=1, help="held-out prompts per task")] = 512,
     seed: int = 1,
     device: DeviceOpt = None,
-    dtype: DtypeOpt = "float32",
+    dtype: opts.DtypeOpt = "float32",
     as_json: JsonOpt = False,
 ) -> None:
     """List the registered tasks; with --model, each task's top-1 accuracy and logit difference."""
@@ -49,7 +41,7 @@ def tasks(
         else:
             table("Tasks", ["task", "family", "metric", "description"], [list(r.values()) for r in rows])
         return
-    _need_worker(as_json)
+    need_worker(as_json)
     from workers.models import ModelLoadError, load_model
     from workers.task_eval import score_tasks
     from workers.tasks import registered_tasks
@@ -80,7 +72,7 @@ def train_toy(
     as_json: JsonOpt = False,
 ) -> None:
     """Retrain the toy model on every registered task and save it as a Hugging Face directory."""
-    _need_worker(as_json)
+    need_worker(as_json)
     from dataclasses import replace
 
     from workers.models import TOY_DIR
@@ -100,35 +92,26 @@ def train_toy(
 
 @app.command()
 def discover(
-    model: ModelOpt,
-    task: Annotated[str, typer.Option(help="a registered task or a JSONL file of the custom format")],
-    method: Annotated[Method, typer.Option(help="discovery method")],
-    threshold: Annotated[list[float] | None, typer.Option(
-        help="performance level(s) to reach (faithfulness; repeatable; default 0.7 0.8 0.9 0.97)")] = None,
-    ablation: Annotated[Ablation, typer.Option(help="what ablated items carry")] = Ablation.RESAMPLE,
-    per_position: Annotated[bool, typer.Option(help="mean ablation per position")] = False,
-    metric: Annotated[str | None, typer.Option(help="logit_diff, prob_diff or kl (default: the task's)")] = None,
-    top_n: Annotated[int | None, typer.Option(min=1, help="edge methods: keep the top-n edges instead")] = None,
-    signed: Annotated[bool, typer.Option(help="edge methods: rank by signed score, not |score|")] = False,
-    ig_steps: Annotated[int, typer.Option(min=1, help="EAP-IG interpolation steps")] = 5,
-    order: Annotated[list[str] | None, typer.Option(
-        help="ablation sweep order(s): backward, forward, random:SEED (repeatable)")] = None,
-    n: Annotated[int, typer.Option(min=1, help="prompts")] = 64,
-    seed: int = 0,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = "float32",
+    model: opts.ModelOpt, task: opts.TaskOpt, method: opts.MethodOpt, threshold: opts.ThresholdOpt = None,
+    ablation: opts.AblationOpt = Ablation.RESAMPLE, per_position: opts.PerPositionOpt = False,
+    metric: opts.MetricOpt = None, top_n: opts.TopNOpt = None, signed: opts.SignedOpt = False,
+    ig_steps: opts.IgStepsOpt = 5, order: opts.OrderOpt = None, n: opts.NOpt = 64, seed: int = 0,
+    dtype: opts.DtypeOpt = "float32", device: DeviceOpt = None,
     out: Annotated[Path | None, typer.Option(help="write the run's MIB graph JSON here")] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Discover circuits of MODEL on TASK, store them in the catalogue, and print their faithfulness."""
-    _need_worker(as_json)
+    need_worker(as_json)
+    from service.progress import console_progress
     from workers.discover import DiscoverError, run_discovery
 
     try:
-        run = run_discovery(model, task, method, threshold, ablation, per_position, metric, top_n, signed,
-                            ig_steps, order, n, seed, device, dtype, progress=not as_json)
-    except DiscoverError as exc:
+        spec = opts.make_spec(model, task, method, threshold, ablation, per_position, metric, top_n, signed, ig_steps,
+                         order, n, seed, dtype)
+        with console_progress(f"{spec.method.value} {spec.task}", enabled=not as_json) as progress:
+            run = run_discovery(spec, device, progress)
+    except (DiscoverError, ValueError) as exc:
         fail(exc, as_json)
     with catalogue(store, as_json) as cat:
         ids = [cat.add(c) for c in run.circuits]
@@ -154,41 +137,32 @@ def _print_run(run: Any, ids: list[str], as_json: bool) -> None:
     console.print(" ".join(f"{k}={v:.4g}" for k, v in summary.items()))
 
 
-@app.command("discover-all")
-def discover_all(
-    model: ModelOpt = "toy",
-    method: Annotated[Method, typer.Option(help="discovery method")] = Method.ABLATION,
-    threshold: Annotated[float, typer.Option(help="performance level of each circuit")] = 0.8,
-    n: Annotated[int, typer.Option(min=1, help="prompts per task")] = 64,
-    device: DeviceOpt = None,
+@app.command()
+def demo(
+    literature: Annotated[bool, typer.Option("--literature", help="only the published GPT-2 small circuits")] = False,
+    model: Annotated[str, typer.Option(help="model of the discovery jobs")] = "toy",
+    n: Annotated[int, typer.Option(min=1, help="prompts per job")] = 64,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Discover a circuit for every registered task, store them, and show what they share."""
-    _need_worker(as_json)
-    from workers.discover import DiscoverError, run_discovery
+    """The literature circuits and what they share; then discovery jobs on MODEL and their overlap report."""
+    from service.cli.demo import literature_demo
 
-    ids: dict[str, str] = {}
     with catalogue(store, as_json) as cat:
-        for task in TASKS:
-            try:
-                run = run_discovery(model, task, method, [threshold], n=n, device=device, progress=not as_json)
-            except DiscoverError as exc:
-                fail(exc, as_json)
-            ids[task] = cat.add(run.circuits[0])
-        four = [ids[t] for t in TASKS if TASKS[t].family is not TaskFamily.NAME_COPYING]
-        shared = cat.consensus(four)[0].support
-        ioi = {t: cat.overlap(ids["ioi"], cid)[0] for t, cid in ids.items() if t != "ioi"}
-        faith = {t: cat.get(cid).provenance.faithfulness for t, cid in ids.items()}
+        lit = literature_demo(cat, as_json)
+        if literature:
+            if as_json:
+                emit_json(lit)
+            return
+        need_worker(as_json)
+        from workers.demo import jobs_demo
+
+        try:
+            report = jobs_demo(cat, model, n, as_json)
+        except (CatalogueError, ValueError) as exc:
+            fail(exc, as_json)
     if as_json:
-        emit_json({"circuits": ids, "faithfulness": faith, "shared": list(shared),
-                   "ioi": {t: {"shared": p.shared, "jaccard": p.jaccard} for t, p in ioi.items()}})
-        return
-    table(f"{method.value} circuits of {model} at {threshold:.0%}", ["task", "id", "faithfulness"],
-          [[t, i, faith[t]] for t, i in ids.items()])
-    console.print("[bold]Shared by every sequence and comparison task:[/bold] " + (", ".join(shared) or "(none)"))
-    table("IOI shares with", ["task", "shared", "jaccard", "shared components"],
-          [[t, p.n_shared, p.jaccard, ", ".join(p.shared) or "(none)"] for t, p in ioi.items()])
+        emit_json({"literature": lit, **report})
 
 
 def main() -> None:

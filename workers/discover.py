@@ -6,17 +6,15 @@ Shared by ``circat discover`` and the job runner. Every input problem surfaces a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from tqdm import tqdm
-
+from service.jobs.spec import DiscoverySpec
+from service.progress import Progress, silent
 from service.tasks import TASKS
-from service.types import Ablation, Method
+from service.types import Method
 from workers.engine.layout import layout_for
 from workers.engine.methods import DiscoveryRun, RunSpec, discover, levels_of
 from workers.engine.node_search import component_order
 from workers.models import ModelLoadError, load_model
-from workers.tasks import Metric, Split, TaskFileError, get_task
+from workers.tasks import CustomTask, Metric, Split, TaskFileError, get_task
 from workers.tasks.encode import TokenizationError, encode
 
 
@@ -24,29 +22,32 @@ class DiscoverError(ValueError):
     """A discovery run that cannot start: bad model, task, prompts or parameters."""
 
 
-def run_discovery(model: str, task: str, method: Method, levels: Sequence[float] | None = None,
-                  ablation: Ablation = Ablation.RESAMPLE, per_position: bool = False, metric: str | None = None,
-                  top_n: int | None = None, signed: bool = False, ig_steps: int = 5,
-                  orders: Sequence[str] | None = None, n: int = 64, seed: int = 0, device: str | None = None,
-                  dtype: str = "float32", progress: bool = True) -> DiscoveryRun:
-    """Load, encode and run; raise ``DiscoverError`` for any bad input."""
+def run_discovery(spec: DiscoverySpec, device: str | None = None, progress: Progress = silent) -> DiscoveryRun:
+    """Load, encode and run one spec; raise ``DiscoverError`` for any bad input."""
     try:
-        chosen = Metric(metric) if metric else Metric(TASKS[task].metric if task in TASKS else Metric.LOGIT_DIFF)
-        loaded = load_model(model, device, dtype)
-        for order in orders or ():
+        chosen = Metric(spec.metric) if spec.metric else Metric(TASKS[spec.task].metric if spec.task in TASKS
+                                                                else Metric.LOGIT_DIFF)
+        loaded = load_model(spec.model, device, spec.dtype)
+        for order in spec.orders or ():
             component_order(layout_for(loaded.shape), order)
-        the_task = get_task(task)
-        batch = encode(the_task.examples(n, seed=seed, split=Split.ALL), loaded.tokenizer)
-        spec = RunSpec(model=model, task=the_task.name, method=Method(method), ablation=Ablation(ablation),
-                       metric=chosen, levels=levels_of(levels), per_position=per_position, ig_steps=ig_steps,
-                       orders=tuple(orders or ("backward",)), top_n=top_n, absolute=not signed, n_prompts=len(batch),
-                       seed=seed)
+        the_task = CustomTask(spec.task, spec.task_lines) if spec.task_lines else get_task(spec.task)
+        batch = encode(the_task.examples(spec.n, seed=spec.seed, split=Split.ALL), loaded.tokenizer)
+        run_spec = RunSpec(model=spec.model, task=the_task.name, method=spec.method, ablation=spec.ablation,
+                           metric=chosen, levels=levels_of(spec.levels), per_position=spec.per_position,
+                           ig_steps=spec.ig_steps, orders=spec.orders or ("backward",), top_n=spec.top_n,
+                           absolute=not spec.signed, n_prompts=len(batch), seed=spec.seed)
     except (ModelLoadError, TokenizationError, TaskFileError, KeyError, ValueError) as exc:
         raise DiscoverError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from exc
     total = None if spec.method is Method.ABLATION else 3
-    with tqdm(total=total, desc=f"{spec.method.value} {spec.task}", disable=not progress) as bar:
-        try:
-            return discover(loaded, batch, spec, tick=lambda: bar.update(1))
-        except ValueError as exc:
-            raise DiscoverError(str(exc)) from exc
+    done = 0
 
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        progress(done, total, "sweep" if total is None else "scoring")
+
+    progress(0, total, "model and prompts ready")
+    try:
+        return discover(loaded, batch, run_spec, tick=tick)
+    except ValueError as exc:
+        raise DiscoverError(str(exc)) from exc

@@ -11,11 +11,14 @@ from starlette.convertors import Convertor, register_url_convertor
 from service import __version__
 from service.api import problems
 from service.api.guards import BodyLimit, Timeout, Unauthorized, bearer, key_matches, single_valued
+from service.api.jobs import job_router
 from service.api.problems import declared
 from service.catalogue import Catalogue
 from service.circuit import CIRCUIT_ID
 from service.config import Settings
 from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
+from service.jobs.dispatch import Dispatcher
+from service.jobs.store import JobStore
 from service.limits import MAX_NAME_LENGTH
 from service.stores import CircuitFilter, CircuitStore, open_store
 
@@ -42,11 +45,13 @@ class _CircuitIdConvertor(Convertor[str]):
 register_url_convertor("circuit_id", _CircuitIdConvertor())
 
 
-def create_app(store: CircuitStore | None = None, settings: Settings | None = None) -> FastAPI:
-    """The API over ``store`` (default: the configured one)."""
+def create_app(store: CircuitStore | None = None, settings: Settings | None = None,
+               jobs: JobStore | None = None) -> FastAPI:
+    """The API over ``store`` and ``jobs`` (default: the configured ones)."""
     settings = settings or Settings.from_env()
     limits = settings.limits
     cat = Catalogue(store or open_store(settings.store_url), limits)
+    dispatcher = Dispatcher(jobs or JobStore(settings.database_url), settings)
     app = FastAPI(title="Circuit Catalogue", version=__version__,
                   description="Circuits of language models: store, compare, exchange (MIB format). "
                               "Every error is application/problem+json (RFC 9457).",
@@ -72,7 +77,10 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
     @app.get("/health", dependencies=reads["dependencies"], responses=declared(*read_401, 503))
     def health() -> dict[str, Any]:
         cat.store.ping()
-        return {"status": "ok", "store": type(cat.store).__name__, "version": __version__}
+        dispatcher.jobs.ping()
+        dispatcher.ping_broker()
+        return {"status": "ok", "store": type(cat.store).__name__, "jobs": dispatcher.jobs.engine.dialect.name,
+                "broker": "celery" if settings.broker_url else "embedded worker", "version": __version__}
 
     @app.get("/circuits", **reads)
     def list_circuits(
@@ -139,7 +147,9 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
         level, ids = cat.containing(model, name)
         return {"model": model, "item": name, "level": level.value, "circuits": ids}
 
+    app.include_router(job_router(dispatcher, reads, writes, limits.max_page))
     app.state.catalogue = cat
+    app.state.dispatcher = dispatcher
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(Timeout, seconds=limits.request_timeout_s)
     return app

@@ -199,9 +199,14 @@ def contains(model: str, item: str, store: StoreOpt = None, as_json: JsonOpt = F
 def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
+    worker: Annotated[bool, typer.Option(help="run the embedded job worker beside the API (no broker set)")] = True,
     store: StoreOpt = None,
 ) -> None:
-    """Run the REST API (OpenAPI at /docs). Non-loopback addresses need CIRCAT_API_KEY."""
+    """Run the REST API (OpenAPI at /docs) and, without a broker, a job worker. Public addresses need a key."""
+    import os
+    import subprocess
+    import sys
+
     import uvicorn
 
     from service.api.app import create_app
@@ -211,7 +216,16 @@ def serve(
     if not _loopback(host) and not settings.api_key:
         fail(ValueError(f"refusing to serve on {host} without CIRCAT_API_KEY: set a key or bind 127.0.0.1"), False)
     with catalogue(store, False) as cat:
-        uvicorn.run(create_app(cat.store, settings), host=host, port=port)
+        child = None
+        if worker and not settings.broker_url:
+            # its own process, so torch stays out of the API; it exits when this one does
+            child = subprocess.Popen([sys.executable, "-m", "workers", "worker", "--parent", str(os.getpid())])
+        try:
+            uvicorn.run(create_app(cat.store, settings), host=host, port=port)
+        finally:
+            if child is not None:
+                child.terminate()
+                child.wait(timeout=30)
 
 
 def _loopback(host: str) -> bool:
@@ -223,17 +237,3 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-@app.command()
-def demo(
-    literature: Annotated[bool, typer.Option("--literature", help="the published GPT-2 small circuits")] = False,
-    store: StoreOpt = None, as_json: JsonOpt = False,
-) -> None:
-    """Load the literature circuits and show what they share."""
-    from service.cli.demo import literature_demo
-
-    if not literature:
-        fail(ValueError("choose a demo: --literature"), as_json)
-    with catalogue(store, as_json) as cat:
-        literature_demo(cat, as_json)

@@ -78,13 +78,18 @@ def _rows(circuit_id: str, mask: np.ndarray, scores: np.ndarray) -> list[dict]:
     ]
 
 
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the directory of a ``sqlite:///PATH`` file (the embedded defaults live in a data dir)."""
+    path = url.removeprefix("sqlite:///")
+    if url.startswith("sqlite:///") and path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 class SqliteStore(CircuitStore):
     """Circuits in one SQLite file; in-graph items as indexed rows."""
 
     def __init__(self, url: str):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        ensure_sqlite_dir(url)
         self.engine = sa.create_engine(url)
         sa.event.listen(self.engine, "connect", _pragmas)
         meta.create_all(self.engine)

@@ -25,7 +25,7 @@ def registered_tasks(corruption: Corruption = Corruption.RANDOM_MEMBERS) -> list
 def get_task(spec: str, corruption: Corruption = Corruption.RANDOM_MEMBERS) -> Task:
     """A registered task by name, or a custom task from a ``.jsonl`` path."""
     if spec.endswith(".jsonl") or Path(spec).is_file():
-        return CustomTask(spec)
+        return CustomTask.from_file(spec)
     for task in registered_tasks(corruption):
         if task.name == spec:
             return task

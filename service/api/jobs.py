@@ -1,0 +1,68 @@
+"""The job API: submit a discovery spec (202 + Location), follow it, list, cancel."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel
+
+from service.api.problems import declared
+from service.jobs.dispatch import Dispatcher
+from service.jobs.spec import DiscoverySpec
+from service.jobs.store import Job, JobFilter, JobStatus
+from service.limits import MAX_NAME_LENGTH
+
+JOB_ID = "^j[0-9a-f]{24}$"
+OptionalName = Annotated[str | None, Query(max_length=MAX_NAME_LENGTH)]
+
+
+class Submitted(Job):
+    """A submitted job; ``new`` is false when an identical spec's job was returned instead."""
+
+    new: bool
+
+
+class JobPage(BaseModel):
+    """One page of jobs, newest first."""
+
+    items: list[Job]
+    total: int
+    limit: int
+    offset: int
+
+
+def job_router(dispatcher: Dispatcher, reads: dict[str, Any], writes: dict[str, Any], max_page: int) -> APIRouter:
+    """The /jobs routes over ``dispatcher``'s job database."""
+    router = APIRouter(tags=["jobs"])
+    jobs = dispatcher.jobs
+    JobId = Annotated[str, Path(pattern=JOB_ID, description="j and 24 hex digits")]
+
+    @router.post("/jobs", status_code=202, response_model=Submitted, dependencies=writes["dependencies"],
+                 responses={200: {"model": Submitted, "description": "the job of an identical spec"},
+                            **declared(400, 401, 413, 422, 503)})
+    def submit(spec: DiscoverySpec, response: Response,
+               force: Annotated[bool, Query(description="a new job even if an identical spec has one")] = False,
+               ) -> Submitted:
+        job, new = dispatcher.submit(spec, force)
+        response.headers["Location"] = f"/jobs/{job.id}"
+        response.status_code = 202 if new else 200
+        return Submitted(**job.model_dump(exclude={"error", "circuits"}), new=new)
+
+    @router.get("/jobs/{job_id}", response_model=Job, **reads)
+    def get(job_id: JobId) -> Job:
+        return jobs.get(job_id)
+
+    @router.get("/jobs", response_model=JobPage, **reads)
+    def list_jobs(
+        status: JobStatus | None = None, model: OptionalName = None, task: OptionalName = None,
+        method: OptionalName = None, limit: Annotated[int, Query(ge=1, le=max_page)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    ) -> JobPage:
+        items, total = jobs.list(JobFilter(status, model, task, method), limit, offset)
+        return JobPage(items=items, total=total, limit=limit, offset=offset)
+
+    @router.delete("/jobs/{job_id}", response_model=Job, **writes)
+    def cancel(job_id: JobId) -> Job:
+        return jobs.cancel(job_id)
+
+    return router
+

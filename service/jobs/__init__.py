@@ -1,0 +1,2 @@
+"""Discovery jobs: the spec a job holds, job records in SQL, dispatch to workers."""
+

@@ -1,0 +1,146 @@
+"""What one discovery run is: the spec a job holds and ``circat discover`` runs, validated without torch.
+
+A custom task travels as its lines (the JSONL content), never as a path on the submitter's disk.
+``canonical_json`` and ``spec_hash`` are stable: the same spec always hashes the same, so a job and
+a CLI run of one spec make the same circuits, and a resubmitted spec finds its job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from service.limits import MAX_NAME_LENGTH
+from service.tasks import TASKS
+from service.types import Ablation, Method, Metric
+
+ORDER = re.compile(r"backward|forward|random:\d{1,9}")
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
+Text = Annotated[str, StringConstraints(max_length=4096)]
+
+
+class TaskFileError(ValueError):
+    """A custom task that cannot be used; the message names every bad line."""
+
+
+class TaskLine(BaseModel):
+    """One example of a custom task (a line of its JSONL file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    prompt: Text
+    answer: Text
+    corrupted_prompt: Text
+    wrong_answer: Text
+
+    @field_validator("prompt", "answer", "corrupted_prompt", "wrong_answer")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+def problems_of(exc: ValidationError) -> str:
+    """Each problem of a validation error as ``field: message``, joined by ``; ``."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg'].removeprefix('Value error, ')}"
+                     for e in exc.errors())
+
+
+def parse_task_lines(text: str, origin: str) -> tuple[TaskLine, ...]:
+    """The examples of a JSONL task; ``TaskFileError`` names every bad line of ``origin``."""
+    lines: list[TaskLine] = []
+    problems: list[str] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            lines.append(TaskLine.model_validate(json.loads(raw)))
+        except json.JSONDecodeError as exc:
+            problems.append(f"{origin}:{lineno}: not JSON ({exc.msg})")
+        except ValidationError as exc:
+            problems.append(f"{origin}:{lineno}: {problems_of(exc)}")
+    if problems:
+        raise TaskFileError(f"{len(problems)} bad line(s) in {origin}:\n  " + "\n  ".join(problems[:50]))
+    if not lines:
+        raise TaskFileError(f"task file has no examples: {origin}")
+    return tuple(lines)
+
+
+class DiscoverySpec(BaseModel):
+    """Model, task, method and every method parameter of one discovery run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model: Name = Field(description="'toy', a hub name, or a local Hugging Face directory on the worker")
+    task: Name = Field(description="a registered task, or the name of the custom task given in task_lines")
+    task_lines: tuple[TaskLine, ...] | None = Field(default=None, max_length=100_000,
+                                                    description="a custom task's examples")
+    method: Method
+    levels: tuple[float, ...] | None = Field(
+        default=None, max_length=32, description="faithfulness levels in (0, 1] (default 0.7, 0.8, 0.9, 0.97)")
+    ablation: Ablation = Ablation.RESAMPLE
+    per_position: bool = False
+    metric: Metric | None = Field(default=None, description="default: the task's")
+    top_n: int | None = Field(default=None, ge=1)
+    signed: bool = False
+    ig_steps: int = Field(default=5, ge=1, le=1000)
+    orders: tuple[Annotated[str, StringConstraints(max_length=20)], ...] | None = Field(
+        default=None, max_length=64, description="ablation sweep orders: backward, forward, random:SEED",
+        json_schema_extra={"items": {"type": "string", "pattern": f"^({ORDER.pattern})$"}})
+    n: int = Field(default=64, ge=1, le=100_000, description="prompts")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+
+    @field_validator("levels")
+    @classmethod
+    def _sorted_levels(cls, levels: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        bad = [x for x in levels or () if not 0 < x <= 1]
+        if bad:
+            raise ValueError(f"performance levels must lie in (0, 1], got {', '.join(map(str, bad))}")
+        return None if levels is None else tuple(sorted(set(levels)))
+
+    @field_validator("orders")
+    @classmethod
+    def _known_orders(cls, orders: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        bad = [o for o in orders or () if not ORDER.fullmatch(o)]
+        if bad:
+            raise ValueError(f"unknown sweep order {bad[0]!r}: use backward, forward or random:SEED")
+        return orders
+
+    @model_validator(mode="after")
+    def _known_task(self) -> DiscoverySpec:
+        if self.task_lines is None and self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; registered: {', '.join(TASKS)}; or give task_lines")
+        if self.task_lines is not None and self.task in TASKS:
+            raise ValueError(f"a custom task may not reuse the registered name {self.task!r}")
+        if self.task_lines is not None and not self.task_lines:
+            raise ValueError("task_lines has no examples")
+        return self
+
+    @staticmethod
+    def parse(values: dict[str, Any]) -> DiscoverySpec:
+        """Validate a spec; ``ValueError`` naming every problem as ``field: message``."""
+        try:
+            return DiscoverySpec.model_validate(values)
+        except ValidationError as exc:
+            raise ValueError(problems_of(exc)) from None
+
+    def canonical_json(self) -> str:
+        """The spec as canonical JSON (sorted keys, no spaces, defaults included)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def spec_hash(self) -> str:
+        """A stable hash of the canonical JSON."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:32]
+

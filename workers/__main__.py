@@ -1,0 +1,5 @@
+"""``python -m workers ...`` is ``circat ...`` (how ``circat serve`` starts its embedded worker)."""
+
+from workers.cli import main
+
+main()

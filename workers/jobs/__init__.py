@@ -1,0 +1,1 @@
+"""The job side of the workers: the runner, the local worker loop and the Celery app."""

@@ -1,0 +1,178 @@
+"""``circat submit``, ``jobs``, ``wait``, ``cancel`` and ``worker``: discovery as jobs.
+
+Against a running API when ``CIRCAT_API_URL`` is set, else directly against the job database.
+``submit --wait`` with neither a server nor a broker runs the embedded worker in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Annotated, Any
+
+import typer
+
+from service.cli.main import JsonOpt, app
+from service.cli.output import console, emit_json, fail, table
+from service.config import Settings
+from service.errors import CatalogueError
+from service.jobs.client import job_client
+from service.jobs.store import JobFilter, JobStatus
+from service.progress import console_progress
+from service.types import Ablation
+from workers import spec_options as opts
+
+WAIT_POLL_S = 0.2
+
+
+def need_worker(as_json: bool) -> None:
+    """Fail clearly when the worker extra (torch, TransformerLens) is not installed."""
+    try:
+        import torch  # noqa: F401
+        import transformer_lens  # noqa: F401
+    except ImportError as exc:
+        fail(RuntimeError(f"this command needs the worker extra ({exc.name} is missing): "
+                          "pip install 'circuit-catalogue[worker]'"), as_json)
+
+
+@app.command()
+def submit(
+    model: opts.ModelOpt, task: opts.TaskOpt, method: opts.MethodOpt, threshold: opts.ThresholdOpt = None,
+    ablation: opts.AblationOpt = Ablation.RESAMPLE, per_position: opts.PerPositionOpt = False,
+    metric: opts.MetricOpt = None, top_n: opts.TopNOpt = None, signed: opts.SignedOpt = False,
+    ig_steps: opts.IgStepsOpt = 5, order: opts.OrderOpt = None, n: opts.NOpt = 64, seed: int = 0,
+    dtype: opts.DtypeOpt = "float32",
+    force: Annotated[bool, typer.Option(help="a new job even if an identical spec already has one")] = False,
+    wait: Annotated[bool, typer.Option(help="wait for the job, with a progress bar")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a discovery job (the options of ``circat discover``); print its id."""
+    try:
+        spec = opts.make_spec(model, task, method, threshold, ablation, per_position, metric, top_n, signed, ig_steps,
+                         order, n, seed, dtype)
+        job = job_client().submit(spec, force)
+    except (CatalogueError, ValueError, OSError) as exc:
+        fail(exc, as_json)
+    if not wait:
+        emit_json(job) if as_json else console.print(job["id"])
+        return
+    results = wait_for([job["id"]], as_json)
+    emit_json(results[0]) if as_json else _print_jobs(results)
+    _exit_unless_succeeded(results)
+
+
+@app.command()
+def jobs(
+    status: Annotated[JobStatus | None, typer.Option(help="only jobs in this state")] = None,
+    model: str | None = None, task: str | None = None, method: str | None = None,
+    limit: int = 50, offset: int = 0, as_json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    try:
+        page = job_client().list(JobFilter(status, model, task, method), limit, offset)
+    except (CatalogueError, ValueError, OSError) as exc:
+        fail(exc, as_json)
+    if as_json:
+        emit_json(page)
+        return
+    _print_jobs(page["items"], f"{page['total']} job(s)")
+
+
+@app.command("wait")
+def wait_cmd(ids: Annotated[list[str], typer.Argument(help="job ids")], as_json: JsonOpt = False) -> None:
+    """Wait for jobs to finish, with a live progress bar per job."""
+    results = wait_for(ids, as_json)
+    emit_json(results) if as_json else _print_jobs(results)
+    _exit_unless_succeeded(results)
+
+
+@app.command()
+def cancel(job_id: str, as_json: JsonOpt = False) -> None:
+    """Cancel a queued job, or a running one between its steps."""
+    try:
+        job = job_client().cancel(job_id)
+    except (CatalogueError, ValueError, OSError) as exc:
+        fail(exc, as_json)
+    emit_json(job) if as_json else console.print(f"{job['id']}: {job['status']} ({job['message']})")
+
+
+@app.command()
+def worker(
+    device: Annotated[str | None, typer.Option(envvar="CIRCAT_DEVICE", help="cpu, cuda:0 ... (one worker per GPU)")]
+    = None,
+    queue: Annotated[str, typer.Option(help="Celery queue to consume")] = "circat",
+    concurrency: Annotated[int, typer.Option(min=1, help="Celery pool processes (1 per device)")] = 1,
+    until_idle: Annotated[bool, typer.Option(help="embedded worker: stop when no job is queued")] = False,
+    parent: Annotated[int | None, typer.Option(hidden=True, help="embedded worker: exit when this process has")]
+    = None,
+) -> None:
+    """Run jobs: a Celery worker when CIRCAT_BROKER_URL is set, else the embedded worker on the job database."""
+    need_worker(False)
+    settings = Settings.from_env()
+    if device:
+        os.environ["CIRCAT_DEVICE"] = device
+    if not settings.broker_url:
+        from workers.jobs.local import work
+        from workers.jobs.runner import WorkerContext
+
+        ctx = WorkerContext.from_settings(settings, device)
+        print(f"embedded worker {ctx.name} on {settings.database_url} (device {ctx.device_name})",
+              file=sys.stderr, flush=True)
+        work(ctx, until_idle=until_idle, parent=parent)
+        return
+    from workers.jobs.celery_app import app as celery
+
+    celery.worker_main(["worker", "--queues", queue, "--concurrency", str(concurrency), "--pool", "prefork",
+                        "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
+                        "--hostname", f"circat-{os.getpid()}@%h"])
+
+
+def wait_for(ids: list[str], as_json: bool) -> list[dict[str, Any]]:
+    """Poll until every job has finished; runs the embedded worker here when nothing else would."""
+    settings = Settings.from_env()
+    client = job_client(settings)
+    embedded = not settings.api_url and not settings.broker_url
+    done: dict[str, dict[str, Any]] = {}
+    bars = {i: console_progress(i, enabled=not as_json) for i in ids}
+    ticks = {i: bar.__enter__() for i, bar in bars.items()}
+    runner: threading.Thread | None = None
+    try:
+        while len(done) < len(ids):
+            if embedded and (runner is None or not runner.is_alive()):
+                runner = threading.Thread(target=_run_queued_here, args=(settings,), daemon=True)
+                runner.start()
+            for i in ids:
+                if i in done:
+                    continue
+                job = client.get(i)
+                ticks[i](round(100 * (job["progress"] or 0)), 100, f"{job['status']}: {job['message'] or ''}")
+                if JobStatus(job["status"]).finished:
+                    done[i] = job
+            time.sleep(0 if len(done) == len(ids) else WAIT_POLL_S)
+    except (CatalogueError, ValueError, OSError) as exc:
+        fail(exc, as_json)
+    finally:
+        for bar in bars.values():
+            bar.__exit__(*sys.exc_info())
+    return [done[i] for i in ids]
+
+
+def _run_queued_here(settings: Settings) -> None:
+    from workers.jobs.local import work
+    from workers.jobs.runner import WorkerContext
+
+    work(WorkerContext.from_settings(settings, os.environ.get("CIRCAT_DEVICE")), until_idle=True)
+
+
+def _print_jobs(items: list[dict[str, Any]], title: str = "jobs") -> None:
+    table(title, ["id", "status", "model", "task", "method", "progress", "circuits", "error"],
+          [[j["id"], j["status"], j["spec"]["model"], j["spec"]["task"], j["spec"]["method"],
+            j["progress"], len(j["circuit_ids"]), (j["error"] or {}).get("message")] for j in items])
+
+
+def _exit_unless_succeeded(results: list[dict[str, Any]]) -> None:
+    if any(r["status"] != JobStatus.SUCCEEDED for r in results):
+        raise typer.Exit(1)
+
