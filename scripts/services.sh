@@ -14,6 +14,8 @@ stop_services() {
   rm -rf "$run_dir"
 }
 trap stop_services EXIT
+trap 'exit 143' TERM  # so a stopped run still stops its servers (through the EXIT trap)
+trap 'exit 130' INT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 

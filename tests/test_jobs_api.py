@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -89,3 +90,81 @@ def test_serve_runs_jobs_with_its_embedded_worker(tmp_path):
         assert "Traceback" not in failed["error"]["message"]
         worker_pid = int(ok[0]["worker"].rsplit(":", 1)[1])
     wait_until(lambda: not Path(f"/proc/{worker_pid}").exists(), 30, "the embedded worker to exit with the server")
+
+
+def test_a_job_and_circat_discover_of_one_spec_make_the_same_circuits(tmp_path):
+    from typer.testing import CliRunner
+
+    from workers.cli import app
+
+    runner = CliRunner()
+    args = ["--model", "toy", "--task", "months", "--method", "eap-ig", "--n", "8", "--ig-steps", "2", "--json"]
+    direct = json.loads(runner.invoke(app, ["discover", *args]).stdout)
+    job = json.loads(runner.invoke(app, ["submit", *args, "--wait"]).stdout)
+    assert job["status"] == "succeeded" and job["circuit_ids"] == [c["id"] for c in direct["circuits"]]
+
+
+def test_the_cli_reaches_jobs_through_a_running_api(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from workers.cli import app
+
+    store = f"sqlite:///{tmp_path / 'cat.db'}"
+    with live_server(store, tmp_path / "serve.log", worker=True, CIRCAT_API_KEY="k") as server:
+        monkeypatch.setenv("CIRCAT_API_URL", server.url)
+        monkeypatch.setenv("CIRCAT_DATABASE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")  # not used via the API
+        runner = CliRunner()
+        refused = runner.invoke(app, ["submit", "--model", "toy", "--task", "ioi", "--method", "eap", "--json"])
+        assert refused.exit_code == 1 and "401" in refused.stdout
+        monkeypatch.setenv("CIRCAT_API_KEY", "k")
+        out = runner.invoke(app, ["submit", "--model", "toy", "--task", "ioi", "--method", "eap", "--n", "4",
+                                  "--wait", "--json"])
+        job = json.loads(out.stdout)
+        assert out.exit_code == 0 and job["status"] == "succeeded"
+        listed = json.loads(runner.invoke(app, ["jobs", "--json"]).stdout)
+        assert [j["id"] for j in listed["items"]] == [job["id"]]
+        assert json.loads(runner.invoke(app, ["cancel", job["id"], "--json"]).stdout)["status"] == "succeeded"
+    assert not Path(tmp_path / "elsewhere.db").exists()
+
+
+def test_a_running_job_is_cancelled_between_steps(tmp_path):
+    import threading
+
+    from service.config import Settings
+    from service.jobs.spec import DiscoverySpec
+    from service.jobs.store import JobStatus
+    from service.types import Method
+    from workers.jobs.local import work
+    from workers.jobs.runner import WorkerContext
+
+    ctx = WorkerContext.from_settings(Settings.from_env(), None)
+    job, _ = ctx.jobs.submit(DiscoverySpec(model="toy", task="months", method=Method.ABLATION, n=64,
+                                           orders=("backward", "forward")))
+    runner = threading.Thread(target=work, args=(ctx,), kwargs={"until_idle": True})
+    runner.start()
+    wait_until(lambda: ctx.jobs.get(job.id).message == "sweep", 120, "the job to be mid-sweep")
+    assert ctx.jobs.cancel(job.id).cancel_requested
+    runner.join(timeout=60)
+    done = ctx.jobs.get(job.id)
+    assert done.status is JobStatus.CANCELLED and done.circuit_ids == [] and done.finished_at
+
+
+def test_a_job_left_running_by_a_dead_embedded_worker_is_run_again():
+    import socket
+
+    from service.config import Settings
+    from service.jobs.spec import DiscoverySpec
+    from service.jobs.store import JobStatus
+    from service.types import Method
+    from workers.jobs.local import work
+    from workers.jobs.runner import WorkerContext
+
+    ctx = WorkerContext.from_settings(Settings.from_env(), None)
+    job, _ = ctx.jobs.submit(DiscoverySpec(model="toy", task="ioi", method=Method.EAP, n=4))
+    assert ctx.jobs.claim(job.id, f"{socket.gethostname()}:4194999", "cpu")  # a pid no process has
+    other, _ = ctx.jobs.submit(DiscoverySpec(model="toy", task="ioi", method=Method.EAP, n=4, seed=1))
+    assert ctx.jobs.claim(other.id, "celery@elsewhere:1", "cuda:0")  # not ours to judge
+    assert work(ctx, until_idle=True) == 1
+    done = ctx.jobs.get(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 2
+    assert ctx.jobs.get(other.id).status is JobStatus.RUNNING

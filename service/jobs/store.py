@@ -40,9 +40,6 @@ class JobStatus(StrEnum):
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED)
-
-
 class JobRow(SQLModel, table=True):
     """One job as stored."""
 
@@ -256,9 +253,19 @@ class JobStore:
                             error_type=error_type, error_message=message[:4000], finished_at=_now(),
                             deduplicated=False)
 
-    def requeue(self, job_id: str, message: str) -> bool:
-        """Put a running job back in the queue (its worker will retry it)."""
-        return self._update(job_id, (JobStatus.RUNNING,), status=JobStatus.QUEUED.value, message=message[:500])
+    def requeue_running(self, worker_names: list[str]) -> list[str]:
+        """Put back in the queue the running jobs of these (dead) workers; their ids."""
+        with self._session() as s:
+            ids = list(s.exec(select(JobRow.id).where(JobRow.status == JobStatus.RUNNING.value,
+                                                      col(JobRow.worker).in_(worker_names))).all())
+        return [i for i in ids if self._update(i, (JobStatus.RUNNING,), status=JobStatus.QUEUED.value,
+                                               message="requeued: its worker died")]
+
+    def running_workers(self) -> list[str]:
+        """Names of the workers that hold running jobs."""
+        with self._session() as s:
+            return sorted({w for w in s.exec(select(JobRow.worker).where(
+                JobRow.status == JobStatus.RUNNING.value)).all() if w})
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued job now, a running one between steps; ``NotFound`` for an unknown id."""

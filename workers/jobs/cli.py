@@ -138,10 +138,11 @@ def wait_for(ids: list[str], as_json: bool) -> list[dict[str, Any]]:
     bars = {i: console_progress(i, enabled=not as_json) for i in ids}
     ticks = {i: bar.__enter__() for i, bar in bars.items()}
     runner: threading.Thread | None = None
+    stop = threading.Event()
     try:
         while len(done) < len(ids):
             if embedded and (runner is None or not runner.is_alive()):
-                runner = threading.Thread(target=_run_queued_here, args=(settings,), daemon=True)
+                runner = threading.Thread(target=_run_queued_here, args=(settings, stop), daemon=True)
                 runner.start()
             for i in ids:
                 if i in done:
@@ -154,16 +155,19 @@ def wait_for(ids: list[str], as_json: bool) -> list[dict[str, Any]]:
     except (CatalogueError, ValueError, OSError) as exc:
         fail(exc, as_json)
     finally:
+        stop.set()  # the in-process worker finishes the job in hand (never left half-run), then stops
+        if runner is not None:
+            runner.join()
         for bar in bars.values():
             bar.__exit__(*sys.exc_info())
     return [done[i] for i in ids]
 
 
-def _run_queued_here(settings: Settings) -> None:
+def _run_queued_here(settings: Settings, stop: threading.Event) -> None:
     from workers.jobs.local import work
     from workers.jobs.runner import WorkerContext
 
-    work(WorkerContext.from_settings(settings, os.environ.get("CIRCAT_DEVICE")), until_idle=True)
+    work(WorkerContext.from_settings(settings, os.environ.get("CIRCAT_DEVICE")), stop=stop, until_idle=True)
 
 
 def _print_jobs(items: list[dict[str, Any]], title: str = "jobs") -> None:

@@ -2,13 +2,15 @@
 
 ``circat serve`` starts one in a child process (which exits when the server does); ``circat submit
 --wait`` runs one in-process when no server runs; ``circat worker`` without a broker runs this loop.
-Same records, same runner as Celery. While idle it watches the SQLite job database's files (a stat
+Same records, same runner as Celery. On start it requeues the jobs that embedded workers of this
+host left running when their process died. While idle it watches the SQLite job database's files (a stat
 call every few milliseconds) and queries only when they change, or once a second.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ def work(ctx: WorkerContext, stop: threading.Event | None = None, until_idle: bo
          parent: int | None = None) -> int:
     """Run queued jobs until ``stop`` is set, ``parent`` exits, or (``until_idle``) none is queued; jobs run."""
     ran = 0
+    recover_orphans(ctx)
     watch = _Watch(ctx.jobs.url)
     while (stop is None or not stop.is_set()) and (parent is None or os.getppid() == parent):
         job = ctx.jobs.claim_next(ctx.name, ctx.device_name)
@@ -34,6 +37,20 @@ def work(ctx: WorkerContext, stop: threading.Event | None = None, until_idle: bo
         else:
             watch.wait_for_change(stop)
     return ran
+
+
+def recover_orphans(ctx: WorkerContext) -> list[str]:
+    """Requeue jobs left running by embedded workers of this host whose process is gone; their ids.
+
+    (Celery's jobs come back through the broker instead.)
+    """
+    host = socket.gethostname()
+    dead = []
+    for name in ctx.jobs.running_workers():
+        worker_host, _, pid = name.rpartition(":")
+        if worker_host == host and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            dead.append(name)
+    return ctx.jobs.requeue_running(dead) if dead else []
 
 
 class _Watch:
