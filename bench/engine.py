@@ -1,11 +1,15 @@
 """Engine benchmark: each method's time as a ratio to plain passes of the same batch (prints figures).
 
-Run with scripts/bench.sh engine [--layers 12 --heads 12 --d-model 768 --batch 32 --pos 16 --device cpu].
-The model is GPT-2-small-shaped with random weights and GPT-2's vocabulary size; prompts are
-random token ids. Floors: one plain forward and one forward+backward of the loaded bridge (the
-same model object the engine patches). Peak memory is the peak above the starting point during
-each measurement (CUDA: allocator peak; CPU: sampled resident set size after returning freed
-memory to the system, so reused allocator memory may still be under-counted).
+Run with scripts/bench.sh engine [--model smollm2-135m --task ioi | --layers 12 --heads 12 --d-model 768]
+[--batch 32 --pos 16 --device cpu --dtype float32 --peer]. Without ``--model`` the model is
+GPT-2-small-shaped with random weights and GPT-2's vocabulary size and prompts are random token
+ids; with it, the model is loaded by name and the batch is ``--batch`` prompts of ``--task``.
+Floors: one plain forward and one forward+backward of the loaded bridge (the same model object
+the engine patches). Peak memory is the peak above the starting point during each measurement
+(CUDA: allocator peak; CPU: sampled resident set size after returning freed memory to the
+system, so reused allocator memory may still be under-counted). ``--peer`` also runs
+TransformerLens's edge attribution patching on the same bridge, prompts and metric
+(``bench/peer_eap.py``) and prints both wall times, their ratio and the Spearman agreement of |score|.
 """
 
 from __future__ import annotations
@@ -20,18 +24,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import psutil
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from service.types import Ablation
+from service.types import Ablation, Method
 from workers.engine.attribution import edge_attribution
-from workers.engine.node_search import node_search
+from workers.engine.methods import RunSpec, discover
+from workers.engine.node_search import DEFAULT_LEVELS, node_search
 from workers.engine.patching import PatchingEngine
 from workers.metrics import final_logits, task_metric
-from workers.models import load_model
-from workers.tasks import Metric, registered_tasks
-from workers.tasks.encode import TaskBatch
+from workers.models import LoadedModel, load_model
+from workers.tasks import Metric, Split, get_task, registered_tasks
+from workers.tasks.encode import TaskBatch, encode
+from workers.tasks.render import for_tokenizer
 from workers.toy.train import toy_tokenizer
 
 
@@ -85,14 +92,20 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int) -> tuple[
     return statistics.median(times), peak.peak
 
 
-def build(args: argparse.Namespace, root: Path) -> tuple[object, TaskBatch]:
+def build(args: argparse.Namespace, root: Path) -> tuple[LoadedModel, TaskBatch, Metric]:
+    """The model and batch: a named model with ``--batch`` prompts of ``--task``, else random GPT-2."""
+    if args.model:
+        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        task = for_tokenizer(get_task(args.task), model.tokenizer)
+        batch = encode(task.examples(args.batch, seed=0, split=Split.ALL), model.tokenizer)
+        return model, batch.to(model.device), task.metric
     tok = toy_tokenizer(registered_tasks())
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=50257, n_positions=64, n_embd=args.d_model, n_layer=args.layers, n_head=args.heads,
                      bos_token_id=0, eos_token_id=0)
     GPT2LMHeadModel(cfg).save_pretrained(root)
     tok.save_pretrained(root)
-    model = load_model(str(root), device=args.device)
+    model = load_model(str(root), device=args.device, dtype=args.dtype)
     g = torch.Generator().manual_seed(1)
     shape = (args.batch, args.pos)
     ids = torch.randint(1, 50257, shape, generator=g)
@@ -101,11 +114,15 @@ def build(args: argparse.Namespace, root: Path) -> tuple[object, TaskBatch]:
     lengths = torch.full((args.batch,), args.pos)
     ones = torch.ones((args.batch, 1), dtype=torch.bool)
     batch = TaskBatch(ids, torch.randint(1, 50257, shape, generator=g), lengths, lengths, ans, ones, wrong, ones)
-    return model, batch.to(model.device)
+    return model, batch.to(model.device), Metric.LOGIT_DIFF
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", help="a model name (toy, smollm2-135m, hub name, directory) instead of random GPT-2")
+    p.add_argument("--task", default="ioi", help="the task whose prompts make the batch (with --model)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--peer", action="store_true", help="also run TransformerLens's edge attribution patching")
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--d-model", type=int, default=768)
@@ -115,10 +132,10 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        model, batch = build(args, Path(tmp))
-    dev, bridge = model.device, model.bridge
-    print(f"model: {args.layers} layers x {args.heads} heads, d_model {args.d_model}; batch {args.batch} x {args.pos}; "
-          f"device {dev}; torch threads {torch.get_num_threads()}")
+        model, batch, metric = build(args, Path(tmp))
+    dev, bridge, shape = model.device, model.bridge, model.shape
+    print(f"model: {model.name}, {shape.n_layers} layers x {shape.n_heads} heads, d_model {shape.d_model}; "
+          f"batch {tuple(batch.clean.shape)}; device {dev}, {args.dtype}; torch threads {torch.get_num_threads()}")
 
     def plain() -> None:
         with torch.no_grad():
@@ -129,19 +146,27 @@ def main() -> None:
             return x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = bridge.run_with_hooks(batch.clean, fwd_hooks=[("blocks.0.hook_resid_pre", leaf)])
-            task_metric(Metric.LOGIT_DIFF, final_logits(logits, batch.lengths), batch).backward()
+            task_metric(metric, final_logits(logits, batch.lengths), batch).backward()
 
     f, f_mem = timed(plain, dev, args.repeat)
     fb, fb_mem = timed(fwd_bwd, dev, args.repeat)
     rows = [("plain forward", f, f_mem, None, None), ("forward + backward", fb, fb_mem, None, None)]
 
-    def eap() -> None:
-        edge_attribution(PatchingEngine(model, batch, Ablation.RESAMPLE))
+    def eap() -> torch.Tensor:
+        return edge_attribution(PatchingEngine(model, batch, Ablation.RESAMPLE, metric))
 
-    t, mem = timed(eap, dev, args.repeat)
-    rows.append(("EAP (engine set-up + scores)", t, mem, t / (fb + f), "<= 1.5 x (fwd+bwd + fwd)"))
+    t_eap, mem = timed(eap, dev, args.repeat)
+    rows.append(("EAP (engine set-up + scores)", t_eap, mem, t_eap / (fb + f), "<= 1.5 x (fwd+bwd + fwd)"))
 
-    engine = PatchingEngine(model, batch, Ablation.RESAMPLE)
+    spec = RunSpec(model.name, args.task, Method.EAP, metric=metric, n_prompts=len(batch))
+    started = time.perf_counter()
+    with Peak(dev) as peak:
+        run = discover(model, batch, spec)
+    t = time.perf_counter() - started
+    masks = run.circuits[0].annotations["evaluation"]["masks_evaluated"]
+    rows.append((f"EAP end to end, 4 levels + 2 curves ({masks} masks)", t, peak.peak, t / f, "<= 30 x fwd"))
+
+    engine = PatchingEngine(model, batch, Ablation.RESAMPLE, metric)
     n = engine.layout.graph.n_edges
     mask = (torch.rand(1, n, generator=torch.Generator().manual_seed(2)) > 0.5).float()
     t, mem = timed(lambda: engine.run_edges(mask), dev, args.repeat)
@@ -149,18 +174,36 @@ def main() -> None:
     t, mem = timed(lambda: engine.run_nodes(torch.ones(1, engine.layout.graph.n_nodes)), dev, args.repeat)
     rows.append(("node-masked forward", t, mem, t / f, None))
 
-    n_comp = args.layers * (args.heads + 1)
+    n_comp = shape.n_layers * (shape.n_heads + 1)
     started = time.perf_counter()
     with Peak(dev) as peak:
-        result = node_search(engine, levels=(0.8,), max_sweeps=1)
+        result = node_search(engine, levels=DEFAULT_LEVELS, max_sweeps=1)
     t = time.perf_counter() - started
-    rows.append((f"node search, one sweep ({result.forward_passes} passes)", t, peak.peak, t / (n_comp * f),
-                 "<= 1.3 x (components x fwd)"))
+    rows.append((f"node search, one sweep, 4 levels ({result.forward_passes} passes)", t, peak.peak,
+                 t / (n_comp * f), "<= 1.3 x (components x fwd)"))
+    if args.peer:
+        rows += peer_rows(model, batch, metric, eap().cpu().numpy(), t_eap, dev)
 
     print(f"{'measurement':44} {'seconds':>9} {'peak MB':>9} {'ratio':>7}  target")
     for name, secs, mem, ratio, target in rows:
         r = "" if ratio is None else f"{ratio:7.2f}"
         print(f"{name:44} {secs:9.3f} {mem / 2**20:9.0f} {r:>7}  {target or ''}")
+
+
+def peer_rows(model: LoadedModel, batch: TaskBatch, metric: Metric, ours: np.ndarray, t_ours: float,
+              dev: torch.device) -> list[tuple[str, float, int, float | None, str | None]]:
+    """TransformerLens's edge attribution patching on the same inputs, against the project's EAP."""
+    from bench.peer_eap import peer_scores, spearman
+    from workers.engine.layout import layout_for
+
+    graph = layout_for(model.shape).graph
+    started = time.perf_counter()
+    with Peak(dev) as peak:
+        theirs = peer_scores(model, batch, metric, graph)
+    t = time.perf_counter() - started
+    rho = spearman(np.abs(ours), np.abs(theirs))
+    note = f"peer/ours wall time; Spearman |score| {rho:.3f} (peer linearises at corrupted, ours at clean)"
+    return [("peer: TransformerLens edge attribution_patch", t, peak.peak, t / t_ours, note)]
 
 
 if __name__ == "__main__":

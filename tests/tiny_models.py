@@ -1,11 +1,11 @@
-"""Small GPT-2 models for the tests (random, with planted structure, GPT-2-small-shaped) and their tokenizer."""
+"""Small models for the tests (random GPT-2 and grouped-query Llama, with planted structure) and their tokenizer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from workers.models import LoadedModel, load_model
 from workers.tasks import registered_tasks
@@ -30,6 +30,30 @@ def save_gpt2(path: Path, n_layer: int, n_head: int, n_embd: int, seed: int = 0,
     model.save_pretrained(path)
     TOKENIZER.save_pretrained(path)
     return path
+
+
+def save_llama(path: Path, n_layer: int, n_head: int, n_embd: int, seed: int = 0, kv_heads: int = 2,
+               silent_heads: tuple[tuple[int, int], ...] = (), silent_mlps: tuple[int, ...] = ()) -> Path:
+    """A random Llama (RMSNorm, rotary, gated MLP) with ``kv_heads`` key/value heads shared by its
+    query heads; listed heads and MLPs get zero output weights."""
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(TOKENIZER), hidden_size=n_embd, intermediate_size=2 * n_embd,
+                      num_hidden_layers=n_layer, num_attention_heads=n_head, num_key_value_heads=kv_heads,
+                      max_position_embeddings=64, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    model = LlamaForCausalLM(cfg)
+    d_head = n_embd // n_head
+    with torch.no_grad():
+        for layer, head in silent_heads:
+            model.model.layers[layer].self_attn.o_proj.weight[:, head * d_head:(head + 1) * d_head] = 0
+        for layer in silent_mlps:
+            model.model.layers[layer].mlp.down_proj.weight.zero_()
+    model.save_pretrained(path)
+    TOKENIZER.save_pretrained(path)
+    return path
+
+
+SAVERS = {"gpt2": save_gpt2, "llama": save_llama}
+"""the architectures the known-answer tests run on"""
 
 
 def load(path: Path) -> LoadedModel:

@@ -16,16 +16,19 @@ from service.cli.main import JsonOpt, StoreOpt, app, catalogue
 from service.cli.output import console, emit_json, fail, table
 from service.errors import CatalogueError
 from service.tasks import TASKS
-from service.types import Ablation
+from service.types import Ablation, Method
 from workers import spec_options as opts
 from workers.jobs.cli import need_worker  # also registers submit, jobs, wait, cancel, worker
+from workers.model_cli import models_app
+
+app.add_typer(models_app, name="models")
 
 DeviceOpt = Annotated[str | None, typer.Option(envvar="CIRCAT_DEVICE", help="cpu, cuda, cuda:1 ... (default: auto)")]
 
 
 @app.command()
 def tasks(
-    model: Annotated[str | None, typer.Option(help="score each task on this model ('toy', hub name or dir)")] = None,
+    model: Annotated[str | None, typer.Option(help="score each task on this model (toy, built-in, hub, dir)")] = None,
     n: Annotated[int, typer.Option(min=1, help="held-out prompts per task")] = 512,
     seed: int = 1,
     device: DeviceOpt = None,
@@ -60,8 +63,8 @@ def _print_scores(title: str, scores: list[Any], as_json: bool) -> None:
     if as_json:
         emit_json(scores)
         return
-    table(title, ["task", "family", "top-1 accuracy", "logit diff", "prob diff"],
-          [[s.task, s.family, s.accuracy, s.logit_diff, s.prob_diff] for s in scores])
+    table(title, ["task", "family", "top-1 accuracy", "logit diff", "prob diff", "competent"],
+          [[s.task, s.family, s.accuracy, s.logit_diff, s.prob_diff, "yes" if s.competent else "no"] for s in scores])
 
 
 @app.command("train-toy")
@@ -140,12 +143,18 @@ def _print_run(run: Any, ids: list[str], as_json: bool) -> None:
 @app.command()
 def demo(
     literature: Annotated[bool, typer.Option("--literature", help="only the published GPT-2 small circuits")] = False,
-    model: Annotated[str, typer.Option(help="model of the discovery jobs")] = "toy",
+    model: Annotated[str, typer.Option(help="model of the discovery jobs (toy, built-in, hub, dir)")] = "toy",
     n: Annotated[int, typer.Option(min=1, help="prompts per job")] = 64,
+    method: Annotated[list[Method] | None, typer.Option(
+        help="methods to compare, repeatable (default: ablation and eap-ig on the toy, else eap and eap-ig)")] = None,
+    device: DeviceOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The literature circuits and what they share; then discovery jobs on MODEL and their overlap report."""
+    """The literature circuits and what they share; then discovery jobs on MODEL and their overlap report.
+
+    On a model other than the toy, each task is first scored on held-out prompts and the tasks
+    it is not competent at (accuracy below 0.6) are left out."""
     from service.cli.demo import literature_demo
 
     with catalogue(store, as_json) as cat:
@@ -155,11 +164,12 @@ def demo(
                 emit_json(lit)
             return
         need_worker(as_json)
-        from workers.demo import jobs_demo
+        from workers.demo import jobs_demo, plan
+        from workers.models import ModelLoadError
 
         try:
-            report = jobs_demo(cat, model, n, as_json)
-        except (CatalogueError, ValueError) as exc:
+            report = jobs_demo(cat, plan(model, method, device), n, as_json)
+        except (CatalogueError, ModelLoadError, ValueError) as exc:
             fail(exc, as_json)
     if as_json:
         emit_json({"literature": lit, **report})

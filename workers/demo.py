@@ -1,12 +1,15 @@
 """``circat demo``: discovery jobs for the sequence, comparison and IOI tasks with two methods, then
 the overlap report: per method the Jaccard matrix, the sub-circuit the sequence tasks share and
-what greater-than and IOI share with it; per task, what every method's circuit keeps.
+what greater-than and IOI share with it; per task, what every method's circuit keeps. On a model
+other than the toy, the tasks it is not competent at (held-out accuracy below 0.6) are left out.
 
 Specs are idempotent: a second run finds the finished jobs and only prints the report.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from service.catalogue import Catalogue
@@ -15,59 +18,102 @@ from service.jobs.client import job_client
 from service.jobs.spec import DiscoverySpec
 from service.types import Method
 from workers.jobs.cli import wait_for
+from workers.models import TOY
 
 SEQUENCES = ("numerals", "number-words", "months")
 TASKS = (*SEQUENCES, "greater-than", "ioi")
-METHODS = (Method.ABLATION, Method.EAP_IG)
+TOY_METHODS = (Method.ABLATION, Method.EAP_IG)
+MODEL_METHODS = (Method.EAP, Method.EAP_IG)
+"""a real model's default: node ablation tries each of its ~300 components in turn, too slow on a CPU"""
 LEVEL = 0.8
+COMPETENCE_PROMPTS = 128
 
 
-def demo_specs(model: str, n: int) -> list[DiscoverySpec]:
-    """One spec per task and method, each asking for the circuit at 80 % faithfulness."""
-    return [DiscoverySpec(model=model, task=t, method=m, levels=(LEVEL,), n=n) for t in TASKS for m in METHODS]
+@dataclass(frozen=True)
+class DemoPlan:
+    """Which tasks (those the model is competent at) and methods the demo runs, and what it left out."""
+
+    model: str
+    tasks: tuple[str, ...]
+    methods: tuple[Method, ...]
+    excluded: dict[str, float]
+    """task -> held-out accuracy, for the tasks the model is not competent at"""
+
+    def specs(self, n: int) -> list[DiscoverySpec]:
+        """One spec per task and method, each asking for the circuit at 80 % faithfulness."""
+        return [DiscoverySpec(model=self.model, task=t, method=m, levels=(LEVEL,), n=n)
+                for t in self.tasks for m in self.methods]
 
 
-def jobs_demo(cat: Catalogue, model: str, n: int, as_json: bool) -> dict[str, Any]:
+def plan(model: str, methods: Sequence[Method] | None = None, device: str | None = None) -> DemoPlan:
+    """The demo's tasks and methods for ``model``; a model other than the toy is first scored on
+    every task (held-out prompts) and the tasks below the competence bar are left out."""
+    chosen = tuple(methods or (TOY_METHODS if model == TOY else MODEL_METHODS))
+    if len(chosen) < 2:
+        raise ValueError("the demo compares methods: give at least two")
+    if model == TOY:
+        return DemoPlan(model, TASKS, chosen, {})
+    from workers.models import load_model
+    from workers.task_eval import score_tasks
+    from workers.tasks import get_task
+
+    loaded = load_model(model, device)
+    scores = score_tasks(lambda ids: loaded.bridge(ids), loaded.tokenizer, [get_task(t) for t in TASKS],
+                         n=COMPETENCE_PROMPTS, device=loaded.device)
+    excluded = {s.task: s.accuracy for s in scores if not s.competent}
+    if any(t in excluded for t in SEQUENCES) and len([t for t in SEQUENCES if t not in excluded]) < 2:
+        raise ValueError(f"{model} is competent at fewer than two sequence tasks: nothing to compare")
+    return DemoPlan(model, tuple(t for t in TASKS if t not in excluded), chosen, excluded)
+
+
+def jobs_demo(cat: Catalogue, demo: DemoPlan, n: int, as_json: bool) -> dict[str, Any]:
     """Submit the demo's jobs, wait for them; the overlap report (printed unless ``as_json``)."""
-    specs = demo_specs(model, n)
+    specs = demo.specs(n)
     client = job_client()
     submitted = [client.submit(s) for s in specs]
     finished = wait_for([j["id"] for j in submitted], as_json)
     circuits = {(s.task, s.method.value): j["circuit_ids"][0] for s, j in zip(specs, finished, strict=True)}
-    report = overlap_report(cat, circuits)
+    report = overlap_report(cat, circuits, demo)
     report["jobs"] = {f"{s.task}/{s.method.value}": {"id": j["id"], "new": sub["new"]}
                       for s, j, sub in zip(specs, finished, submitted, strict=True)}
     if not as_json:
-        _print(report, model)
+        _print(report, demo)
     return report
 
 
-def overlap_report(cat: Catalogue, circuits: dict[tuple[str, str], str]) -> dict[str, Any]:
+def overlap_report(cat: Catalogue, circuits: dict[tuple[str, str], str], demo: DemoPlan) -> dict[str, Any]:
     """The overlap questions over the demo's circuits, by method and by task."""
+    sequences = [t for t in SEQUENCES if t in demo.tasks]
+    others = [t for t in demo.tasks if t not in SEQUENCES]
     by_method: dict[str, Any] = {}
-    for method in {m for _, m in circuits}:
-        ids = {t: circuits[(t, method)] for t in TASKS}
-        shared = list(cat.consensus([ids[t] for t in SEQUENCES])[0].support)
-        by_method[method] = {
-            "jaccard": cat.matrix([ids[t] for t in TASKS]).node,
+    for method in demo.methods:
+        ids = {t: circuits[(t, method.value)] for t in demo.tasks}
+        shared = list(cat.consensus([ids[t] for t in sequences])[0].support)
+        by_method[method.value] = {
+            "jaccard": cat.matrix([ids[t] for t in demo.tasks]).node,
             "sequences_share": shared,
-            "with_shared": {t: sorted(set(shared) & set(cat.get(ids[t]).node_names)) for t in ("greater-than", "ioi")},
+            "with_shared": {t: sorted(set(shared) & set(cat.get(ids[t]).node_names)) for t in others},
         }
-    across = {t: list(cat.consensus([circuits[(t, m.value)] for m in METHODS])[0].support) for t in TASKS}
+    across = {t: list(cat.consensus([circuits[(t, m.value)] for m in demo.methods])[0].support) for t in demo.tasks}
     faith = {f"{t}/{m}": cat.get(cid).provenance.faithfulness for (t, m), cid in circuits.items()}
-    return {"tasks": list(TASKS), "circuits": {f"{t}/{m}": c for (t, m), c in circuits.items()},
+    return {"model": demo.model, "tasks": list(demo.tasks), "not_competent": demo.excluded,
+            "circuits": {f"{t}/{m}": c for (t, m), c in circuits.items()},
             "faithfulness": faith, "by_method": by_method, "every_method_keeps": across}
 
 
-def _print(report: dict[str, Any], model: str) -> None:
+def _print(report: dict[str, Any], demo: DemoPlan) -> None:
+    for task, acc in demo.excluded.items():
+        console.print(f"[yellow]{task}: left out, {demo.model} is not competent at it "
+                      f"(held-out accuracy {acc:.2f} < 0.6)[/yellow]")
     rows = [[k, c, report["faithfulness"][k], "new" if report["jobs"][k]["new"] else "reused"]
             for k, c in report["circuits"].items()]
-    table(f"Circuits of {model} at {LEVEL:.0%} (one job each)", ["task/method", "circuit", "faithfulness", "job"],
+    table(f"Circuits of {demo.model} at {LEVEL:.0%} (one job each)", ["task/method", "circuit", "faithfulness", "job"],
           rows)
     for method, r in report["by_method"].items():
-        table(f"{method}: node-level Jaccard", ["", *TASKS], [[t, *row] for t, row in zip(TASKS, r["jaccard"],
-                                                                                         strict=True)])
-        console.print(f"[bold]{method}: shared by {', '.join(SEQUENCES)}:[/bold] "
+        table(f"{method}: node-level Jaccard", ["", *demo.tasks],
+              [[t, *row] for t, row in zip(demo.tasks, r["jaccard"], strict=True)])
+        sequences = [t for t in SEQUENCES if t in demo.tasks]
+        console.print(f"[bold]{method}: shared by {', '.join(sequences)}:[/bold] "
                       + (", ".join(r["sequences_share"]) or "(none)"))
         for t, items in r["with_shared"].items():
             console.print(f"  {t} has of it: " + (", ".join(items) or "(none)"))

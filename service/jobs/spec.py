@@ -82,7 +82,8 @@ class DiscoverySpec(BaseModel):
     """Model, task, method and every method parameter of one discovery run."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    model: Name = Field(description="'toy', a hub name, or a local Hugging Face directory on the worker")
+    model: Name = Field(description="'toy', a built-in name (smollm2-135m), a hub name, or a local Hugging Face "
+                                    "directory on the worker")
     task: Name = Field(description="a registered task, or the name of the custom task given in task_lines")
     task_lines: tuple[TaskLine, ...] | None = Field(default=None, max_length=100_000,
                                                     description="a custom task's examples")

@@ -4,11 +4,13 @@ f(C) = (m(C) - m(empty)) / (m(N) - m(empty)). Edge circuits: ``empty`` ablates e
 Node circuits: ``empty`` ablates every head and MLP (``input`` and ``logits`` are in every
 circuit). The curve evaluates the top k % of edges, pruned, for k in ``CURVE_PERCENTS``; CPR
 is the area under it and CMD the area of |1 - f| (trapezoid rule over the fraction of edges).
+An ``EdgeEvaluator`` remembers every mask it has evaluated, so the curves, the baselines and
+the search for each level's circuit never pay twice for one mask.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,8 +50,16 @@ class Curve:
 def _chunk(engine: PatchingEngine) -> int:
     """How many edge masks fit one batched forward within the memory budget."""
     b, p = engine.batch.clean.shape
-    per_mask = b * p * engine.n_sources * engine.model.shape.d_model * 4 * 3
-    return max(1, MASK_BUDGET_BYTES // per_mask)
+    per_mask = b * p * engine.n_sources * engine.model.shape.d_model * engine.model.dtype.itemsize * 3
+    return max(1, _budget(engine.model.device) // per_mask)
+
+
+def _budget(device: torch.device) -> int:
+    """Bytes the masked runs may take: ``MASK_BUDGET_BYTES``, or a quarter of a GPU's free memory."""
+    if device.type != "cuda":
+        return MASK_BUDGET_BYTES
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(MASK_BUDGET_BYTES, free // 4)
 
 
 def edge_metrics(engine: PatchingEngine, masks: np.ndarray) -> np.ndarray:
@@ -62,10 +72,39 @@ def edge_metrics(engine: PatchingEngine, masks: np.ndarray) -> np.ndarray:
     return torch.cat(out).double().numpy()
 
 
+@dataclass
+class EdgeEvaluator:
+    """Edge-mask metrics of one engine, each distinct mask evaluated once."""
+
+    engine: PatchingEngine
+    evaluations: int = 0
+    _memo: dict[bytes, float] = field(default_factory=dict)
+
+    def metrics(self, masks: np.ndarray) -> np.ndarray:
+        """The metric of every row of ``masks``; only masks not seen before run."""
+        keys = [np.packbits(m).tobytes() for m in masks]
+        fresh = list(dict.fromkeys(k for k in keys if k not in self._memo))
+        if fresh:
+            rows = [masks[keys.index(k)] for k in fresh]
+            for k, v in zip(fresh, edge_metrics(self.engine, np.stack(rows)), strict=True):
+                self._memo[k] = float(v)
+            self.evaluations += len(fresh)
+        return np.array([self._memo[k] for k in keys])
+
+    @property
+    def baselines(self) -> Baselines:
+        n = self.engine.layout.graph.n_edges
+        values = self.metrics(np.stack([np.ones(n, bool), np.zeros(n, bool)]))
+        return Baselines(float(values[0]), float(values[1]))
+
+    def faithfulness(self, masks: np.ndarray) -> np.ndarray:
+        """Faithfulness of every row of ``masks``."""
+        return np.asarray(self.baselines.faithfulness(self.metrics(masks)), dtype=np.float64)
+
+
 def edge_baselines(engine: PatchingEngine) -> Baselines:
-    n = engine.layout.graph.n_edges
-    values = edge_metrics(engine, np.stack([np.ones(n, bool), np.zeros(n, bool)]))
-    return Baselines(float(values[0]), float(values[1]))
+    """The metric of the full model and of the empty edge circuit."""
+    return EdgeEvaluator(engine).baselines
 
 
 def node_baselines(engine: PatchingEngine) -> Baselines:
@@ -83,11 +122,11 @@ def curve_masks(engine: PatchingEngine, importance_: np.ndarray,
     return np.stack([prune(graph, top_n(importance_, round(graph.n_edges * p / 100))) for p in percents])
 
 
-def faithfulness_curve(engine: PatchingEngine, importance_: np.ndarray, baselines: Baselines,
+def faithfulness_curve(evaluator: EdgeEvaluator, importance_: np.ndarray,
                        percents: tuple[float, ...] = CURVE_PERCENTS) -> Curve:
     """Faithfulness of the top k% of edges for each k, with CPR and CMD."""
-    masks = curve_masks(engine, importance_, percents)
-    f = np.array([baselines.faithfulness(v) for v in edge_metrics(engine, masks)])
+    masks = curve_masks(evaluator.engine, importance_, percents)
+    f = evaluator.faithfulness(masks)
     x = np.asarray(percents) / 100
     return Curve(tuple(percents), tuple(int(m.sum()) for m in masks), tuple(float(v) for v in f),
                  float(np.trapezoid(f, x)), float(np.trapezoid(np.abs(1 - f), x)))

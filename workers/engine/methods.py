@@ -20,15 +20,13 @@ from service.circuit import Circuit, Provenance
 from service.tasks import family_of
 from service.types import Ablation, Method
 from workers.engine.attribution import edge_attribution
-from workers.engine.evaluate import Baselines, edge_baselines, edge_metrics, faithfulness_curve
+from workers.engine.evaluate import Baselines, Curve, EdgeEvaluator, faithfulness_curve
 from workers.engine.node_search import DEFAULT_LEVELS, check_levels, node_search
 from workers.engine.patching import PatchingEngine
-from workers.engine.select import importance, prune, top_n
+from workers.engine.select import importance, prune, smallest_sizes, top_n
 from workers.models import LoadedModel
 from workers.tasks import Metric
 from workers.tasks.encode import TaskBatch
-
-SIZE_GRID = 48
 
 
 @dataclass(frozen=True)
@@ -48,11 +46,15 @@ class RunSpec:
     absolute: bool = True
     n_prompts: int = 64
     seed: int = 0
+    model_source: str | None = None
+    """the local directory the weights were read from, kept as provenance only"""
 
     def params(self) -> dict[str, Any]:
         """The parameters recorded in each circuit's provenance."""
         out: dict[str, Any] = {"ablation": self.ablation.value, "per_position": self.per_position,
                                "n_prompts": self.n_prompts, "seed": self.seed}
+        if self.model_source:
+            out["model_source"] = self.model_source
         if self.method is Method.ABLATION:
             return out | {"orders": list(self.orders)}
         out |= {"absolute": self.absolute}
@@ -102,37 +104,38 @@ def _edges(engine: PatchingEngine, spec: RunSpec, tick: Callable[[], None]) -> D
     steps = spec.ig_steps if spec.method is Method.EAP_IG else 1
     scores = edge_attribution(engine, steps).numpy()
     tick()
-    baselines = edge_baselines(engine)
-    curves = {"signed": faithfulness_curve(engine, importance(scores, spec.metric, absolute=False), baselines),
-              "absolute": faithfulness_curve(engine, importance(scores, spec.metric, absolute=True), baselines)}
+    evaluator = EdgeEvaluator(engine)
+    baselines = evaluator.baselines
+    curves = {"signed": faithfulness_curve(evaluator, importance(scores, spec.metric, absolute=False)),
+              "absolute": faithfulness_curve(evaluator, importance(scores, spec.metric, absolute=True))}
     tick()
     rank = importance(scores, spec.metric, spec.absolute)
     summary = {"cpr": curves["signed"].cpr, "cmd": curves["absolute"].cmd}
     evaluation = {"full_metric": baselines.full, "empty_metric": baselines.empty,
                   **{f"curve_{k}": asdict(c) for k, c in curves.items()}}
-    picks = _pick(engine, rank, baselines, spec)
+    picks = _pick(evaluator, rank, curves["absolute" if spec.absolute else "signed"], spec)
     tick()
+    evaluation["masks_evaluated"] = evaluator.evaluations
     circuits = [_edge_circuit(engine, spec, scores, mask, f, extra | summary, evaluation) for mask, f, extra in picks]
     return DiscoveryRun(spec, baselines, circuits)
 
 
-def _pick(engine: PatchingEngine, rank: np.ndarray, baselines: Baselines,
+def _pick(evaluator: EdgeEvaluator, rank: np.ndarray, curve: Curve,
           spec: RunSpec) -> list[tuple[np.ndarray, float, dict[str, Any]]]:
-    """Edge masks: the top-n, or the smallest pruned top-k meeting each target faithfulness."""
-    graph = engine.layout.graph
+    """Edge masks: the top-n, or the smallest pruned top-k meeting each target faithfulness
+    (by bisection on the ranking, starting from the curve's sizes of the same ranking)."""
+    graph = evaluator.engine.layout.graph
+
+    def mask_of(k: int) -> np.ndarray:
+        return prune(graph, top_n(rank, k))
+
     if spec.top_n is not None:
-        mask = prune(graph, top_n(rank, spec.top_n))
-        f = float(baselines.faithfulness(edge_metrics(engine, mask[None])[0]))
-        return [(mask, f, {"top_n": spec.top_n})]
-    sizes = np.unique(np.geomspace(1, graph.n_edges, SIZE_GRID).round().astype(int))
-    masks = np.stack([prune(graph, top_n(rank, k)) for k in sizes])
-    faith = np.array([baselines.faithfulness(v) for v in edge_metrics(engine, masks)])
-    picks = []
-    for level in spec.levels:
-        hit = np.flatnonzero(faith >= level)
-        i = int(hit[0]) if hit.size else len(sizes) - 1
-        picks.append((masks[i], float(faith[i]), {"level": level, "top_n": int(sizes[i])}))
-    return picks
+        mask = mask_of(spec.top_n)
+        return [(mask, float(evaluator.faithfulness(mask[None])[0]), {"top_n": spec.top_n})]
+    known = {round(graph.n_edges * p / 100): f for p, f in zip(curve.percents, curve.faithfulness, strict=True)}
+    found = smallest_sizes(lambda sizes: evaluator.faithfulness(np.stack([mask_of(k) for k in sizes])),
+                           graph.n_edges, spec.levels, known)
+    return [(mask_of(k), f, {"level": level, "top_n": k}) for level, (k, f) in zip(spec.levels, found, strict=True)]
 
 
 def _edge_circuit(engine: PatchingEngine, spec: RunSpec, scores: np.ndarray, mask: np.ndarray,

@@ -3,7 +3,8 @@
 Walk the components from the last layer to the first (each layer's MLP, then its heads from
 the last), ablate one at a time on top of those already removed, and keep it removed when the
 circuit's faithfulness stays at or above the level. Sweeps repeat until one removes nothing.
-All performance levels advance in lockstep, one batched forward per component tried. Other
+All performance levels advance in lockstep, one batched forward per component tried, in which
+levels whose circuits still agree share one mask. Other
 orders: ``forward`` and ``random:SEED``; with several orders, each component's survival
 frequency across orders is reported per level.
 """
@@ -76,7 +77,8 @@ def _sweep(engine: PatchingEngine, order: list[int], keep: torch.Tensor, levels:
             continue
         trial = keep[active].clone()
         trial[:, node] = 0
-        f = baselines.faithfulness(engine.evaluate_nodes(trial).double().cpu())
+        distinct, which = trial.unique(dim=0, return_inverse=True)  # levels that agree so far share a run
+        f = baselines.faithfulness(engine.evaluate_nodes(distinct).double().cpu())[which]
         ok = f >= levels[active]
         keep[active[ok], node] = 0
         removed |= bool(ok.any())

@@ -8,6 +8,9 @@ differences that is a negative score, for KL a positive one. ``signed`` ranking 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from service.graph import ModelGraph
@@ -28,6 +31,39 @@ def top_n(importance_: np.ndarray, n: int) -> np.ndarray:
     mask = np.zeros(importance_.size, dtype=bool)
     mask[np.argsort(-importance_, kind="stable")[:n]] = True
     return mask
+
+
+SIZE_RATIO = 1.25
+"""sizes are found to within this factor (the old fixed grid of 48 sizes stepped by about 1.27)"""
+
+
+def smallest_sizes(faith_at: Callable[[list[int]], np.ndarray], n: int, levels: Sequence[float],
+                   known: dict[int, float], ratio: float = SIZE_RATIO) -> list[tuple[int, float]]:
+    """For each level, the smallest number of top edges whose faithfulness reaches it, and that faithfulness.
+
+    Bisection in log size between the largest evaluated size below a hit and the smallest hit,
+    seeded with ``known`` sizes (size 0 is the empty circuit, ``n`` the full model, faithfulness
+    0 and 1); each round evaluates one size per unresolved level together, through ``faith_at``.
+    """
+    seen = {0: 0.0, n: 1.0} | known
+    while True:
+        pending = set()
+        for level in levels:
+            lo, hi = _bracket(seen, level)
+            if hi - lo > 1 and (lo == 0 or hi / lo > ratio):
+                mid = round(math.sqrt(max(lo, 1) * hi))
+                pending.add(mid if lo < mid < hi else (lo + hi) // 2)
+        if not pending:
+            break
+        sizes = sorted(pending)
+        seen.update(zip(sizes, (float(f) for f in faith_at(sizes)), strict=True))
+    return [(hi, seen[hi]) for hi in (_bracket(seen, level)[1] for level in levels)]
+
+
+def _bracket(seen: dict[int, float], level: float) -> tuple[int, int]:
+    """The smallest size reaching ``level`` and the largest evaluated size below it."""
+    hi = min(k for k, f in seen.items() if f >= level or k == max(seen))
+    return max(k for k in seen if k < hi) if hi > 0 else 0, hi
 
 
 def above(importance_: np.ndarray, threshold: float) -> np.ndarray:

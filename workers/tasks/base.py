@@ -10,12 +10,16 @@ from __future__ import annotations
 import hashlib
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from service.types import Metric, TaskFamily
 
 HELD_OUT_PERCENT = 20
+
+OneToken = Callable[[str, str], bool]
+"""Whether an answer is exactly one token appended to a prompt, for some tokenizer."""
 
 
 class Split(StrEnum):
@@ -56,6 +60,10 @@ class Task(ABC):
     @abstractmethod
     def words(self) -> set[str]:
         """Every string the task's prompts and answers are made of (to build a vocabulary)."""
+
+    def adapt(self, fits: OneToken) -> Task:
+        """The task as a tokenizer with this ``fits`` can ask it (by default, unchanged)."""
+        return self
 
     def examples(self, n: int, seed: int = 0, split: Split = Split.TEST) -> list[Example]:
         """``n`` examples reproducible from ``seed``, drawn from the requested split."""

@@ -52,7 +52,7 @@ def _complain(what: str, bad: list[str]) -> None:
         raise TokenizationError(f"{len(bad)} example(s) {what}:\n  {shown}{more}")
 
 
-def _ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+def token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
     """Token ids without special tokens; straight through the Rust tokenizer when there is one."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -64,8 +64,8 @@ def answer_tokens(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
                   answer_sets: Sequence[Sequence[str]], what: str) -> list[list[int]]:
     """The single token each answer adds to its prompt; refuse answers that are not one token."""
     flat = [(i, p, a) for i, (p, answers) in enumerate(zip(prompts, answer_sets, strict=True)) for a in answers]
-    base = _ids(tokenizer, list(prompts))
-    full = _ids(tokenizer, [p + a for _, p, a in flat])
+    base = token_ids(tokenizer, list(prompts))
+    full = token_ids(tokenizer, [p + a for _, p, a in flat])
     out: list[list[int]] = [[] for _ in prompts]
     bad: list[str] = []
     unk = tokenizer.unk_token_id
@@ -99,8 +99,8 @@ def encode(examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, *,
     answers = answer_tokens(tokenizer, clean, [e.answers for e in examples], "answer")
     wrongs = answer_tokens(tokenizer, clean, [e.wrongs for e in examples], "wrong answer")
     bos = [tokenizer.bos_token_id] if prepend_bos and tokenizer.bos_token_id is not None else []
-    clean_ids = [bos + ids for ids in _ids(tokenizer, clean)]
-    corrupted_ids = [bos + ids for ids in _ids(tokenizer, corrupted)]
+    clean_ids = [bos + ids for ids in token_ids(tokenizer, clean)]
+    corrupted_ids = [bos + ids for ids in token_ids(tokenizer, corrupted)]
     if equal_length:
         _complain("whose clean and corrupted prompts differ in length (in tokens)",
                   [f"{len(a)} vs {len(b)} tokens: {e.clean!r} / {e.corrupted!r}"

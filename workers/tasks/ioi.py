@@ -2,7 +2,8 @@
 
 "When Mary and John went to the store, John gave a drink to" -> " Mary" (the indirect
 object, IO); the wrong answer is the repeated subject (S). The ABC corruption replaces the
-three name slots with three other distinct names, so no name is repeated.
+three name slots with three other distinct names, so no name is repeated. For a tokenizer
+that splits some names, only the names it answers in one token are used.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import random
 from enum import StrEnum
 
 from service.types import TaskFamily
-from workers.tasks.base import Example, Task
+from workers.tasks.base import Example, OneToken, Task
 
 NAMES = ("Mary", "John", "Tom", "James", "Dan", "Sid", "Martin", "Amy", "Anna", "Kate",
          "Paul", "Rose", "Lisa", "Mark", "Sarah", "Jane", "Mike", "Emma", "Eric", "Laura")
@@ -39,12 +40,14 @@ class IOITask(Task):
     name = "ioi"
     family = TaskFamily.NAME_COPYING
 
-    def __init__(self, orders: tuple[Order, ...] = (Order.ABBA, Order.BABA)):
-        self.orders = tuple(Order(o) for o in orders)
+    def __init__(self, orders: tuple[Order, ...] = (Order.ABBA, Order.BABA), names: tuple[str, ...] = NAMES):
+        if len(names) < 5:
+            raise ValueError(f"IOI needs at least 5 names, got {len(names)}")
+        self.orders, self.names = tuple(Order(o) for o in orders), names
 
     def sample(self, rng: random.Random) -> Example:
         template, place, obj = rng.choice(TEMPLATES), rng.choice(PLACES), rng.choice(OBJECTS)
-        io, s, x, y, z = rng.sample(NAMES, 5)
+        io, s, x, y, z = rng.sample(self.names, 5)
         first, second = (io, s) if rng.choice(self.orders) is Order.ABBA else (s, io)
         fill = {"place": place, "obj": obj}
         return Example(
@@ -54,8 +57,14 @@ class IOITask(Task):
             wrongs=(" " + s,),
         )
 
+    def adapt(self, fits: OneToken) -> IOITask:
+        """Keep the names that are one token as answers (at least five)."""
+        prompt = TEMPLATES[0].format(A="Mary", B="John", C="John", place=PLACES[0], obj=OBJECTS[0])
+        kept = tuple(n for n in self.names if fits(prompt, " " + n))
+        return self if len(kept) in (len(self.names), *range(5)) else IOITask(self.orders, kept)
+
     def words(self) -> set[str]:
-        words = {*NAMES, *PLACES, *OBJECTS}
+        words = {*self.names, *PLACES, *OBJECTS}
         for t in TEMPLATES:
             words.update(t.replace("{A}", "").replace("{B}", "").replace("{C}", "")
                          .replace("{place}", "").replace("{obj}", "").split())

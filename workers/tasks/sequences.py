@@ -3,6 +3,8 @@
 Prompts follow the sequence-continuation work (Lan, Torr, Barez): ``"Van done in 1. Hat done
 in 2. Sun done in 3. Car done in 4. Bat done in"`` -> ``" 5"``, three templates ("done",
 "lost", "born"), four given members by default. The wrong answer is the last given member.
+For a tokenizer that cannot answer every member in one token (digit-level tokenizers and
+``10``), the domain is cut to its longest run of members that it can.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import random
 from enum import StrEnum
 
 from service.types import TaskFamily
-from workers.tasks.base import Example, Task
+from workers.tasks.base import Example, OneToken, Task
 
 NAMES = ("Van", "Hat", "Sun", "Car", "Bat", "Dog", "Pen", "Cup", "Box", "Map",
          "Key", "Jar", "Fan", "Bus", "Cat", "Hen", "Fox", "Owl", "Pig", "Rat")
@@ -90,6 +92,26 @@ class SequenceTask(Task):
 
     def words(self) -> set[str]:
         return {*NAMES, *VERBS, "in", ".", *self.domain}
+
+    def adapt(self, fits: OneToken) -> SequenceTask:
+        """Keep the longest run of the domain whose members are one token as answers."""
+        prompt = self.render(list(NAMES[:2]), VERBS[0], [])
+        ok = [fits(prompt, " " + m) or fits(prompt + " ", m) for m in self.domain]
+        start, stop = _longest_run(ok)
+        if stop - start in (len(self.domain), *range(self.length + 1)):
+            return self
+        return SequenceTask(self.name, self.domain[start:stop], self.length, self.corruption)
+
+
+def _longest_run(flags: list[bool]) -> tuple[int, int]:
+    """``(start, stop)`` of the longest run of true flags (the first one on ties)."""
+    best, start = (0, 0), None
+    for i, flag in enumerate([*flags, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            best, start = max(best, (start, i), key=lambda r: r[1] - r[0]), None
+    return best
 
 
 def sequence_tasks(length: int = 4, corruption: Corruption = Corruption.RANDOM_MEMBERS) -> list[SequenceTask]:
