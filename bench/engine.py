@@ -31,8 +31,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from service.types import Ablation, Method
 from workers.engine.attribution import edge_attribution
+from workers.engine.evaluate import node_baselines
 from workers.engine.methods import RunSpec, discover
-from workers.engine.node_search import DEFAULT_LEVELS, node_search
+from workers.engine.node_search import DEFAULT_LEVELS, component_order, sweep
 from workers.engine.patching import PatchingEngine
 from workers.metrics import final_logits, task_metric
 from workers.models import LoadedModel, load_model
@@ -123,6 +124,7 @@ def main() -> None:
     p.add_argument("--task", default="ioi", help="the task whose prompts make the batch (with --model)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--peer", action="store_true", help="also run TransformerLens's edge attribution patching")
+    p.add_argument("--sweep", type=int, default=None, help="time only this many components of the node-search sweep")
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--d-model", type=int, default=768)
@@ -174,13 +176,7 @@ def main() -> None:
     t, mem = timed(lambda: engine.run_nodes(torch.ones(1, engine.layout.graph.n_nodes)), dev, args.repeat)
     rows.append(("node-masked forward", t, mem, t / f, None))
 
-    n_comp = shape.n_layers * (shape.n_heads + 1)
-    started = time.perf_counter()
-    with Peak(dev) as peak:
-        result = node_search(engine, levels=DEFAULT_LEVELS, max_sweeps=1)
-    t = time.perf_counter() - started
-    rows.append((f"node search, one sweep, 4 levels ({result.forward_passes} passes)", t, peak.peak,
-                 t / (n_comp * f), "<= 1.3 x (components x fwd)"))
+    rows.append(sweep_row(engine, args.sweep, f, dev))
     if args.peer:
         rows += peer_rows(model, batch, metric, eap().cpu().numpy(), t_eap, dev)
 
@@ -188,6 +184,21 @@ def main() -> None:
     for name, secs, mem, ratio, target in rows:
         r = "" if ratio is None else f"{ratio:7.2f}"
         print(f"{name:44} {secs:9.3f} {mem / 2**20:9.0f} {r:>7}  {target or ''}")
+
+
+def sweep_row(engine: PatchingEngine, limit: int | None, f: float,
+              dev: torch.device) -> tuple[str, float, int, float | None, str | None]:
+    """One backward sweep of node search at the 4 default levels (its first ``limit`` components when given)."""
+    order = component_order(engine.layout, "backward")[:limit]
+    keep = torch.ones((len(DEFAULT_LEVELS), engine.layout.graph.n_nodes))
+    levels = torch.tensor(DEFAULT_LEVELS, dtype=torch.float64)
+    baselines = node_baselines(engine)
+    started = time.perf_counter()
+    with Peak(dev) as peak:
+        sweep(engine, order, keep, levels, baselines, lambda: None)
+    t = time.perf_counter() - started
+    what = "one sweep" if limit is None else f"first {len(order)} components of a sweep"
+    return (f"node search, {what}, 4 levels", t, peak.peak, t / (len(order) * f), "<= 1.3 x (components x fwd)")
 
 
 def peer_rows(model: LoadedModel, batch: TaskBatch, metric: Metric, ours: np.ndarray, t_ours: float,

@@ -103,7 +103,8 @@ def first_order_effect(engine: PatchingEngine, e: int) -> float:
     graph = engine.layout.graph
     edge, s = graph.edge(e), int(graph.edge_src[e])
     t = torch.zeros((), requires_grad=True)
-    delta = (engine.ablated - engine.sources(engine.batch.clean)[0])[s]  # clean from its own plain run
+    clean = engine.sources(engine.batch.clean, engine.batch.lengths)[0]  # from its own plain run
+    delta = (engine.ablated - clean)[s]
     dst = edge.dst
     if dst.kind.value == "attention":
         name = f"blocks.{dst.layer}.hook_{edge.port.value}_input"

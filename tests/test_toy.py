@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from service.tasks import TASKS
 from workers.cli import app
 from workers.models import TOY_DIR, load_model
-from workers.task_eval import score_tasks
+from workers.task_eval import model_scores, score_tasks
 from workers.tasks import registered_tasks
 from workers.toy.train import ACCURACY_BAR, ToyConfig, toy_tokenizer, train_toy
 
@@ -59,3 +59,16 @@ def test_tasks_command_names_a_missing_model_directory(tmp_path):
     result = runner.invoke(app, ["tasks", "--model", str(tmp_path / "nothing"), "--json"])
     assert result.exit_code == 1
     assert "model directory not found" in json.loads(result.stdout)["error"]
+
+
+def test_model_scores_are_remembered_for_the_same_prompts(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIRCAT_MODEL_CACHE", str(tmp_path / "models"))
+    toy = load_model("toy", device="cpu")
+    first = model_scores(toy, registered_tasks()[:2], n=8)
+    (cached,) = (tmp_path / "scores").iterdir()
+    assert cached.name.startswith("toy-") and [s.competent for s in first] == [True, True]
+    calls = []
+    monkeypatch.setattr("workers.task_eval.score_tasks", lambda *a, **k: calls.append(a) or first)
+    assert model_scores(toy, registered_tasks()[:2], n=8) == first and not calls
+    model_scores(toy, registered_tasks()[:2], n=9)
+    assert len(calls) == 1  # other prompts: scored again

@@ -15,6 +15,7 @@ import typer
 from service.cli.main import JsonOpt, StoreOpt, app, catalogue
 from service.cli.output import console, emit_json, fail, table
 from service.errors import CatalogueError
+from service.progress import console_progress
 from service.tasks import TASKS
 from service.types import Ablation, Method
 from workers import spec_options as opts
@@ -46,14 +47,14 @@ def tasks(
         return
     need_worker(as_json)
     from workers.models import ModelLoadError, load_model
-    from workers.task_eval import score_tasks
+    from workers.task_eval import model_scores
     from workers.tasks import registered_tasks
     from workers.tasks.encode import TokenizationError
 
     try:
-        loaded = load_model(model, device, dtype)
-        scores = score_tasks(lambda ids: loaded.bridge(ids), loaded.tokenizer, registered_tasks(),
-                             n=n, seed=seed, device=loaded.device)
+        with console_progress(f"scoring {model}", enabled=not as_json) as progress:
+            loaded = load_model(model, device, dtype, progress)
+            scores = model_scores(loaded, registered_tasks(), n=n, seed=seed, progress=progress)
     except (ModelLoadError, TokenizationError) as exc:
         fail(exc, as_json)
     _print_scores(f"Held-out performance of {model} ({n} prompts per task)", scores, as_json)
@@ -106,7 +107,6 @@ def discover(
 ) -> None:
     """Discover circuits of MODEL on TASK, store them in the catalogue, and print their faithfulness."""
     need_worker(as_json)
-    from service.progress import console_progress
     from workers.discover import DiscoverError, run_discovery
 
     try:
@@ -168,7 +168,7 @@ def demo(
         from workers.models import ModelLoadError
 
         try:
-            report = jobs_demo(cat, plan(model, method, device), n, as_json)
+            report = jobs_demo(cat, plan(model, method, device, quiet=as_json), n, as_json)
         except (CatalogueError, ModelLoadError, ValueError) as exc:
             fail(exc, as_json)
     if as_json:

@@ -16,6 +16,7 @@ from service.catalogue import Catalogue
 from service.cli.output import console, table
 from service.jobs.client import job_client
 from service.jobs.spec import DiscoverySpec
+from service.progress import console_progress
 from service.types import Method
 from workers.jobs.cli import wait_for
 from workers.models import TOY
@@ -26,7 +27,6 @@ TOY_METHODS = (Method.ABLATION, Method.EAP_IG)
 MODEL_METHODS = (Method.EAP, Method.EAP_IG)
 """a real model's default: node ablation tries each of its ~300 components in turn, too slow on a CPU"""
 LEVEL = 0.8
-COMPETENCE_PROMPTS = 128
 
 
 @dataclass(frozen=True)
@@ -45,22 +45,24 @@ class DemoPlan:
                 for t in self.tasks for m in self.methods]
 
 
-def plan(model: str, methods: Sequence[Method] | None = None, device: str | None = None) -> DemoPlan:
+def plan(model: str, methods: Sequence[Method] | None = None, device: str | None = None,
+         quiet: bool = False) -> DemoPlan:
     """The demo's tasks and methods for ``model``; a model other than the toy is first scored on
-    every task (held-out prompts) and the tasks below the competence bar are left out."""
+    every task (as ``circat tasks``: 512 held-out prompts, cached) and the tasks below the
+    competence bar are left out."""
     chosen = tuple(methods or (TOY_METHODS if model == TOY else MODEL_METHODS))
     if len(chosen) < 2:
         raise ValueError("the demo compares methods: give at least two")
     if model == TOY:
         return DemoPlan(model, TASKS, chosen, {})
     from workers.models import load_model
-    from workers.task_eval import score_tasks
-    from workers.tasks import get_task
+    from workers.task_eval import model_scores
+    from workers.tasks import registered_tasks
 
-    loaded = load_model(model, device)
-    scores = score_tasks(lambda ids: loaded.bridge(ids), loaded.tokenizer, [get_task(t) for t in TASKS],
-                         n=COMPETENCE_PROMPTS, device=loaded.device)
-    excluded = {s.task: s.accuracy for s in scores if not s.competent}
+    with console_progress(f"competence of {model}", enabled=not quiet) as progress:
+        loaded = load_model(model, device, progress=progress)
+        scores = model_scores(loaded, registered_tasks(), progress=progress)
+    excluded = {s.task: s.accuracy for s in scores if s.task in TASKS and not s.competent}
     if any(t in excluded for t in SEQUENCES) and len([t for t in SEQUENCES if t not in excluded]) < 2:
         raise ValueError(f"{model} is competent at fewer than two sequence tasks: nothing to compare")
     return DemoPlan(model, tuple(t for t in TASKS if t not in excluded), chosen, excluded)

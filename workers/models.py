@@ -154,11 +154,13 @@ def _check_additive(bridge: TransformerBridge, shape: ModelShape, name: str) -> 
     layer to add ``sum(head results) + constant bias`` and its MLP output unchanged (Gemma 2 and
     3 normalise both before the add, so their per-head outputs are not what reaches the stream).
     Checked on one short prompt: each element of the gap may vary across positions only by its
-    own rounding (a few ulps of the values summed there) plus 1 % of what the layer adds.
+    own rounding (a few ulps of the values summed there) plus 1 % of what the layer adds. The
+    logits must be the final norm and unembedding of the last residual, which the engine applies
+    to each prompt's last position alone.
     """
     param = next(bridge.parameters())
     tokens = torch.arange(1, 9, device=param.device)[None] % bridge.cfg.d_vocab
-    _, cache = bridge.run_with_cache(tokens)
+    logits, cache = bridge.run_with_cache(tokens)
     eps = 4 * torch.finfo(param.dtype).eps
     for layer in range(shape.n_layers):
         block = f"blocks.{layer}"
@@ -178,3 +180,7 @@ def _check_additive(bridge: TransformerBridge, shape: ModelShape, name: str) -> 
                     f"model {name!r} does not add its {what} outputs to the residual stream as they are "
                     f"(layer {layer}); its per-head results are not what reaches later layers (e.g. Gemma 2/3 "
                     "normalise them first), so the edge graph would not be exact")
+    unembedded = bridge.unembed(bridge.ln_final(cache["ln_final.hook_in"][:, -1:]))[:, 0]
+    if not torch.allclose(unembedded, logits[:, -1], rtol=eps, atol=eps * logits.abs().max().item()):
+        raise ModelLoadError(f"model {name!r} computes its logits with more than its final norm and unembedding "
+                             "(e.g. a soft cap): the engine's last-position unembedding would not match it")

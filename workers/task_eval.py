@@ -1,15 +1,26 @@
-"""How well a model does each task on held-out prompts: top-1 accuracy and mean logit difference."""
+"""How well a model does each task on held-out prompts: top-1 accuracy and mean logit difference.
+
+``model_scores`` remembers a loaded model's scores in the user cache, keyed by the model's name,
+dtype and the exact prompts, so ``circat tasks`` and the demo's competence check agree and the
+second asks nothing of the model.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from service.progress import Progress, silent
 from service.types import TaskFamily
 from workers.metrics import accuracy, final_logits, logit_diff, prob_diff
+from workers.models import LoadedModel
+from workers.packaged import cache_root
 from workers.tasks import Split, Task
 from workers.tasks.encode import encode
 from workers.tasks.render import for_tokenizer
@@ -51,6 +62,35 @@ def score_task(forward: Forward, tokenizer: PreTrainedTokenizerBase, task: Task,
 
 
 def score_tasks(forward: Forward, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[Task], n: int = 512,
-                seed: int = 1, device: torch.device | str = "cpu") -> list[TaskScore]:
-    """``score_task`` for each task."""
-    return [score_task(forward, tokenizer, t, n=n, seed=seed, device=device) for t in tasks]
+                seed: int = 1, device: torch.device | str = "cpu", progress: Progress = silent) -> list[TaskScore]:
+    """``score_task`` for each task, reporting each one done."""
+    out = []
+    for i, task in enumerate(tasks):
+        progress(i, len(tasks), task.name)
+        out.append(score_task(forward, tokenizer, task, n=n, seed=seed, device=device))
+    progress(len(tasks), len(tasks), "done")
+    return out
+
+
+def model_scores(model: LoadedModel, tasks: Sequence[Task], n: int = 512, seed: int = 1,
+                 progress: Progress = silent) -> list[TaskScore]:
+    """``score_tasks`` of a loaded model, read from the cache when these exact prompts were scored before."""
+    path = _scores_path(model, tasks, n, seed)
+    if path.is_file():
+        return [TaskScore(**row) for row in json.loads(path.read_text())]
+    scores = score_tasks(lambda ids: model.bridge(ids), model.tokenizer, tasks, n=n, seed=seed, device=model.device,
+                         progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps([asdict(s) for s in scores], indent=2) + "\n")
+    partial.replace(path)
+    return scores
+
+
+def _scores_path(model: LoadedModel, tasks: Sequence[Task], n: int, seed: int) -> Path:
+    digest = hashlib.sha256(json.dumps([model.name, str(model.dtype), n, seed]).encode())
+    for task in tasks:
+        for e in for_tokenizer(task, model.tokenizer).examples(n, seed=seed, split=Split.TEST):
+            digest.update(json.dumps([task.name, e.clean, e.answers, e.wrongs]).encode())
+    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in model.name)
+    return cache_root().parent / "scores" / f"{safe}-{digest.hexdigest()[:16]}.json"

@@ -14,8 +14,16 @@ from collections.abc import Callable
 
 import torch
 
-from workers.engine.patching import LOGITS_INPUT, PORTS, Hook, PatchingEngine, input_hook, source_major
-from workers.metrics import final_logits, task_metric
+from workers.engine.patching import (
+    LOGITS_INPUT,
+    PORTS,
+    Hook,
+    PatchingEngine,
+    input_hook,
+    last_logits,
+    source_major,
+)
+from workers.metrics import task_metric
 from workers.tasks import Metric
 
 
@@ -54,8 +62,7 @@ def _gradients(engine: PatchingEngine, alpha: float, grads: dict[str, torch.Tens
     if out is not None:
         hooks = engine.recording_hooks(out)[:1] + hooks + engine.recording_hooks(out)[1:]
     with torch.enable_grad():
-        logits = engine.model.bridge.run_with_hooks(engine.batch.clean, fwd_hooks=hooks)
-        final = final_logits(logits, engine.batch.lengths)
+        final = last_logits(engine.model, engine.batch.clean, hooks, engine.batch.lengths)
         reference = None if engine.metric is not Metric.KL else engine.clean_final
         task_metric(engine.metric, final, engine.batch, reference).backward()
     if out is not None:

@@ -66,9 +66,9 @@ def component_order(layout: Layout, order: str) -> list[int]:
     raise ValueError(f"unknown sweep order {order!r}: use backward, forward or random:SEED")
 
 
-def _sweep(engine: PatchingEngine, order: list[int], keep: torch.Tensor, levels: torch.Tensor,
-           baselines: Baselines, tick: Callable[[], None]) -> bool:
-    """One pass over ``order``; returns whether any level removed a component."""
+def sweep(engine: PatchingEngine, order: list[int], keep: torch.Tensor, levels: torch.Tensor,
+          baselines: Baselines, tick: Callable[[], None]) -> bool:
+    """One pass over ``order`` (``keep`` is ``[level, node]``, updated in place); whether any level removed one."""
     removed = False
     for node in order:
         active = keep[:, node].nonzero().flatten()
@@ -102,7 +102,7 @@ def node_search(engine: PatchingEngine, levels: Sequence[float] = DEFAULT_LEVELS
         keep = torch.ones((len(levels), n))
         for _ in range(max_sweeps):
             passes += len(seq)
-            if not _sweep(engine, seq, keep, target, baselines, tick):
+            if not sweep(engine, seq, keep, target, baselines, tick):
                 break
         faith.append(baselines.faithfulness(engine.evaluate_nodes(keep).double().cpu()).numpy())
         passes += 1

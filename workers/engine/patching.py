@@ -6,18 +6,21 @@ source-major, ``[source, batch, pos, d_model]``. A masked run fills a buffer
 ``delta[m, source] = ablated - current`` as sources fire; each layer's q/k/v inputs get
 ``W @ delta`` with ``W = 1 - mask`` over their incoming edges (one matrix product per layer for
 all heads and ports), and likewise each MLP input and the final residual: no hook per edge.
-Several masks run as one batch. Masks are 1 for kept, 0 for ablated items.
+Several masks run as one batch. Masks are 1 for kept, 0 for ablated items. Every run stops at
+the final norm's input and unembeds each prompt's last position only (``last_logits``): the
+metric reads nothing else, and the unembedding of every position is a large share of a forward.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
 
 from service.types import Ablation
 from workers.engine.layout import LayerSlots, Layout, layout_for
-from workers.metrics import final_logits, task_metric
+from workers.metrics import task_metric
 from workers.models import LoadedModel
 from workers.tasks import Metric
 from workers.tasks.encode import TaskBatch
@@ -30,6 +33,24 @@ LOGITS_INPUT = "ln_final.hook_in"
 def input_hook(layer: int, port: str) -> str:
     """Hook name of a destination input in ``layer``: a head port (``q``/``k``/``v``) or ``mlp``."""
     return f"blocks.{layer}.hook_{port}_input" if port in PORTS else f"blocks.{layer}.hook_mlp_in"
+
+
+class _Stop(Exception):
+    """Raised at the final norm's input, once each prompt's last position has been taken."""
+
+
+def last_logits(model: LoadedModel, tokens: torch.Tensor, hooks: list[Hook], lengths: torch.Tensor) -> torch.Tensor:
+    """Logits ``[batch, vocab]`` at each prompt's last position of a hooked run, unembedding only those."""
+    taken: list[torch.Tensor] = []
+
+    def take(x: torch.Tensor, hook: object) -> None:
+        taken.append(x[torch.arange(x.shape[0], device=x.device), lengths.to(x.device) - 1])
+        raise _Stop
+
+    with contextlib.suppress(_Stop):
+        model.bridge.run_with_hooks(tokens, fwd_hooks=[*hooks, (LOGITS_INPUT, take)])
+    bridge = model.bridge
+    return bridge.unembed(bridge.ln_final(taken[0][:, None]))[:, 0]
 
 
 def source_hook_names(layout: Layout) -> list[tuple[str, slice]]:
@@ -82,8 +103,7 @@ class PatchingEngine:
 
     def _clean_run(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._clean is None:
-            out, logits = self.sources(self.batch.clean)
-            self.set_clean(out, final_logits(logits, self.batch.lengths))
+            self.set_clean(*self.sources(self.batch.clean, self.batch.lengths))
         assert self._clean is not None
         return self._clean
 
@@ -110,18 +130,17 @@ class PatchingEngine:
         return [(name, store(sl)) for name, sl in source_hook_names(self.layout)]
 
     @torch.no_grad()
-    def sources(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every source's output ``[source, batch, pos, d_model]`` and the logits of a plain run."""
+    def sources(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every source's output ``[source, batch, pos, d_model]`` and the last-position logits of a plain run."""
         out = self.source_buffer(tokens)
-        logits = self.model.bridge.run_with_hooks(tokens, fwd_hooks=self.recording_hooks(out))
-        return out, logits
+        return out, last_logits(self.model, tokens, self.recording_hooks(out), lengths)
 
     def _ablated_sources(self) -> torch.Tensor:
         """Broadcastable ``[source, batch|1, pos|1, d_model]`` values an ablated source carries."""
         if self.ablation is Ablation.ZERO:
             return torch.zeros((self.n_sources, 1, 1, self.model.shape.d_model), device=self.model.device,
                                dtype=self.model.dtype)
-        corrupted, _ = self.sources(self.batch.corrupted)
+        corrupted, _ = self.sources(self.batch.corrupted, self.batch.corrupted_lengths)
         if self.ablation is Ablation.RESAMPLE:
             return corrupted
         p = corrupted.shape[2]
@@ -173,9 +192,8 @@ class PatchingEngine:
         return hook
 
     def _final(self, hooks: list[Hook], m: int) -> torch.Tensor:
-        tokens = self.batch.clean.repeat(m, 1)
-        logits = self.model.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
-        return final_logits(logits, self.batch.lengths.repeat(m)).view(m, len(self.batch), -1)
+        final = last_logits(self.model, self.batch.clean.repeat(m, 1), hooks, self.batch.lengths.repeat(m))
+        return final.view(m, len(self.batch), -1)
 
     def evaluate_edges(self, keep: torch.Tensor) -> torch.Tensor:
         """The task metric ``[mask]`` of each edge mask."""
