@@ -181,6 +181,7 @@ def _check_additive(bridge: TransformerBridge, shape: ModelShape, name: str) -> 
                     f"(layer {layer}); its per-head results are not what reaches later layers (e.g. Gemma 2/3 "
                     "normalise them first), so the edge graph would not be exact")
     unembedded = bridge.unembed(bridge.ln_final(cache["ln_final.hook_in"][:, -1:]))[:, 0]
-    if not torch.allclose(unembedded, logits[:, -1], rtol=eps, atol=eps * logits.abs().max().item()):
+    tol = max(1e-3, eps)  # rounding of another matrix shape; a soft cap moves large logits far more
+    if not torch.allclose(unembedded, logits[:, -1], rtol=tol, atol=tol * logits.abs().max().item()):
         raise ModelLoadError(f"model {name!r} computes its logits with more than its final norm and unembedding "
                              "(e.g. a soft cap): the engine's last-position unembedding would not match it")
