@@ -176,7 +176,7 @@ def main() -> None:
     t, mem = timed(lambda: engine.run_nodes(torch.ones(1, engine.layout.graph.n_nodes)), dev, args.repeat)
     rows.append(("node-masked forward", t, mem, t / f, None))
 
-    rows.append(sweep_row(engine, args.sweep, f, dev))
+    rows += [sweep_row(engine, args.sweep, f, dev, levels) for levels in ((0.8,), DEFAULT_LEVELS)]
     if args.peer:
         rows += peer_rows(model, batch, metric, eap().cpu().numpy(), t_eap, dev)
 
@@ -186,19 +186,19 @@ def main() -> None:
         print(f"{name:44} {secs:9.3f} {mem / 2**20:9.0f} {r:>7}  {target or ''}")
 
 
-def sweep_row(engine: PatchingEngine, limit: int | None, f: float,
-              dev: torch.device) -> tuple[str, float, int, float | None, str | None]:
-    """One backward sweep of node search at the 4 default levels (its first ``limit`` components when given)."""
+def sweep_row(engine: PatchingEngine, limit: int | None, f: float, dev: torch.device,
+              levels: tuple[float, ...]) -> tuple[str, float, int, float | None, str | None]:
+    """One backward sweep of node search at ``levels`` in lockstep (its first ``limit`` components when given)."""
     order = component_order(engine.layout, "backward")[:limit]
-    keep = torch.ones((len(DEFAULT_LEVELS), engine.layout.graph.n_nodes))
-    levels = torch.tensor(DEFAULT_LEVELS, dtype=torch.float64)
+    keep = torch.ones((len(levels), engine.layout.graph.n_nodes))
     baselines = node_baselines(engine)
     started = time.perf_counter()
     with Peak(dev) as peak:
-        sweep(engine, order, keep, levels, baselines, lambda: None)
+        sweep(engine, order, keep, torch.tensor(levels, dtype=torch.float64), baselines, lambda: None)
     t = time.perf_counter() - started
-    what = "one sweep" if limit is None else f"first {len(order)} components of a sweep"
-    return (f"node search, {what}, 4 levels", t, peak.peak, t / (len(order) * f), "<= 1.3 x (components x fwd)")
+    what = "one sweep" if limit is None else f"first {len(order)} components"
+    return (f"node search, {what}, {len(levels)} level(s)", t, peak.peak, t / (len(order) * f),
+            "<= 1.3 x (components x fwd)")
 
 
 def peer_rows(model: LoadedModel, batch: TaskBatch, metric: Metric, ours: np.ndarray, t_ours: float,
