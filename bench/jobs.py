@@ -3,7 +3,8 @@
 Jobs are tiny toy-model EAP runs submitted one at a time (each after the previous finished), so
 latency is dispatch, not queueing. Dispatch = started_at - submitted_at; overhead = the job's wall
 time in its worker (finished_at - started_at) minus the bare ``run_discovery`` call of the same
-spec in this process (median of warm calls). Run with scripts/bench.sh jobs [--jobs 200].
+spec (same seed: how many masks a run evaluates depends on its prompts) in this process, warm;
+the table gives medians over the jobs. Run with scripts/bench.sh jobs [--jobs 200].
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ from workers.discover import run_discovery
 SPEC = DiscoverySpec(model="toy", task="ioi", method=Method.EAP, n=8)
 
 
-def bare_seconds(repeats: int) -> float:
-    """Median wall time of the discovery call alone (model loaded and warm)."""
+def bare_seconds(seeds: range) -> dict[int, float]:
+    """Wall time of the discovery call alone (model loaded and warm) for each seed's spec."""
     run_discovery(SPEC)
-    times = []
-    for s in range(repeats):
+    times = {}
+    for s in seeds:
         t = time.perf_counter()
-        run_discovery(SPEC.model_copy(update={"seed": 1000 + s}))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        run_discovery(SPEC.model_copy(update={"seed": s}))
+        times[s] = time.perf_counter() - t
+    return times
 
 
 def closed_loop(d: Dispatcher, n_jobs: int) -> list[Job]:
@@ -51,13 +52,14 @@ def closed_loop(d: Dispatcher, n_jobs: int) -> list[Job]:
     return done[1:]  # the first job loads the model in the worker
 
 
-def row(path: str, jobs: list[Job], bare: float) -> list[str]:
+def row(path: str, jobs: list[Job], bare: dict[int, float]) -> list[str]:
     assert all(j.status.value == "succeeded" for j in jobs), [j.error_message for j in jobs if j.error_message]
     dispatch = sorted((j.started_at - j.submitted_at).total_seconds() * 1000 for j in jobs)
-    wall = statistics.median((j.finished_at - j.started_at).total_seconds() for j in jobs)
-    over = wall - bare
+    walls = {j.spec.seed: (j.finished_at - j.started_at).total_seconds() for j in jobs}
+    wall, base = statistics.median(walls.values()), statistics.median(bare[s] for s in walls)
+    over = statistics.median(walls[s] - bare[s] for s in walls)
     return [path, str(len(jobs)), f"{statistics.median(dispatch):.1f}", f"{dispatch[int(0.95 * len(dispatch))]:.1f}",
-            f"{wall * 1000:.0f}", f"{bare * 1000:.0f}", f"{over * 1000:.0f}", f"{100 * over / bare:.1f} %"]
+            f"{wall * 1000:.0f}", f"{base * 1000:.0f}", f"{over * 1000:.0f}", f"{100 * over / base:.1f} %"]
 
 
 def main() -> None:
@@ -67,7 +69,7 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     table = Table("path", "jobs", "dispatch median ms", "dispatch p95 ms", "job wall ms", "bare discovery ms",
                   "overhead ms", "overhead / bare", title=f"Jobs: {SPEC.method.value} on {SPEC.model}, n={SPEC.n}")
-    bare = bare_seconds(20)
+    bare = bare_seconds(range(1, args.jobs + 1))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for path in ("embedded", "celery"):
