@@ -91,8 +91,10 @@ def overlap_report(cat: Catalogue, circuits: dict[tuple[str, str], str], demo: D
     for method in demo.methods:
         ids = {t: circuits[(t, method.value)] for t in demo.tasks}
         shared = list(cat.consensus([ids[t] for t in sequences])[0].support)
+        matrix = cat.matrix([ids[t] for t in demo.tasks])
         by_method[method.value] = {
-            "jaccard": cat.matrix([ids[t] for t in demo.tasks]).node,
+            "jaccard": matrix.node,
+            "edge_jaccard": matrix.edge,
             "sequences_share": shared,
             "with_shared": {t: sorted(set(shared) & set(cat.get(ids[t]).node_names)) for t in others},
         }
@@ -112,10 +114,12 @@ def _print(report: dict[str, Any], demo: DemoPlan) -> None:
     table(f"Circuits of {demo.model} at {LEVEL:.0%} (one job each)", ["task/method", "circuit", "faithfulness", "job"],
           rows)
     for method, r in report["by_method"].items():
-        table(f"{method}: node-level Jaccard", ["", *demo.tasks],
-              [[t, *row] for t, row in zip(demo.tasks, r["jaccard"], strict=True)])
+        for level, key in (("node", "jaccard"), ("edge", "edge_jaccard")):
+            if any(v is not None for row in r[key] for v in row):
+                table(f"{method}: {level}-level Jaccard", ["", *demo.tasks],
+                      [[t, *row] for t, row in zip(demo.tasks, r[key], strict=True)])
         sequences = [t for t in SEQUENCES if t in demo.tasks]
-        console.print(f"[bold]{method}: shared by {', '.join(sequences)}:[/bold] "
+        console.print(f"[bold]{method}: shared by {', '.join(sequences)} ({len(r['sequences_share'])}):[/bold] "
                       + (", ".join(r["sequences_share"]) or "(none)"))
         for t, items in r["with_shared"].items():
             console.print(f"  {t} has of it: " + (", ".join(items) or "(none)"))
