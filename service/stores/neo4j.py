@@ -57,8 +57,8 @@ class Neo4jStore(CircuitStore):
         auth = (user, password or "") if user else None
         self.uri = uri
         self.database = database
-        self.driver: Driver = GraphDatabase.driver(
-            uri, auth=auth, connection_timeout=5.0, max_transaction_retry_time=5.0
+        self.driver: Driver = GraphDatabase.driver(  # no notifications: reading a property no node has yet is normal
+            uri, auth=auth, connection_timeout=5.0, max_transaction_retry_time=5.0, notifications_min_severity="OFF"
         )
         self._schema_applied = False
 
