@@ -39,6 +39,11 @@ class DemoPlan:
     excluded: dict[str, float]
     """task -> held-out accuracy, for the tasks the model is not competent at"""
 
+    @property
+    def sequences(self) -> list[str]:
+        """The sequence tasks the demo runs."""
+        return [t for t in SEQUENCES if t in self.tasks]
+
     def specs(self, n: int) -> list[DiscoverySpec]:
         """One spec per task and method, each asking for the circuit at 80 % faithfulness."""
         return [DiscoverySpec(model=self.model, task=t, method=m, levels=(LEVEL,), n=n)
@@ -63,9 +68,10 @@ def plan(model: str, methods: Sequence[Method] | None = None, device: str | None
         loaded = load_model(model, device, progress=progress)
         scores = model_scores(loaded, registered_tasks(), progress=progress)
     excluded = {s.task: s.accuracy for s in scores if s.task in TASKS and not s.competent}
-    if any(t in excluded for t in SEQUENCES) and len([t for t in SEQUENCES if t not in excluded]) < 2:
+    demo = DemoPlan(model, tuple(t for t in TASKS if t not in excluded), chosen, excluded)
+    if len(demo.sequences) < 2:
         raise ValueError(f"{model} is competent at fewer than two sequence tasks: nothing to compare")
-    return DemoPlan(model, tuple(t for t in TASKS if t not in excluded), chosen, excluded)
+    return demo
 
 
 def jobs_demo(cat: Catalogue, demo: DemoPlan, n: int, as_json: bool) -> dict[str, Any]:
@@ -85,12 +91,11 @@ def jobs_demo(cat: Catalogue, demo: DemoPlan, n: int, as_json: bool) -> dict[str
 
 def overlap_report(cat: Catalogue, circuits: dict[tuple[str, str], str], demo: DemoPlan) -> dict[str, Any]:
     """The overlap questions over the demo's circuits, by method and by task."""
-    sequences = [t for t in SEQUENCES if t in demo.tasks]
     others = [t for t in demo.tasks if t not in SEQUENCES]
     by_method: dict[str, Any] = {}
     for method in demo.methods:
         ids = {t: circuits[(t, method.value)] for t in demo.tasks}
-        shared = list(cat.consensus([ids[t] for t in sequences])[0].support)
+        shared = list(cat.consensus([ids[t] for t in demo.sequences])[0].support)
         matrix = cat.matrix([ids[t] for t in demo.tasks])
         by_method[method.value] = {
             "jaccard": matrix.node,
@@ -118,8 +123,7 @@ def _print(report: dict[str, Any], demo: DemoPlan) -> None:
             if any(v is not None for row in r[key] for v in row):
                 table(f"{method}: {level}-level Jaccard", ["", *demo.tasks],
                       [[t, *row] for t, row in zip(demo.tasks, r[key], strict=True)])
-        sequences = [t for t in SEQUENCES if t in demo.tasks]
-        console.print(f"[bold]{method}: shared by {', '.join(sequences)} ({len(r['sequences_share'])}):[/bold] "
+        console.print(f"[bold]{method}: shared by {', '.join(demo.sequences)} ({len(r['sequences_share'])}):[/bold] "
                       + (", ".join(r["sequences_share"]) or "(none)"))
         for t, items in r["with_shared"].items():
             console.print(f"  {t} has of it: " + (", ".join(items) or "(none)"))

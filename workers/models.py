@@ -142,6 +142,11 @@ def _enable_engine_hooks(bridge: TransformerBridge, name: str) -> None:
         raise ModelLoadError(f"model {name!r} does not expose the hooks the engine needs: {', '.join(missing)}")
 
 
+def unembed_last(bridge: TransformerBridge, resid: torch.Tensor) -> torch.Tensor:
+    """Logits ``[batch, vocab]`` of final residual vectors ``[batch, d_model]``: final norm, then unembedding."""
+    return bridge.unembed(bridge.ln_final(resid[:, None]))[:, 0]
+
+
 ADDITIVE_TOLERANCE = 1e-2
 """allowed spread of a layer's gap relative to what the layer adds, beyond the dtype's rounding"""
 
@@ -180,7 +185,7 @@ def _check_additive(bridge: TransformerBridge, shape: ModelShape, name: str) -> 
                     f"model {name!r} does not add its {what} outputs to the residual stream as they are "
                     f"(layer {layer}); its per-head results are not what reaches later layers (e.g. Gemma 2/3 "
                     "normalise them first), so the edge graph would not be exact")
-    unembedded = bridge.unembed(bridge.ln_final(cache["ln_final.hook_in"][:, -1:]))[:, 0]
+    unembedded = unembed_last(bridge, cache["ln_final.hook_in"][:, -1])
     tol = max(1e-3, eps)  # rounding of another matrix shape; a soft cap moves large logits far more
     if not torch.allclose(unembedded, logits[:, -1], rtol=tol, atol=tol * logits.abs().max().item()):
         raise ModelLoadError(f"model {name!r} computes its logits with more than its final norm and unembedding "

@@ -11,6 +11,7 @@ the search for each level's circuit never pay twice for one mask.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -91,8 +92,9 @@ class EdgeEvaluator:
             self.evaluations += len(fresh)
         return np.array([self._memo[k] for k in keys])
 
-    @property
+    @cached_property
     def baselines(self) -> Baselines:
+        """The metric of the full model and of the empty edge circuit (computed once)."""
         n = self.engine.layout.graph.n_edges
         values = self.metrics(np.stack([np.ones(n, bool), np.zeros(n, bool)]))
         return Baselines(float(values[0]), float(values[1]))

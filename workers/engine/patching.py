@@ -21,7 +21,7 @@ import torch
 from service.types import Ablation
 from workers.engine.layout import LayerSlots, Layout, layout_for
 from workers.metrics import task_metric
-from workers.models import LoadedModel
+from workers.models import LoadedModel, unembed_last
 from workers.tasks import Metric
 from workers.tasks.encode import TaskBatch
 
@@ -49,8 +49,7 @@ def last_logits(model: LoadedModel, tokens: torch.Tensor, hooks: list[Hook], len
 
     with contextlib.suppress(_Stop):
         model.bridge.run_with_hooks(tokens, fwd_hooks=[*hooks, (LOGITS_INPUT, take)])
-    bridge = model.bridge
-    return bridge.unembed(bridge.ln_final(taken[0][:, None]))[:, 0]
+    return unembed_last(model.bridge, taken[0])
 
 
 def source_hook_names(layout: Layout) -> list[tuple[str, slice]]:

@@ -62,7 +62,8 @@ def smallest_sizes(faith_at: Callable[[list[int]], np.ndarray], n: int, levels: 
 
 def _bracket(seen: dict[int, float], level: float) -> tuple[int, int]:
     """The smallest size reaching ``level`` and the largest evaluated size below it."""
-    hi = min(k for k, f in seen.items() if f >= level or k == max(seen))
+    top = max(seen)
+    hi = min(k for k, f in seen.items() if f >= level or k == top)
     return max(k for k in seen if k < hi) if hi > 0 else 0, hi
 
 

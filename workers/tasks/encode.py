@@ -60,6 +60,13 @@ def token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
+def added_token(head: list[int], full: list[int], unk: int | None) -> int | None:
+    """The one known token ``full`` adds after ``head``, or ``None`` when it adds anything else."""
+    if len(full) != len(head) + 1 or full[:-1] != head or full[-1] == unk:
+        return None
+    return full[-1]
+
+
 def answer_tokens(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
                   answer_sets: Sequence[Sequence[str]], what: str) -> list[list[int]]:
     """The single token each answer adds to its prompt; refuse answers that are not one token."""
@@ -70,11 +77,11 @@ def answer_tokens(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
     bad: list[str] = []
     unk = tokenizer.unk_token_id
     for (i, p, a), ids in zip(flat, full, strict=True):
-        head = base[i]
-        if len(ids) != len(head) + 1 or ids[:-1] != head or ids[-1] == unk:
+        token = added_token(base[i], ids, unk)
+        if token is None:
             bad.append(f"{what} {a!r} is not one known token after {p!r}")
         else:
-            out[i].append(ids[-1])
+            out[i].append(token)
     _complain(f"with a {what} that is not a single token", bad)
     return out
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 from transformers import PreTrainedTokenizerBase
 
 from workers.tasks.base import Example, OneToken, Split, Task
-from workers.tasks.encode import token_ids
+from workers.tasks.encode import added_token, token_ids
 
 PROBE = 16
 
@@ -27,7 +27,7 @@ def one_token(tokenizer: PreTrainedTokenizerBase) -> OneToken:
     @lru_cache(maxsize=4096)
     def fits(prompt: str, answer: str) -> bool:
         head, full = token_ids(tokenizer, [prompt, prompt + answer])
-        return len(full) == len(head) + 1 and full[:-1] == head and full[-1] != unk
+        return added_token(head, full, unk) is not None
     return fits
 
 
