@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,10 @@ class Catalogue:
     def add(self, circuit: Circuit) -> str:
         """Validate and store a circuit built in memory (the engine's); refused whole with every problem named."""
         return self.store.put(check_circuit(circuit, self.store.model_shape, self.limits))
+
+    def add_many(self, circuits: Sequence[Circuit]) -> list[str]:
+        """Validate every circuit, then store them all in one transaction (all or none); their ids."""
+        return self.store.put_many([check_circuit(c, self.store.model_shape, self.limits) for c in circuits])
 
     def add_mib(self, mib: MibDocument, model: str, task: str, method: str, **provenance: Any) -> str:
         """Validate and store a MIB / EAP-IG circuit file with the provenance given."""

@@ -49,6 +49,23 @@ class Method(StrEnum):
     ABLATION = "ablation"
     EAP = "eap"
     EAP_IG = "eap-ig"
+    PATH_PATCHING = "path-patching"
+    IPE = "ipe"
+    IPE_APPROX = "ipe-approx"
+
+    @property
+    def searches_paths(self) -> bool:
+        """Whether the method builds its circuit from path effects (path patching, IPE)."""
+        return self in (Method.PATH_PATCHING, Method.IPE, Method.IPE_APPROX)
+
+
+class Search(StrEnum):
+    """How IPE explores paths backwards from the logits."""
+
+    BFS = "bfs"
+    """every partial path whose contribution passes the threshold, depth by depth (``width`` best per depth)"""
+    BEST_FIRST = "best-first"
+    """the partial path of largest contribution first, until the path or time budget is spent"""
 
 
 class Metric(StrEnum):

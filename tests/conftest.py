@@ -79,3 +79,21 @@ def sqlite_store(tmp_path) -> Iterator[SqliteStore]:
 def store(request: pytest.FixtureRequest) -> CircuitStore:
     """Each contract test runs once per store."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def tiny(request, tmp_path_factory):
+    """A random 3-layer, 4-head model of each architecture the known-answer tests run on."""
+    from tests.tiny_models import SAVERS, load
+
+    return load(SAVERS[request.param](tmp_path_factory.mktemp("tiny"), n_layer=3, n_head=4, n_embd=32))
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def planted(request, tmp_path_factory):
+    """Only head a1.h0 and the direct path write to the residual: every other head and MLP is silent."""
+    from tests.tiny_models import SAVERS, load
+
+    silent = tuple((layer, h) for layer in range(3) for h in range(4) if (layer, h) != (1, 0))
+    return load(SAVERS[request.param](tmp_path_factory.mktemp("planted"), n_layer=3, n_head=4, n_embd=32, seed=3,
+                                      silent_heads=silent, silent_mlps=(0, 1, 2)))

@@ -19,6 +19,34 @@ def run(*args: str, ok: bool = True):
     return result
 
 
+@pytest.mark.parametrize("method", ["path-patching", "ipe", "ipe-approx"])
+@pytest.mark.parametrize("task", list(TASKS))
+def test_path_methods_on_every_task(task, method, tmp_path):
+    paths = tmp_path / "paths.json"
+    extra = ["--search", "best-first", "--max-paths", "10", "--paths-out", str(paths)] if "ipe" in method else []
+    res = json.loads(run("discover", "--model", "toy", "--task", task, "--method", method, "--n", "8",
+                         "--min-effect", "0.01", *extra, "--json").stdout)
+    (row,) = res["circuits"]
+    assert row["faithfulness"] is not None and row["edges"] > 0
+    doc = json.loads(run("export", row["id"], "--format", "circat").stdout)
+    assert {"cpr", "cmd"} <= set(doc["params"]) and doc["params"]["min_effect"] == 0.01
+    if method == "path-patching":
+        assert doc["annotations"]["rounds"][0]["receivers"] == ["logits"]
+        return
+    found = json.loads(paths.read_text())
+    listed = found["positive"] + found["negative"]
+    assert 0 < len(listed) <= 10 and found == doc["annotations"]["paths"]
+    assert all(p["edges"][0].startswith("input->") and p["edges"][-1].endswith("->logits") for p in listed)
+    assert all(p["contribution"] > 0 for p in found["positive"])
+
+
+def test_path_options_belong_to_path_methods():
+    res = run("discover", "--model", "toy", "--task", "ioi", "--method", "eap", "--max-paths", "5", ok=False)
+    assert "--max-paths applies to path-patching, ipe and ipe-approx, not eap" in res.output
+    res = run("discover", "--model", "toy", "--task", "ioi", "--method", "ipe", "--receivers", "z", ok=False)
+    assert "paths.receivers" in res.output
+
+
 @pytest.mark.parametrize("method", ["ablation", "eap", "eap-ig"])
 @pytest.mark.parametrize("task", list(TASKS))
 def test_every_method_on_every_task(task, method, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from service.types import Ablation, Level, Method
-from tests.tiny_models import SAVERS, load, save_gpt2
+from tests.tiny_models import load, save_gpt2
 from workers.engine.attribution import edge_attribution
 from workers.engine.evaluate import EdgeEvaluator, edge_baselines, faithfulness_curve, node_baselines
 from workers.engine.layout import layout_for
@@ -21,11 +21,6 @@ from workers.tasks import Metric, registered_tasks
 from workers.tasks.encode import encode
 
 NUMERALS = registered_tasks()[0]
-
-
-@pytest.fixture(scope="module", params=sorted(SAVERS))
-def tiny(request, tmp_path_factory):
-    return load(SAVERS[request.param](tmp_path_factory.mktemp("tiny"), n_layer=3, n_head=4, n_embd=32))
 
 
 @pytest.fixture(scope="module")
@@ -166,14 +161,6 @@ def test_selection_by_signed_and_absolute_score():
     assert top_n(importance(scores, Metric.KL, absolute=False), 1).tolist() == [False, False, True, False]
     with pytest.raises(ValueError, match="top-n must be between 0 and 4"):
         top_n(scores, 5)
-
-
-@pytest.fixture(scope="module", params=sorted(SAVERS))
-def planted(request, tmp_path_factory):
-    """Only head a1.h0 and the direct path write to the residual: everything else is silent."""
-    silent = tuple((layer, h) for layer in range(3) for h in range(4) if (layer, h) != (1, 0))
-    return load(SAVERS[request.param](tmp_path_factory.mktemp("planted"), n_layer=3, n_head=4, n_embd=32, seed=3,
-                                      silent_heads=silent, silent_mlps=(0, 1, 2)))
 
 
 LIVE_EDGES = {"input->a1.h0<q>", "input->a1.h0<k>", "input->a1.h0<v>", "a1.h0->logits", "input->logits"}

@@ -31,6 +31,16 @@ def test_spec_hash_is_stable_and_canonical():
     assert a.levels == (0.7, 0.9)
 
 
+def test_path_options_leave_older_specs_and_defaults_alone():
+    assert '"paths"' not in SPEC.canonical_json()  # specs from before the path methods keep their hash
+    plain = DiscoverySpec(model="toy", task="ioi", method=Method.IPE)
+    assert DiscoverySpec.parse({**plain.model_dump(), "paths": {}}).spec_hash() == plain.spec_hash()
+    wider = DiscoverySpec.parse({**plain.model_dump(), "paths": {"width": 4, "receivers": ["v", "q", "v"]}})
+    assert wider.spec_hash() != plain.spec_hash() and wider.path_search.receivers == ("q", "v")
+    with pytest.raises(ValueError, match="paths options apply to path-patching, ipe and ipe-approx, not eap"):
+        DiscoverySpec.parse({**SPEC.model_dump(), "paths": {"width": 4}})
+
+
 @pytest.mark.parametrize(("bad", "named"), [
     ({"task": "nope"}, "unknown task 'nope'"), ({"method": "magic"}, "method"), ({"levels": [1.5]}, "levels"),
     ({"orders": ["sideways"]}, "orders"), ({"n": 0}, "n"), ({"dtype": "int8"}, "dtype"),

@@ -47,6 +47,30 @@ def test_put_is_idempotent(store):
     assert store.memberships([c.id])[0].edges.size == c.n_edges
 
 
+def test_put_many_stores_all_or_none(store, monkeypatch):
+    import service.stores.neo4j as neo4j_module
+    import service.stores.sqlite as sqlite_module
+
+    a, b = edge_circuit(seed=1), edge_circuit(seed=2)
+    assert store.put_many([a]) == [a.id]
+    c = edge_circuit(seed=3)
+    module, name = (neo4j_module, "_link") if isinstance(store, neo4j_module.Neo4jStore) else (sqlite_module, "_rows")
+    real, calls = getattr(module, name), iter(range(10**6))
+
+    def fail_on_the_third_circuit(*args):
+        if next(calls) == 3:  # two item writes per circuit: a is stored already, b makes calls 0-1, c fails at 3
+            raise RuntimeError("injected failure in the third circuit")
+        return real(*args)
+
+    monkeypatch.setattr(module, name, fail_on_the_third_circuit)
+    with pytest.raises(RuntimeError, match="injected"):
+        store.put_many([a, b, c])
+    monkeypatch.undo()
+    assert count(store) == 1
+    assert store.put_many([a, b, c]) == [a.id, b.id, c.id]
+    assert count(store) == 3
+
+
 def test_get_unknown_id_is_not_found(store):
     with pytest.raises(NotFound, match="nope"):
         store.get("nope")

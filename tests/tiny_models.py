@@ -14,15 +14,25 @@ from workers.toy.train import toy_tokenizer
 TOKENIZER = toy_tokenizer(registered_tasks())
 
 
+LINEAR_EPS = 1e10
+
+
 def save_gpt2(path: Path, n_layer: int, n_head: int, n_embd: int, seed: int = 0,
-              silent_heads: tuple[tuple[int, int], ...] = (), silent_mlps: tuple[int, ...] = ()) -> Path:
-    """A random GPT-2 with the toy tokenizer; listed heads and MLPs get zero output weights."""
+              silent_heads: tuple[tuple[int, int], ...] = (), silent_mlps: tuple[int, ...] = (),
+              linear_norms: bool = False) -> Path:
+    """A random GPT-2 with the toy tokenizer; listed heads and MLPs get zero output weights.
+    ``linear_norms``: every LayerNorm's epsilon dwarfs the residual's variance and its gain makes up
+    the scale, so each norm is an affine map (centre, scale, shift)."""
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=len(TOKENIZER), n_positions=32, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-                     bos_token_id=0, eos_token_id=0)
+                     bos_token_id=0, eos_token_id=0, layer_norm_epsilon=LINEAR_EPS if linear_norms else 1e-5)
     model = GPT2LMHeadModel(cfg)
     d_head = n_embd // n_head
     with torch.no_grad():
+        if linear_norms:
+            for module in model.modules():
+                if isinstance(module, torch.nn.LayerNorm):
+                    module.weight.mul_(LINEAR_EPS**0.5)
         for layer, head in silent_heads:
             model.transformer.h[layer].attn.c_proj.weight[head * d_head:(head + 1) * d_head] = 0
         for layer in silent_mlps:

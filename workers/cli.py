@@ -17,7 +17,7 @@ from service.cli.output import console, emit_json, fail, table
 from service.errors import CatalogueError
 from service.progress import console_progress
 from service.tasks import TASKS
-from service.types import Ablation, Method
+from service.types import Method
 from workers import spec_options as opts
 from workers.jobs.cli import need_worker  # also registers submit, jobs, wait, cancel, worker
 from workers.model_cli import models_app
@@ -95,13 +95,12 @@ def train_toy(
 
 
 @app.command()
+@opts.spec_command
 def discover(
-    model: opts.ModelOpt, task: opts.TaskOpt, method: opts.MethodOpt, threshold: opts.ThresholdOpt = None,
-    ablation: opts.AblationOpt = Ablation.RESAMPLE, per_position: opts.PerPositionOpt = False,
-    metric: opts.MetricOpt = None, top_n: opts.TopNOpt = None, signed: opts.SignedOpt = False,
-    ig_steps: opts.IgStepsOpt = 5, order: opts.OrderOpt = None, n: opts.NOpt = 64, seed: int = 0,
-    dtype: opts.DtypeOpt = "float32", device: DeviceOpt = None,
+    model: opts.ModelOpt, task: opts.TaskOpt, method: opts.MethodOpt, options: dict[str, Any],
+    device: DeviceOpt = None,
     out: Annotated[Path | None, typer.Option(help="write the run's MIB graph JSON here")] = None,
+    paths_out: Annotated[Path | None, typer.Option(help="ipe: write the paths found (JSON) here")] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -110,18 +109,21 @@ def discover(
     from workers.discover import DiscoverError, run_discovery
 
     try:
-        spec = opts.make_spec(model, task, method, threshold, ablation, per_position, metric, top_n, signed, ig_steps,
-                         order, n, seed, dtype)
+        spec = opts.make_spec(model, task, method, options)
+        if paths_out is not None and method not in (Method.IPE, Method.IPE_APPROX):
+            raise ValueError("--paths-out applies to ipe and ipe-approx")
         with console_progress(f"{spec.method.value} {spec.task}", enabled=not as_json) as progress:
             run = run_discovery(spec, device, progress)
     except (DiscoverError, ValueError) as exc:
         fail(exc, as_json)
     with catalogue(store, as_json) as cat:
-        ids = [cat.add(c) for c in run.circuits]
+        ids = cat.add_many(run.circuits)
     if out is not None:
         from service.documents import mib_from_circuit
 
         out.write_text(json.dumps(mib_from_circuit(run.circuits[0]), indent=1) + "\n")
+    if paths_out is not None:
+        paths_out.write_text(json.dumps(run.circuits[0].annotations["paths"], indent=1) + "\n")
     _print_run(run, ids, as_json)
 
 

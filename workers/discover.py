@@ -10,7 +10,6 @@ from service.jobs.spec import DiscoverySpec
 from service.models import PACKAGED
 from service.progress import Progress, silent
 from service.tasks import TASKS
-from service.types import Method
 from workers.engine.layout import layout_for
 from workers.engine.methods import DiscoveryRun, RunSpec, discover, levels_of
 from workers.engine.node_search import component_order
@@ -40,19 +39,11 @@ def run_discovery(spec: DiscoverySpec, device: str | None = None, progress: Prog
                            ablation=spec.ablation, metric=chosen, levels=levels_of(spec.levels),
                            per_position=spec.per_position,
                            ig_steps=spec.ig_steps, orders=spec.orders or ("backward",), top_n=spec.top_n,
-                           absolute=not spec.signed, n_prompts=len(batch), seed=spec.seed)
+                           absolute=not spec.signed, n_prompts=len(batch), seed=spec.seed, paths=spec.path_search)
     except (ModelLoadError, TokenizationError, TaskFileError, KeyError, ValueError) as exc:
         raise DiscoverError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from exc
-    total = None if spec.method is Method.ABLATION else 3
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        progress(done, total, "sweep" if total is None else "scoring")
-
-    progress(0, total, "model and prompts ready")
+    progress(0, None, "model and prompts ready")
     try:
-        return discover(loaded, batch, run_spec, tick=tick)
+        return discover(loaded, batch, run_spec, progress)
     except ValueError as exc:
         raise DiscoverError(str(exc)) from exc

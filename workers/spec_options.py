@@ -1,16 +1,20 @@
-"""The options that say what to discover, shared by ``circat discover`` and ``circat submit``, and the
-spec they make (a JSONL task file is read here, so its lines travel in the spec)."""
+"""The options that say what to discover, shared by ``circat discover`` and ``circat submit``
+(``spec_command`` gives a command all of them), and the spec they make (a JSONL task file is read
+here, so its lines travel in the spec)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from service.jobs.spec import DiscoverySpec, parse_task_lines
 from service.tasks import TASKS
-from service.types import Ablation, Method
+from service.types import Ablation, Method, Search
 
 ModelOpt = Annotated[str, typer.Option("--model", help="'toy', a hub name, or a local Hugging Face directory")]
 TaskOpt = Annotated[str, typer.Option(help="a registered task or a JSONL file of the custom format")]
@@ -29,10 +33,51 @@ NOpt = Annotated[int, typer.Option(min=1, help="prompts")]
 DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16")]
 
 
-def make_spec(model: str, task: str, method: Method, threshold: list[float] | None, ablation: Ablation,
-              per_position: bool, metric: str | None, top_n: int | None, signed: bool, ig_steps: int,
-              order: list[str] | None, n: int, seed: int, dtype: str) -> DiscoverySpec:
-    """The spec of these options; raises ``ValueError`` naming what is wrong."""
+MinEffectOpt = Annotated[float | None, typer.Option(
+    help="path methods: smallest |effect| kept, as a share of the behaviour (default 0.02)")]
+RelativeOpt = Annotated[bool, typer.Option(help="path methods: --min-effect as a share of the largest effect")]
+ReceiversOpt = Annotated[list[str] | None, typer.Option(
+    help="path-patching: inputs of found nodes that become receivers: q, k, v, mlp (repeatable; default all)")]
+SearchOpt = Annotated[Search, typer.Option(help="ipe: bfs (threshold, width per depth) or best-first")]
+WidthOpt = Annotated[int | None, typer.Option(min=1, help="ipe: partial paths kept per depth")]
+MaxPathsOpt = Annotated[int, typer.Option(min=1, help="ipe: complete paths to find at most")]
+TimeBudgetOpt = Annotated[float | None, typer.Option(help="ipe: stop searching after this many seconds")]
+RecheckOpt = Annotated[int, typer.Option(min=1, help="ipe-approx: best derivative-scored continuations re-checked")]
+
+SPEC_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("threshold", ThresholdOpt, None), ("ablation", AblationOpt, Ablation.RESAMPLE),
+    ("per_position", PerPositionOpt, False), ("metric", MetricOpt, None), ("top_n", TopNOpt, None),
+    ("signed", SignedOpt, False), ("ig_steps", IgStepsOpt, 5), ("order", OrderOpt, None), ("n", NOpt, 64),
+    ("seed", int, 0), ("dtype", DtypeOpt, "float32"), ("min_effect", MinEffectOpt, None),
+    ("relative", RelativeOpt, False), ("receivers", ReceiversOpt, None), ("search", SearchOpt, Search.BFS),
+    ("width", WidthOpt, None), ("max_paths", MaxPathsOpt, 100), ("time_budget", TimeBudgetOpt, None),
+    ("recheck", RecheckOpt, 8),
+)
+"""every option after MODEL, TASK and METHOD: name, annotation, default"""
+
+
+def spec_command(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` every option of ``SPEC_OPTIONS``; it receives them as one ``options`` dict."""
+    own = inspect.signature(command, eval_str=True)
+    params = [p for p in own.parameters.values() if p.name != "options"]
+    at = next(i for i, p in enumerate(params) if p.name == "method") + 1
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+             for name, annotation, default in SPEC_OPTIONS]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> None:
+        options = {name: kwargs.pop(name) for name, _, _ in SPEC_OPTIONS}
+        command(**kwargs, options=options)
+
+    run.__signature__ = own.replace(parameters=[*params[:at], *added, *params[at:]])  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in run.__signature__.parameters.values()}  # type: ignore[attr-defined]
+    return run
+
+
+def make_spec(model: str, task: str, method: Method, options: dict[str, Any]) -> DiscoverySpec:
+    """The spec of these options (``SPEC_OPTIONS`` by name); raises ``ValueError`` naming what is wrong."""
+    o = options
     lines = None
     if task not in TASKS and (task.endswith(".jsonl") or Path(task).is_file()):
         path = Path(task)
@@ -41,6 +86,23 @@ def make_spec(model: str, task: str, method: Method, threshold: list[float] | No
         lines, task = parse_task_lines(path.read_text(), path.name), path.stem
     return DiscoverySpec.parse({
         "model": model, "task": task, "task_lines": lines, "method": method,
-        "levels": tuple(threshold) if threshold else None, "ablation": ablation, "per_position": per_position,
-        "metric": metric, "top_n": top_n, "signed": signed, "ig_steps": ig_steps,
-        "orders": tuple(order) if order else None, "n": n, "seed": seed, "dtype": dtype})
+        "levels": tuple(o["threshold"]) if o["threshold"] else None, "ablation": o["ablation"],
+        "per_position": o["per_position"], "metric": o["metric"], "top_n": o["top_n"], "signed": o["signed"],
+        "ig_steps": o["ig_steps"], "orders": tuple(o["order"]) if o["order"] else None, "n": o["n"],
+        "seed": o["seed"], "dtype": o["dtype"], "paths": _paths(method, o)})
+
+
+def _paths(method: Method, o: dict[str, Any]) -> dict[str, Any] | None:
+    """The path options given (``None`` for other methods, refused there when any is set)."""
+    given = {"min_effect": o["min_effect"], "relative": o["relative"] or None,
+             "receivers": tuple(o["receivers"]) if o["receivers"] else None,
+             "search": o["search"] if o["search"] is not Search.BFS else None, "width": o["width"],
+             "max_paths": o["max_paths"] if o["max_paths"] != 100 else None, "time_budget_s": o["time_budget"],
+             "recheck": o["recheck"] if o["recheck"] != 8 else None}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not Method(method).searches_paths:
+        if given:
+            flag = next(iter(given)).removesuffix("_s").replace("_", "-")
+            raise ValueError(f"--{flag} applies to path-patching, ipe and ipe-approx, not {Method(method).value}")
+        return None
+    return given

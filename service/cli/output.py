@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any, NoReturn
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -22,6 +23,8 @@ errors = Console(stderr=True)
 def _plain(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return _plain(asdict(obj))
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
     if isinstance(obj, dict):
         return {(k.value if isinstance(k, Enum) else k): _plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -34,7 +37,7 @@ def _plain(obj: Any) -> Any:
 
 
 def emit_json(obj: Any) -> None:
-    """Print ``obj`` as JSON on stdout (dataclasses, enums and datetimes converted)."""
+    """Print ``obj`` as JSON on stdout (dataclasses, pydantic models, enums and datetimes converted)."""
     sys.stdout.write(json.dumps(_plain(obj), indent=2) + "\n")
 
 

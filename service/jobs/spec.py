@@ -24,7 +24,7 @@ from pydantic import (
 
 from service.limits import MAX_NAME_LENGTH
 from service.tasks import TASKS
-from service.types import Ablation, Method, Metric
+from service.types import Ablation, Method, Metric, Search
 
 ORDER = re.compile(r"backward|forward|random:\d{1,9}")
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
@@ -78,6 +78,38 @@ def parse_task_lines(text: str, origin: str) -> tuple[TaskLine, ...]:
     return tuple(lines)
 
 
+ReceiverPort = Literal["q", "k", "v", "mlp"]
+
+
+class PathSearch(BaseModel):
+    """Options of the path methods: path patching's iterative build and IPE's path search.
+
+    Effects and contributions are fractions of the model's behaviour: the change of the metric
+    over ``full - empty``, positive where the path supports the answer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_effect: float = Field(default=0.02, ge=0, le=1e6, allow_inf_nan=False,
+                              description="smallest |effect| kept (path patching: a sender's; IPE: a path's)")
+    relative: bool = Field(default=False, description="min_effect as a fraction of the round's (depth's) largest")
+    receivers: tuple[ReceiverPort, ...] = Field(
+        default=("q", "k", "v", "mlp"), min_length=1, max_length=4,
+        description="path patching: which inputs of the nodes found become the next round's receivers")
+    search: Search = Field(default=Search.BFS, description="IPE: bfs (threshold, width per depth) or best-first")
+    width: int | None = Field(default=None, ge=1, le=100_000, description="IPE: partial paths kept per depth")
+    max_paths: int = Field(default=100, ge=1, le=100_000, description="IPE: complete paths to find at most")
+    time_budget_s: float | None = Field(default=None, gt=0, le=7 * 86400, allow_inf_nan=False,
+                                        description="IPE: stop searching after this many seconds")
+    recheck: int = Field(default=8, ge=1, le=10_000,
+                         description="ipe-approx: best derivative-scored continuations re-checked exactly")
+
+    @field_validator("receivers")
+    @classmethod
+    def _distinct(cls, ports: tuple[str, ...]) -> tuple[str, ...]:
+        order = ("q", "k", "v", "mlp")
+        return tuple(p for p in order if p in ports)
+
+
 class DiscoverySpec(BaseModel):
     """Model, task, method and every method parameter of one discovery run."""
 
@@ -102,6 +134,8 @@ class DiscoverySpec(BaseModel):
     n: int = Field(default=64, ge=1, le=100_000, description="prompts")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    paths: PathSearch | None = Field(default=None, description="path-patching, ipe, ipe-approx: search options "
+                                                               "(default: PathSearch's defaults)")
 
     @field_validator("levels")
     @classmethod
@@ -110,6 +144,11 @@ class DiscoverySpec(BaseModel):
         if bad:
             raise ValueError(f"performance levels must lie in (0, 1], got {', '.join(map(str, bad))}")
         return None if levels is None else tuple(sorted(set(levels)))
+
+    @field_validator("paths")
+    @classmethod
+    def _explicit_paths(cls, paths: PathSearch | None) -> PathSearch | None:
+        return None if paths == PathSearch() else paths
 
     @field_validator("orders")
     @classmethod
@@ -127,7 +166,14 @@ class DiscoverySpec(BaseModel):
             raise ValueError(f"a custom task may not reuse the registered name {self.task!r}")
         if self.task_lines is not None and not self.task_lines:
             raise ValueError("task_lines has no examples")
+        if self.paths is not None and not self.method.searches_paths:
+            raise ValueError(f"paths options apply to path-patching, ipe and ipe-approx, not {self.method.value}")
         return self
+
+    @property
+    def path_search(self) -> PathSearch:
+        """The path options in force (their defaults when none were given)."""
+        return self.paths or PathSearch()
 
     @staticmethod
     def parse(values: dict[str, Any]) -> DiscoverySpec:
@@ -138,8 +184,10 @@ class DiscoverySpec(BaseModel):
             raise ValueError(problems_of(exc)) from None
 
     def canonical_json(self) -> str:
-        """The spec as canonical JSON (sorted keys, no spaces, defaults included)."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The spec as canonical JSON (sorted keys, no spaces, defaults included; ``paths`` only when given,
+        so specs older than the path methods keep their hash)."""
+        return json.dumps(self.model_dump(mode="json", exclude={"paths"} if self.paths is None else None),
+                          sort_keys=True, separators=(",", ":"))
 
     def spec_hash(self) -> str:
         """A stable hash of the canonical JSON."""

@@ -59,8 +59,12 @@ class CircuitStore(ABC):
     """A catalogue of circuits. Writes are whole-or-nothing and idempotent by id."""
 
     @abstractmethod
+    def put_many(self, circuits: Sequence[Circuit]) -> list[str]:
+        """Store validated circuits in one transaction, all or none; their ids (an existing id: no-op)."""
+
     def put(self, circuit: Circuit) -> str:
-        """Store a validated circuit in one transaction; return its id (existing id: no-op)."""
+        """Store one validated circuit in one transaction; return its id (existing id: no-op)."""
+        return self.put_many([circuit])[0]
 
     @abstractmethod
     def get(self, circuit_id: str) -> Circuit:

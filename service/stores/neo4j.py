@@ -9,7 +9,7 @@ Graph model (schema/README.md): ``(:Model)-[:HAS_COMPONENT]->(:Component)``,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -87,23 +87,13 @@ class Neo4jStore(CircuitStore):
             with self.driver.session(database=self.database) as s:
                 return s.execute_read(fn)
 
-    def put(self, circuit: Circuit) -> str:
-        cid = circuit.id
-        g = circuit.graph
-        model = circuit.provenance.model
-
+    def put_many(self, circuits: Sequence[Circuit]) -> list[str]:
         def work(tx: ManagedTransaction) -> None:
-            if tx.run("MATCH (c:Circuit {id: $id}) RETURN 1", id=cid).single():
-                return
-            _ensure_model(tx, model, g)
-            _create_circuit(tx, circuit, cid)
-            _link(tx, cid, model, "Component", "HAS_NODE", circuit.node_mask, circuit.node_scores)
-            if circuit.edge_mask is not None:
-                _ensure_edges(tx, model, g, circuit.edge_mask)
-                _link(tx, cid, model, "Edge", "HAS_EDGE", circuit.edge_mask, circuit.edge_scores)
+            for c in circuits:
+                _put(tx, c)
 
         self._write(work)
-        return cid
+        return [c.id for c in circuits]
 
     def get(self, circuit_id: str) -> Circuit:
         def work(tx: ManagedTransaction) -> tuple[dict, list, list]:
@@ -208,6 +198,19 @@ class Neo4jStore(CircuitStore):
 
     def close(self) -> None:
         self.driver.close()
+
+
+def _put(tx: ManagedTransaction, circuit: Circuit) -> None:
+    """Write one circuit in ``tx`` unless its id is stored: model, circuit node, components and edges by need."""
+    cid, g, model = circuit.id, circuit.graph, circuit.provenance.model
+    if tx.run("MATCH (c:Circuit {id: $id}) RETURN 1", id=cid).single():
+        return
+    _ensure_model(tx, model, g)
+    _create_circuit(tx, circuit, cid)
+    _link(tx, cid, model, "Component", "HAS_NODE", circuit.node_mask, circuit.node_scores)
+    if circuit.edge_mask is not None:
+        _ensure_edges(tx, model, g, circuit.edge_mask)
+        _link(tx, cid, model, "Edge", "HAS_EDGE", circuit.edge_mask, circuit.edge_scores)
 
 
 def _ensure_model(tx: ManagedTransaction, model: str, g: ModelGraph) -> None:

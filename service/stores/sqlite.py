@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,13 +71,16 @@ nodes_t = _items_table("circuit_nodes")
 edges_t = _items_table("circuit_edges")
 
 
-def _rows(circuit_id: str, mask: np.ndarray, scores: np.ndarray) -> list[dict]:
+def _rows(circuit_id: str, mask: np.ndarray, scores: np.ndarray) -> list[tuple[str, int, float | None]]:
     idx = np.flatnonzero(mask)
     vals = scores[idx]
-    return [
-        {"circuit_id": circuit_id, "idx": int(i), "score": None if np.isnan(s) else float(s)}
-        for i, s in zip(idx, vals, strict=True)
-    ]
+    return list(zip(itertools.repeat(circuit_id), idx.tolist(),
+                    np.where(np.isnan(vals), None, vals).tolist(), strict=False))
+
+
+def _insert_items(conn: sa.Connection, table: sa.Table, rows: list[tuple[str, int, float | None]]) -> None:
+    """Insert (circuit_id, idx, score) rows through the driver: one prepared statement, no per-row binding."""
+    conn.exec_driver_sql(f"INSERT INTO {table.name} (circuit_id, idx, score) VALUES (?, ?, ?)", rows)
 
 
 def ensure_sqlite_dir(url: str) -> None:
@@ -94,20 +99,23 @@ class SqliteStore(CircuitStore):
         sa.event.listen(self.engine, "connect", _pragmas)
         meta.create_all(self.engine)
 
-    def put(self, circuit: Circuit) -> str:
-        cid = circuit.id
-        shape = circuit.shape
+    def put_many(self, circuits: Sequence[Circuit]) -> list[str]:
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(circuits_t.c.id).where(circuits_t.c.id == cid)).first():
-                return cid
-            if not conn.execute(sa.select(models_t.c.name).where(models_t.c.name == circuit.provenance.model)).first():
-                conn.execute(models_t.insert().values(name=circuit.provenance.model, **shape.__dict__))
-            conn.execute(circuits_t.insert().values(**self._circuit_row(circuit)))
-            if rows := _rows(cid, circuit.node_mask, circuit.node_scores):
-                conn.execute(nodes_t.insert(), rows)
-            if circuit.edge_mask is not None and (rows := _rows(cid, circuit.edge_mask, circuit.edge_scores)):
-                conn.execute(edges_t.insert(), rows)
-        return cid
+            for c in circuits:
+                self._insert(conn, c)
+        return [c.id for c in circuits]
+
+    def _insert(self, conn: sa.Connection, circuit: Circuit) -> None:
+        cid = circuit.id
+        if conn.execute(sa.select(circuits_t.c.id).where(circuits_t.c.id == cid)).first():
+            return
+        if not conn.execute(sa.select(models_t.c.name).where(models_t.c.name == circuit.provenance.model)).first():
+            conn.execute(models_t.insert().values(name=circuit.provenance.model, **circuit.shape.__dict__))
+        conn.execute(circuits_t.insert().values(**self._circuit_row(circuit)))
+        if rows := _rows(cid, circuit.node_mask, circuit.node_scores):
+            _insert_items(conn, nodes_t, rows)
+        if circuit.edge_mask is not None and (rows := _rows(cid, circuit.edge_mask, circuit.edge_scores)):
+            _insert_items(conn, edges_t, rows)
 
     @staticmethod
     def _circuit_row(c: Circuit) -> dict:

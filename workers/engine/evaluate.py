@@ -48,7 +48,7 @@ class Curve:
     cmd: float
 
 
-def _chunk(engine: PatchingEngine) -> int:
+def masks_per_run(engine: PatchingEngine) -> int:
     """How many edge masks fit one batched forward within the memory budget."""
     b, p = engine.batch.clean.shape
     per_mask = b * p * engine.n_sources * engine.model.shape.d_model * engine.model.dtype.itemsize * 3
@@ -66,7 +66,7 @@ def _budget(device: torch.device) -> int:
 def edge_metrics(engine: PatchingEngine, masks: np.ndarray) -> np.ndarray:
     """The metric of every edge mask (rows of ``masks``), batched within the memory budget."""
     out = []
-    chunk = _chunk(engine)
+    chunk = masks_per_run(engine)
     for start in range(0, len(masks), chunk):
         keep = torch.as_tensor(masks[start:start + chunk], dtype=torch.float32)
         out.append(engine.evaluate_edges(keep).cpu())

@@ -1,28 +1,34 @@
 """The discovery methods end to end: scores, circuits with provenance, and their evaluation.
 
-``discover`` runs node ablation backward search, EAP or EAP-IG on one batch and returns the
-catalogue's circuits: node circuits at each performance level (ablation), or edge circuits
-at each target faithfulness (or the top-n edges), pruned to input->logits paths, each with its
-faithfulness in the provenance, and in ``annotations["evaluation"]`` the metric of the full model
-and of the empty circuit and, for edge methods, both faithfulness curves (signed and absolute
-ranking); CPR and CMD also sit in the params.
+``discover`` runs one registered method (``METHODS``) on one batch and returns the catalogue's
+circuits: node circuits at each performance level (ablation); edge circuits at each target
+faithfulness, or the top-n edges (EAP, EAP-IG); the circuit a path method builds (path patching,
+IPE). Edge circuits are pruned to input->logits paths; each carries its faithfulness in the
+provenance, and in ``annotations["evaluation"]`` the metric of the full model and of the empty
+circuit and both faithfulness curves (signed and absolute ranking of its edge scores); CPR and CMD
+also sit in the params. Path methods add what they found in ``annotations`` (rounds, paths).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from service.circuit import Circuit, Provenance
+from service.jobs.spec import PathSearch
+from service.progress import Progress, silent
 from service.tasks import family_of
 from service.types import Ablation, Method
 from workers.engine.attribution import edge_attribution
 from workers.engine.evaluate import Baselines, Curve, EdgeEvaluator, faithfulness_curve
+from workers.engine.ipe import PathScorer, path_circuit, search_paths
 from workers.engine.node_search import DEFAULT_LEVELS, check_levels, node_search
 from workers.engine.patching import PatchingEngine
+from workers.engine.path_patching import path_patching
 from workers.engine.select import importance, prune, smallest_sizes, top_n
 from workers.models import LoadedModel
 from workers.tasks import Metric
@@ -48,6 +54,7 @@ class RunSpec:
     seed: int = 0
     model_source: str | None = None
     """the local directory the weights were read from, kept as provenance only"""
+    paths: PathSearch = field(default_factory=PathSearch)
 
     def params(self) -> dict[str, Any]:
         """The parameters recorded in each circuit's provenance."""
@@ -57,8 +64,18 @@ class RunSpec:
             out["model_source"] = self.model_source
         if self.method is Method.ABLATION:
             return out | {"orders": list(self.orders)}
+        if self.method.searches_paths:
+            return out | self._path_params()
         out |= {"absolute": self.absolute}
         return out | ({"ig_steps": self.ig_steps} if self.method is Method.EAP_IG else {})
+
+    def _path_params(self) -> dict[str, Any]:
+        p = self.paths
+        out: dict[str, Any] = {"min_effect": p.min_effect, "relative": p.relative}
+        if self.method is Method.PATH_PATCHING:
+            return out | {"receivers": list(p.receivers)}
+        out |= {"search": p.search.value, "width": p.width, "max_paths": p.max_paths, "time_budget_s": p.time_budget_s}
+        return out | ({"recheck": p.recheck} if self.method is Method.IPE_APPROX else {})
 
 
 @dataclass(frozen=True)
@@ -75,17 +92,15 @@ def _provenance(spec: RunSpec, faithfulness: float, extra: dict[str, Any]) -> Pr
                       params=spec.params() | extra, metric=spec.metric.value, faithfulness=faithfulness)
 
 
-def discover(model: LoadedModel, batch: TaskBatch, spec: RunSpec,
-             tick: Callable[[], None] = lambda: None) -> DiscoveryRun:
+def discover(model: LoadedModel, batch: TaskBatch, spec: RunSpec, progress: Progress = silent) -> DiscoveryRun:
     """Run ``spec.method`` on ``batch`` and return its circuits."""
     engine = PatchingEngine(model, batch, spec.ablation, spec.metric, spec.per_position)
-    if spec.method is Method.ABLATION:
-        return _ablation(engine, spec, tick)
-    return _edges(engine, spec, tick)
+    return METHODS[spec.method](engine, spec, progress)
 
 
-def _ablation(engine: PatchingEngine, spec: RunSpec, tick: Callable[[], None]) -> DiscoveryRun:
-    result = node_search(engine, spec.levels, spec.orders, tick=tick)
+def _ablation(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
+    tried = itertools.count(1)
+    result = node_search(engine, spec.levels, spec.orders, tick=lambda: progress(next(tried), None, "sweep"))
     graph = engine.layout.graph
     circuits = []
     for i, level in enumerate(result.levels):
@@ -100,24 +115,80 @@ def _ablation(engine: PatchingEngine, spec: RunSpec, tick: Callable[[], None]) -
     return DiscoveryRun(spec, result.baselines, circuits)
 
 
-def _edges(engine: PatchingEngine, spec: RunSpec, tick: Callable[[], None]) -> DiscoveryRun:
+def _edges(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
     steps = spec.ig_steps if spec.method is Method.EAP_IG else 1
+    progress(0, 3, "scoring")
     scores = edge_attribution(engine, steps).numpy()
-    tick()
+    progress(1, 3, "faithfulness curves")
     evaluator = EdgeEvaluator(engine)
-    baselines = evaluator.baselines
-    curves = {"signed": faithfulness_curve(evaluator, importance(scores, spec.metric, absolute=False)),
-              "absolute": faithfulness_curve(evaluator, importance(scores, spec.metric, absolute=True))}
-    tick()
+    curves, evaluation = _curves(evaluator, scores, spec)
+    progress(2, 3, "circuits at each level")
     rank = importance(scores, spec.metric, spec.absolute)
     summary = {"cpr": curves["signed"].cpr, "cmd": curves["absolute"].cmd}
-    evaluation = {"full_metric": baselines.full, "empty_metric": baselines.empty,
-                  **{f"curve_{k}": asdict(c) for k, c in curves.items()}}
     picks = _pick(evaluator, rank, curves["absolute" if spec.absolute else "signed"], spec)
-    tick()
+    progress(3, 3, "done")
     evaluation["masks_evaluated"] = evaluator.evaluations
     circuits = [_edge_circuit(engine, spec, scores, mask, f, extra | summary, evaluation) for mask, f, extra in picks]
-    return DiscoveryRun(spec, baselines, circuits)
+    return DiscoveryRun(spec, evaluator.baselines, circuits)
+
+
+def _curves(evaluator: EdgeEvaluator, scores: np.ndarray, spec: RunSpec) -> tuple[dict[str, Curve], dict[str, Any]]:
+    """Both faithfulness curves of a score vector (unscored edges count as 0), and the evaluation record."""
+    filled = np.nan_to_num(scores, nan=0.0)
+    curves = {"signed": faithfulness_curve(evaluator, importance(filled, spec.metric, absolute=False)),
+              "absolute": faithfulness_curve(evaluator, importance(filled, spec.metric, absolute=True))}
+    base = evaluator.baselines
+    return curves, {"full_metric": base.full, "empty_metric": base.empty,
+                    **{f"curve_{k}": asdict(c) for k, c in curves.items()}}
+
+
+def _path_patching(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
+    evaluator = EdgeEvaluator(engine)
+    rounds = itertools.count(1)
+    result = path_patching(evaluator, spec.paths, tick=lambda msg: progress(next(rounds), None, msg))
+    span = evaluator.baselines.full - evaluator.baselines.empty
+    extra = {"rounds": len(result.rounds), "masks_evaluated": evaluator.evaluations}
+    found = {"rounds": [{k: list(v) if isinstance(v, tuple) else v for k, v in asdict(r).items()}
+                        for r in result.rounds]}
+    return _found_circuit(evaluator, spec, result.edge_mask, -span * result.edge_scores, -span * result.node_scores,
+                          extra, found)
+
+
+def _ipe(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
+    evaluator = EdgeEvaluator(engine)
+    scorer = PathScorer(engine, evaluator.baselines)
+    budget = spec.paths.max_paths
+
+    def tick(msg: str) -> None:
+        progress(min(int(msg.split(" ", 1)[0]), budget), budget, msg)
+
+    result = search_paths(scorer, spec.paths, spec.method is Method.IPE_APPROX, tick)
+    graph = engine.layout.graph
+    mask, scores = path_circuit(graph, result.paths)
+    counts = result.counts
+    extra = {"paths": len(result.paths), "stopped": result.stopped, "forward_passes": counts.forward,
+             "backward_passes": counts.backward, "partial_paths_expanded": counts.expanded}
+    listed = [{"edges": p.names(graph), "contribution": p.contribution} for p in result.paths]
+    found = {"paths": {"positive": [p for p in listed if p["contribution"] > 0],
+                       "negative": [p for p in listed if p["contribution"] <= 0]}}
+    span = evaluator.baselines.full - evaluator.baselines.empty
+    return _found_circuit(evaluator, spec, mask, -span * scores, np.full(graph.n_nodes, np.nan), extra, found)
+
+
+def _found_circuit(evaluator: EdgeEvaluator, spec: RunSpec, mask: np.ndarray, scores: np.ndarray,
+                   node_scores: np.ndarray, extra: dict[str, Any], found: dict[str, Any]) -> DiscoveryRun:
+    """The one circuit a path method built (pruned), with its faithfulness, curves, CPR and CMD.
+
+    Scores are metric changes when the edge (node) is ablated along its paths, EAP's sign convention.
+    """
+    graph = evaluator.engine.layout.graph
+    mask = prune(graph, mask)
+    curves, evaluation = _curves(evaluator, scores, spec)
+    f = float(evaluator.faithfulness(mask[None])[0])
+    summary = {"cpr": curves["signed"].cpr, "cmd": curves["absolute"].cmd}
+    circuit = _edge_circuit(evaluator.engine, spec, scores, mask, f, extra | summary, evaluation)
+    return DiscoveryRun(spec, evaluator.baselines, [replace(circuit, node_scores=node_scores,
+                                                            annotations=circuit.annotations | found)])
 
 
 def _pick(evaluator: EdgeEvaluator, rank: np.ndarray, curve: Curve,
@@ -145,6 +216,12 @@ def _edge_circuit(engine: PatchingEngine, spec: RunSpec, scores: np.ndarray, mas
     return Circuit(_provenance(spec, faithfulness, extra), engine.model.shape, node_mask=nodes,
                    node_scores=np.full(graph.n_nodes, np.nan), edge_mask=mask, edge_scores=scores.astype(np.float64),
                    annotations={"evaluation": evaluation})
+
+
+METHODS: dict[Method, Callable[[PatchingEngine, RunSpec, Progress], DiscoveryRun]] = {
+    Method.ABLATION: _ablation, Method.EAP: _edges, Method.EAP_IG: _edges,
+    Method.PATH_PATCHING: _path_patching, Method.IPE: _ipe, Method.IPE_APPROX: _ipe,
+}
 
 
 def levels_of(values: Sequence[float] | None) -> tuple[float, ...]:

@@ -170,24 +170,44 @@ class PatchingEngine:
         return self._final(hooks, m)
 
     @torch.no_grad()
-    def run_edges(self, keep: torch.Tensor) -> torch.Tensor:
-        """Final logits ``[mask, batch, vocab]`` with the edges where ``keep`` is 0 ablated."""
+    def run_edges(self, keep: torch.Tensor, reference: torch.Tensor | None = None,
+                  first: torch.Tensor | None = None) -> torch.Tensor:
+        """Final logits ``[mask, batch, vocab]`` with the edges where ``keep`` is 0 ablated.
+
+        A dropped edge carries its source's ``reference`` output (default: the ablated one; the clean
+        one freezes it instead). Sources where ``first`` ``[mask, source]`` is 1 emit their ablated output.
+        """
+        return self._final(self.edge_hooks(keep, reference, first), keep.shape[0])
+
+    def edge_hooks(self, keep: torch.Tensor, reference: torch.Tensor | None = None,
+                   first: torch.Tensor | None = None) -> list[Hook]:
+        """The hooks of a masked run (see ``run_edges``); differentiable when run with gradients on."""
         drop = 1 - keep.to(self.model.device, self.model.dtype)
-        m, (b, p), d = drop.shape[0], self.batch.clean.shape, self.model.shape.d_model
-        delta = torch.empty((m, self.n_sources, b, p, d), device=self.model.device, dtype=self.model.dtype)
-        hooks: list[Hook] = [(name, self._record(delta, sl)) for name, sl in source_hook_names(self.layout)]
+        m = drop.shape[0]
+        ref = self.ablated if reference is None else reference
+        emit = None if first is None else first.to(self.model.device, self.model.dtype)
+        delta = _Deltas(m, self.n_sources)
+        hooks: list[Hook] = [(name, self._source_hook(delta, sl, ref, emit)) for name, sl in
+                             source_hook_names(self.layout)]
         for slots in self.layout.layers:
             hooks += _layer_corrections(slots, drop, delta, self.model.shape.n_heads)
         logits = drop[:, self.layout.logits_start:]
         if logits.any():
             hooks.append((LOGITS_INPUT, _add_resid(delta, logits)))
-        return self._final(hooks, m)
+        return hooks
 
-    def _record(self, delta: torch.Tensor, sl: slice) -> Callable[..., None]:
-        m = delta.shape[0]
+    def _source_hook(self, delta: _Deltas, sl: slice, reference: torch.Tensor,
+                     emit: torch.Tensor | None) -> Callable[..., torch.Tensor | None]:
+        m = delta.m
+        patch = emit is not None and bool(emit[:, sl].any())
 
-        def hook(x: torch.Tensor, hook: object) -> None:
-            torch.sub(self.ablated[sl].unsqueeze(0), source_major(x, m), out=delta[:, sl])
+        def hook(x: torch.Tensor, hook: object) -> torch.Tensor | None:
+            cur = source_major(x, m)
+            if patch:
+                assert emit is not None
+                cur = cur + emit[:, sl].view(m, -1, 1, 1, 1) * (self.ablated[sl].unsqueeze(0) - cur)
+            delta.record(sl, reference[sl].unsqueeze(0), cur)
+            return hook_major(cur, x) if patch else None
         return hook
 
     def _final(self, hooks: list[Hook], m: int) -> torch.Tensor:
@@ -203,14 +223,41 @@ class PatchingEngine:
         return self.metric_of(self.run_nodes(keep))
 
 
-def _weighted(delta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+class _Deltas:
+    """``reference - current`` of every source ``[m, source, b, p, d]``, filled as sources fire.
+
+    Without gradients it is one preallocated buffer written in place; with gradients on, a list of
+    per-source tensors joined when read, so autograd sees no in-place writes.
+    """
+
+    def __init__(self, m: int, n_sources: int):
+        self.m, self.n_sources = m, n_sources
+        self.buffer: torch.Tensor | None = None
+        self.parts: list[torch.Tensor] = []
+
+    def record(self, sl: slice, reference: torch.Tensor, current: torch.Tensor) -> None:
+        if torch.is_grad_enabled():
+            self.parts.append(reference - current)
+            return
+        if self.buffer is None:
+            self.buffer = current.new_empty((self.m, self.n_sources, *current.shape[2:]))
+        torch.sub(reference, current, out=self.buffer[:, sl])
+
+    def upto(self, n: int) -> torch.Tensor:
+        """The first ``n`` sources' deltas ``[m, n, b, p, d]``."""
+        if self.buffer is not None:
+            return self.buffer[:, :n]
+        return torch.cat(self.parts, 1)[:, :n]
+
+
+def _weighted(delta: _Deltas, w: torch.Tensor) -> torch.Tensor:
     """``sum_s w[m, r, s] * delta[m, s]`` -> ``[m, r, b, p, d]`` as one batched matrix product."""
     m, n = w.shape[0], w.shape[2]
-    rest = delta.shape[2:]
-    return torch.matmul(w, delta[:, :n].reshape(m, n, -1)).view(m, w.shape[1], *rest)
+    d = delta.upto(n)
+    return torch.matmul(w, d.reshape(m, n, -1)).view(m, w.shape[1], *d.shape[2:])
 
 
-def _layer_corrections(slots: LayerSlots, drop: torch.Tensor, delta: torch.Tensor, n_heads: int) -> list[Hook]:
+def _layer_corrections(slots: LayerSlots, drop: torch.Tensor, delta: _Deltas, n_heads: int) -> list[Hook]:
     """Hooks for one layer: q/k/v of all heads from one product (computed at the first port hook), the MLP."""
     m, s = drop.shape[0], slots.n_attn_sources
     attn = drop[:, slots.attn_start:slots.mlp_start].view(m, n_heads, 3, s).transpose(1, 2).reshape(m, 3 * n_heads, s)
@@ -221,7 +268,8 @@ def _layer_corrections(slots: LayerSlots, drop: torch.Tensor, delta: torch.Tenso
         def port_hook(i: int) -> Callable[..., torch.Tensor]:
             def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
                 if "c" not in cache:
-                    cache["c"] = _weighted(delta, attn).view(m, 3, n_heads, *delta.shape[2:])
+                    w = _weighted(delta, attn)
+                    cache["c"] = w.view(m, 3, n_heads, *w.shape[2:])
                 return x + hook_major(cache["c"][:, i], x)
             return hook
         hooks += [(input_hook(slots.layer, p), port_hook(i)) for i, p in enumerate(PORTS)]
@@ -231,7 +279,7 @@ def _layer_corrections(slots: LayerSlots, drop: torch.Tensor, delta: torch.Tenso
     return hooks
 
 
-def _add_resid(delta: torch.Tensor, w: torch.Tensor) -> Callable[..., torch.Tensor]:
+def _add_resid(delta: _Deltas, w: torch.Tensor) -> Callable[..., torch.Tensor]:
     """Hook adding ``sum_s w[m, s] * delta[m, s]`` to a residual input ``[m*b, p, d]``."""
     def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
         return x + hook_major(_weighted(delta, w[:, None]), x)

@@ -21,7 +21,6 @@ from service.errors import CatalogueError
 from service.jobs.client import job_client
 from service.jobs.store import JobFilter, JobStatus
 from service.progress import console_progress
-from service.types import Ablation
 from workers import spec_options as opts
 
 WAIT_POLL_S = 0.2
@@ -38,20 +37,16 @@ def need_worker(as_json: bool) -> None:
 
 
 @app.command()
+@opts.spec_command
 def submit(
-    model: opts.ModelOpt, task: opts.TaskOpt, method: opts.MethodOpt, threshold: opts.ThresholdOpt = None,
-    ablation: opts.AblationOpt = Ablation.RESAMPLE, per_position: opts.PerPositionOpt = False,
-    metric: opts.MetricOpt = None, top_n: opts.TopNOpt = None, signed: opts.SignedOpt = False,
-    ig_steps: opts.IgStepsOpt = 5, order: opts.OrderOpt = None, n: opts.NOpt = 64, seed: int = 0,
-    dtype: opts.DtypeOpt = "float32",
+    model: opts.ModelOpt, task: opts.TaskOpt, method: opts.MethodOpt, options: dict[str, Any],
     force: Annotated[bool, typer.Option(help="a new job even if an identical spec already has one")] = False,
     wait: Annotated[bool, typer.Option(help="wait for the job, with a progress bar")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a discovery job (the options of ``circat discover``); print its id."""
     try:
-        spec = opts.make_spec(model, task, method, threshold, ablation, per_position, metric, top_n, signed, ig_steps,
-                         order, n, seed, dtype)
+        spec = opts.make_spec(model, task, method, options)
         job = job_client().submit(spec, force)
     except (CatalogueError, ValueError, OSError) as exc:
         fail(exc, as_json)

@@ -1,0 +1,97 @@
+"""Path methods benchmark: exact versus derivative-approximated IPE, and one path-patching build.
+
+IPE: both variants search best-first for the same number of complete paths; the table gives wall
+time, model evaluations (path runs forward plus partial paths differentiated), and how far the
+approximated top paths agree with the exact ones (the share of exact top paths found, and the
+Jaccard overlap of the two path sets' edges). Path patching: wall time of one full iterative build
+over (components x one plain forward of the same batch). Run with
+scripts/bench.sh paths [--model toy] [--task ioi] [--n 16] [--paths 100] [--recheck 2 8].
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from service.jobs.spec import PathSearch
+from service.types import Ablation, Search
+from workers.engine.evaluate import EdgeEvaluator
+from workers.engine.ipe import IpeResult, PathScorer, path_circuit, search_paths
+from workers.engine.patching import PatchingEngine, last_logits
+from workers.engine.path_patching import path_patching
+from workers.models import load_model
+from workers.tasks import get_task
+from workers.tasks.encode import encode
+from workers.tasks.render import for_tokenizer
+
+
+def ipe_run(engine: PatchingEngine, search: PathSearch, approximate: bool) -> tuple[IpeResult, float]:
+    scorer = PathScorer(engine, EdgeEvaluator(engine).baselines)
+    start = time.perf_counter()
+    result = search_paths(scorer, search, approximate)
+    return result, time.perf_counter() - start
+
+
+def forward_seconds(engine: PatchingEngine, repeats: int = 3) -> float:
+    """One plain forward of the batch (last-position logits, as the engine's runs), best of ``repeats``."""
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            last_logits(engine.model, engine.batch.clean, [], engine.batch.lengths)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="toy")
+    parser.add_argument("--task", default="ioi")
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--paths", type=int, default=100)
+    parser.add_argument("--min-effect", type=float, default=1e-4)
+    parser.add_argument("--recheck", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model = load_model(args.model, args.device)
+    batch = encode(for_tokenizer(get_task(args.task), model.tokenizer).examples(args.n, seed=0), model.tokenizer)
+    engine = PatchingEngine(model, batch, Ablation.RESAMPLE)
+    graph = engine.layout.graph
+    console = Console(width=160)
+    table = Table("variant", "wall s", "forward", "backward", "evaluations", "x fewer", "top paths shared",
+                  "edge Jaccard", "paths", title=f"IPE best-first, top {args.paths} paths: {model.name} / {args.task}, "
+                                                 f"n={len(batch)}, {engine.model.device}")
+    base = PathSearch(min_effect=args.min_effect, search=Search.BEST_FIRST, max_paths=args.paths)
+    exact, wall = ipe_run(engine, base, False)
+    exact_paths = {p.edges for p in exact.paths}
+    exact_edges = path_circuit(graph, exact.paths)[0]
+    table.add_row("exact", f"{wall:.1f}", str(exact.counts.forward), "0", str(exact.counts.total), "1.0", "-", "-",
+                  str(len(exact.paths)))
+    for k in args.recheck:
+        approx, wall = ipe_run(engine, base.model_copy(update={"recheck": k}), True)
+        edges = path_circuit(graph, approx.paths)[0]
+        jaccard = (edges & exact_edges).sum() / max(1, (edges | exact_edges).sum())
+        shared = len(exact_paths & {p.edges for p in approx.paths}) / max(1, len(exact_paths))
+        table.add_row(f"approx, recheck {k}", f"{wall:.1f}", str(approx.counts.forward), str(approx.counts.backward),
+                      str(approx.counts.total), f"{exact.counts.total / max(1, approx.counts.total):.1f}",
+                      f"{shared:.0%}", f"{jaccard:.0%}", str(len(approx.paths)))
+    console.print(table)
+    evaluator = EdgeEvaluator(engine)
+    start = time.perf_counter()
+    built = path_patching(evaluator, PathSearch())
+    wall = time.perf_counter() - start
+    fwd = forward_seconds(engine)
+    components = int(graph.component_mask.sum())
+    console.print(f"path patching: {len(built.rounds)} rounds, {evaluator.evaluations} masks, {wall:.1f} s; "
+                  f"one forward {fwd * 1000:.1f} ms; build / (components x forward) = {wall / (components * fwd):.1f} "
+                  f"({components} components)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""IPE, Isolating Path Effects: whole paths from the embeddings to the logits, searched backwards.
+
+A path is a chain of edges from its first node to the logits. Its contribution: the first node
+emits a message (clean minus ablated output: zero ablation emits the clean output, resample the
+clean-minus-counterfactual difference) along its first edge only; each node on the path reruns its
+norm and module with the message arriving on its path input (attention keeps the clean pattern for
+a value message and recomputes it for a query or key message), every other input clean, and the
+difference of its output is the next message; the last one is removed from the final residual and
+the metric read. On the fast engine that is one masked run: the path's edges kept, every other
+edge frozen at its source's clean output, the first node patched. Contributions are fractions of
+``m(full) - m(empty)``, positive where the path supports the answer.
+
+A partial path (first node ``s``) is continued by every edge into ``s``'s inputs. ``exact`` scores
+each continuation by its own run; ``approx`` (seed 001) scores them all at once from the gradient
+of the partial path's metric with respect to ``s``'s inputs, ``c(u -> P) ~ grad . (clean_u -
+ablated_u) / span`` (one backward pass per partial path), then re-checks the ``recheck`` best
+exactly. Strategies: ``bfs`` extends every partial path passing the threshold depth by depth (the
+``width`` best per depth); ``best-first`` extends the partial path of largest |contribution| first.
+Both stop at ``max_paths`` complete paths or the time budget.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from service.graph import ModelGraph
+from service.jobs.spec import PathSearch
+from service.types import Port, Search
+from workers.engine.evaluate import Baselines, masks_per_run
+from workers.engine.patching import LOGITS_INPUT, PatchingEngine, input_hook, last_logits
+from workers.engine.path_patching import input_slots, passing
+
+ALL_PORTS = ("q", "k", "v", "mlp")
+PartialPath = tuple[int, ...]
+"""edge indices from the path's first node to the logits; empty: the logits alone"""
+
+
+@dataclass(frozen=True)
+class FoundPath:
+    """A complete path (``input`` to ``logits``) and its contribution."""
+
+    edges: tuple[int, ...]
+    contribution: float
+
+    def names(self, graph: ModelGraph) -> list[str]:
+        return [graph.edge_name(e) for e in self.edges]
+
+
+@dataclass
+class Counts:
+    """Model evaluations spent: one per path run forward, one per partial path differentiated."""
+
+    forward: int = 0
+    backward: int = 0
+    expanded: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.forward + self.backward
+
+
+@dataclass(frozen=True)
+class IpeResult:
+    """The complete paths found (largest |contribution| first), what they cost, and why the search ended."""
+
+    paths: tuple[FoundPath, ...]
+    counts: Counts
+    stopped: str
+
+
+@dataclass
+class PathScorer:
+    """Exact and derivative-based path contributions on one engine."""
+
+    engine: PatchingEngine
+    baselines: Baselines
+    counts: Counts = field(default_factory=Counts)
+
+    @property
+    def graph(self) -> ModelGraph:
+        return self.engine.layout.graph
+
+    @property
+    def span(self) -> float:
+        return self.baselines.full - self.baselines.empty
+
+    def first_node(self, path: PartialPath) -> int:
+        return int(self.graph.edge_src[path[0]]) if path else self.graph.n_nodes - 1
+
+    def continuations(self, path: PartialPath) -> list[PartialPath]:
+        """Every one-edge extension of ``path`` at its first node (none once it starts at ``input``)."""
+        g = self.graph
+        first = self.first_node(path)
+        slots = [g.slot_of[("logits", Port.LOGITS)]] if not path else input_slots(g, first, ALL_PORTS)
+        return [(int(g.slot_start[slot]) + u, *path) for slot in slots for u in range(g.dests[slot].n_sources)]
+
+    def _masks(self, paths: Sequence[PartialPath]) -> tuple[torch.Tensor, torch.Tensor]:
+        keep = torch.zeros((len(paths), self.graph.n_edges))
+        first = torch.zeros((len(paths), self.engine.n_sources))
+        for i, p in enumerate(paths):
+            keep[i, list(p)] = 1
+            if p:
+                first[i, self.first_node(p)] = 1
+        return keep, first
+
+    def exact(self, paths: Sequence[PartialPath]) -> np.ndarray:
+        """Contribution of each path: one masked run each, batched within the memory budget."""
+        out = []
+        chunk = masks_per_run(self.engine)
+        for start in range(0, len(paths), chunk):
+            keep, first = self._masks(paths[start:start + chunk])
+            final = self.engine.run_edges(keep, self.engine.clean_out, first)
+            out.append(self.engine.metric_of(final).double().cpu())
+        self.counts.forward += len(paths)
+        metric = torch.cat(out).numpy() if out else np.zeros(0)
+        return (self.baselines.full - metric) / self.span
+
+    def approx(self, paths: Sequence[PartialPath]) -> list[tuple[list[PartialPath], np.ndarray]]:
+        """For each partial path, its continuations and their derivative-based contributions."""
+        out = []
+        chunk = max(1, masks_per_run(self.engine) // 2)
+        for start in range(0, len(paths), chunk):
+            out += self._approx(paths[start:start + chunk])
+        return out
+
+    def _approx(self, paths: Sequence[PartialPath]) -> list[tuple[list[PartialPath], np.ndarray]]:
+        engine, m = self.engine, len(paths)
+        keep, _ = self._masks(paths)
+        grads: dict[str, torch.Tensor] = {}
+        names = {self._port_hook(p, port) for p in paths for port in self._ports(p)}
+        with torch.enable_grad():
+            hooks = engine.edge_hooks(keep, engine.clean_out) + [(n, _capture(n, grads)) for n in sorted(names)]
+            final = last_logits(engine.model, engine.batch.clean.repeat(m, 1), hooks, engine.batch.lengths.repeat(m))
+            engine.metric_of(final.view(m, len(engine.batch), -1)).sum().backward()
+        self.counts.backward += m
+        b = len(engine.batch)
+        msg = (engine.clean_out - engine.ablated).reshape(engine.n_sources, -1)
+        results = []
+        for i, p in enumerate(paths):
+            conts, scores = [], []
+            for port in self._ports(p):
+                g = self._grad_of(grads[self._port_hook(p, port)][i * b:(i + 1) * b], p)
+                slot = self._slot(p, port)
+                n = self.graph.dests[slot].n_sources
+                conts += [(int(self.graph.slot_start[slot]) + u, *p) for u in range(n)]
+                scores.append((msg[:n] @ g.reshape(-1)).double().cpu())
+            results.append((conts, (torch.cat(scores).numpy() / self.span)))
+        return results
+
+    def _ports(self, path: PartialPath) -> list[Port]:
+        if not path:
+            return [Port.LOGITS]
+        slots = input_slots(self.graph, self.first_node(path), ALL_PORTS)
+        return [self.graph.dests[s].port for s in slots]
+
+    def _slot(self, path: PartialPath, port: Port) -> int:
+        node = self.graph.nodes[self.first_node(path)]
+        return self.graph.slot_of[(node.name, port)]
+
+    def _port_hook(self, path: PartialPath, port: Port) -> str:
+        if port is Port.LOGITS:
+            return LOGITS_INPUT
+        node = self.graph.nodes[self.first_node(path)]
+        assert node.layer is not None
+        return input_hook(node.layer, port.value)
+
+    def _grad_of(self, g: torch.Tensor, path: PartialPath) -> torch.Tensor:
+        """The gradient ``[b, p, d]`` at the first node's own input (a head's slice of a per-head input)."""
+        if g.dim() == 4:
+            head = self.graph.nodes[self.first_node(path)].head
+            return g[:, :, head]
+        return g
+
+
+def _capture(name: str, grads: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A hook keeping the metric's gradient at this input (the graph above it left whole)."""
+    def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
+        mine = (x if x.requires_grad else x.detach().requires_grad_(True)).clone()
+        mine.register_hook(lambda g: grads.__setitem__(name, g.detach()))
+        return mine
+    return hook
+
+
+def search_paths(scorer: PathScorer, search: PathSearch, approximate: bool,
+                 tick: Callable[[str], None] = lambda _: None) -> IpeResult:
+    """Find complete paths by ``search.search`` (exact or derivative-scored continuations)."""
+    strategy = _bfs if search.search is Search.BFS else _best_first
+    found, stopped = strategy(scorer, search, approximate, tick)
+    paths = sorted(found, key=lambda p: (-abs(p.contribution), p.edges))[:search.max_paths]
+    return IpeResult(tuple(paths), scorer.counts, stopped)
+
+
+def _continue(scorer: PathScorer, partials: list[PartialPath], search: PathSearch,
+              approximate: bool) -> tuple[list[PartialPath], np.ndarray]:
+    """The continuations of ``partials`` worth keeping track of, with their exact contributions."""
+    scorer.counts.expanded += len(partials)
+    if not approximate:
+        conts = [c for p in partials for c in scorer.continuations(p)]
+        return conts, scorer.exact(conts)
+    chosen = []
+    for conts, est in scorer.approx(partials):
+        best = np.argsort(-np.abs(est), kind="stable")[:search.recheck]
+        chosen += [conts[i] for i in best]
+    return chosen, scorer.exact(chosen)
+
+
+class _Clock:
+    def __init__(self, search: PathSearch):
+        self.deadline = None if search.time_budget_s is None else time.monotonic() + search.time_budget_s
+
+    @property
+    def out(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
+def _bfs(scorer: PathScorer, search: PathSearch, approximate: bool,
+         tick: Callable[[str], None]) -> tuple[list[FoundPath], str]:
+    found: list[FoundPath] = []
+    frontier: list[PartialPath] = [()]
+    clock = _Clock(search)
+    while frontier:
+        if clock.out:
+            return found, "time budget"
+        conts, c = _continue(scorer, frontier, search, approximate)
+        ok = passing(c, search)
+        complete = np.array([scorer.first_node(p) == 0 for p in conts], dtype=bool)
+        found += [FoundPath(conts[i], float(c[i])) for i in np.flatnonzero(ok & complete)]
+        rest = np.flatnonzero(ok & ~complete)
+        rest = rest[np.argsort(-np.abs(c[rest]), kind="stable")][:search.width]
+        frontier = [conts[i] for i in rest]
+        tick(f"{len(found)} paths, {len(frontier)} partial, {scorer.counts.total} evaluations")
+        if len(found) >= search.max_paths:
+            return found, "max paths"
+    return found, "exhausted"
+
+
+def _best_first(scorer: PathScorer, search: PathSearch, approximate: bool,
+                tick: Callable[[str], None]) -> tuple[list[FoundPath], str]:
+    found: list[FoundPath] = []
+    order = itertools.count()
+    heap: list[tuple[float, int, PartialPath]] = [(-np.inf, next(order), ())]
+    largest = 0.0
+    clock = _Clock(search)
+    while heap:
+        if clock.out:
+            return found, "time budget"
+        _, _, partial = heapq.heappop(heap)
+        conts, c = _continue(scorer, [partial], search, approximate)
+        largest = max(largest, float(np.abs(c).max(initial=0.0)))
+        for i in np.flatnonzero(passing(c, search, largest)):
+            if scorer.first_node(conts[i]) == 0:
+                found.append(FoundPath(conts[i], float(c[i])))
+            else:
+                heapq.heappush(heap, (-abs(float(c[i])), next(order), conts[i]))
+        tick(f"{len(found)} paths, {len(heap)} partial, {scorer.counts.total} evaluations")
+        if len(found) >= search.max_paths:
+            return found, "max paths"
+    return found, "exhausted"
+
+
+def path_circuit(graph: ModelGraph, paths: Sequence[FoundPath]) -> tuple[np.ndarray, np.ndarray]:
+    """The union of the paths' edges, each scored by the summed contribution of the paths through it."""
+    mask = np.zeros(graph.n_edges, dtype=bool)
+    scores = np.zeros(graph.n_edges)
+    for p in paths:
+        idx = list(p.edges)
+        mask[idx] = True
+        scores[idx] += p.contribution
+    return mask, np.where(mask, scores, np.nan)
