@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.jobs.spec import DiscoverySpec, parse_task_lines
+from service.jobs.spec import DiscoverySpec, PathSearch, parse_task_lines
 from service.tasks import TASKS
 from service.types import Ablation, Method, Search
 
@@ -44,14 +44,17 @@ MaxPathsOpt = Annotated[int, typer.Option(min=1, help="ipe: complete paths to fi
 TimeBudgetOpt = Annotated[float | None, typer.Option(help="ipe: stop searching after this many seconds")]
 RecheckOpt = Annotated[int, typer.Option(min=1, help="ipe-approx: best derivative-scored continuations re-checked")]
 
+_PATHS = PathSearch()
+"""the path options' defaults: an option at its default is not written into the spec"""
+
 SPEC_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("threshold", ThresholdOpt, None), ("ablation", AblationOpt, Ablation.RESAMPLE),
     ("per_position", PerPositionOpt, False), ("metric", MetricOpt, None), ("top_n", TopNOpt, None),
     ("signed", SignedOpt, False), ("ig_steps", IgStepsOpt, 5), ("order", OrderOpt, None), ("n", NOpt, 64),
     ("seed", int, 0), ("dtype", DtypeOpt, "float32"), ("min_effect", MinEffectOpt, None),
-    ("relative", RelativeOpt, False), ("receivers", ReceiversOpt, None), ("search", SearchOpt, Search.BFS),
-    ("width", WidthOpt, None), ("max_paths", MaxPathsOpt, 100), ("time_budget", TimeBudgetOpt, None),
-    ("recheck", RecheckOpt, 8),
+    ("relative", RelativeOpt, False), ("receivers", ReceiversOpt, None), ("search", SearchOpt, _PATHS.search),
+    ("width", WidthOpt, None), ("max_paths", MaxPathsOpt, _PATHS.max_paths), ("time_budget", TimeBudgetOpt, None),
+    ("recheck", RecheckOpt, _PATHS.recheck),
 )
 """every option after MODEL, TASK and METHOD: name, annotation, default"""
 
@@ -96,9 +99,9 @@ def _paths(method: Method, o: dict[str, Any]) -> dict[str, Any] | None:
     """The path options given (``None`` for other methods, refused there when any is set)."""
     given = {"min_effect": o["min_effect"], "relative": o["relative"] or None,
              "receivers": tuple(o["receivers"]) if o["receivers"] else None,
-             "search": o["search"] if o["search"] is not Search.BFS else None, "width": o["width"],
-             "max_paths": o["max_paths"] if o["max_paths"] != 100 else None, "time_budget_s": o["time_budget"],
-             "recheck": o["recheck"] if o["recheck"] != 8 else None}
+             "search": o["search"] if o["search"] is not _PATHS.search else None, "width": o["width"],
+             "max_paths": o["max_paths"] if o["max_paths"] != _PATHS.max_paths else None,
+             "time_budget_s": o["time_budget"], "recheck": o["recheck"] if o["recheck"] != _PATHS.recheck else None}
     given = {k: v for k, v in given.items() if v is not None}
     if not Method(method).searches_paths:
         if given:

@@ -94,12 +94,16 @@ class PathScorer:
     def first_node(self, path: PartialPath) -> int:
         return int(self.graph.edge_src[path[0]]) if path else self.graph.n_nodes - 1
 
+    def slots(self, path: PartialPath) -> list[int]:
+        """The destination slots a path can be continued into: its first node's inputs (the logits' when empty)."""
+        g = self.graph
+        return [g.slot_of[("logits", Port.LOGITS)]] if not path else input_slots(g, self.first_node(path), ALL_PORTS)
+
     def continuations(self, path: PartialPath) -> list[PartialPath]:
         """Every one-edge extension of ``path`` at its first node (none once it starts at ``input``)."""
         g = self.graph
-        first = self.first_node(path)
-        slots = [g.slot_of[("logits", Port.LOGITS)]] if not path else input_slots(g, first, ALL_PORTS)
-        return [(int(g.slot_start[slot]) + u, *path) for slot in slots for u in range(g.dests[slot].n_sources)]
+        return [(int(g.slot_start[slot]) + u, *path)
+                for slot in self.slots(path) for u in range(g.dests[slot].n_sources)]
 
     def _masks(self, paths: Sequence[PartialPath]) -> tuple[torch.Tensor, torch.Tensor]:
         keep = torch.zeros((len(paths), self.graph.n_edges))
@@ -134,7 +138,7 @@ class PathScorer:
         engine, m = self.engine, len(paths)
         keep, _ = self._masks(paths)
         grads: dict[str, torch.Tensor] = {}
-        names = {self._port_hook(p, port) for p in paths for port in self._ports(p)}
+        names = {_slot_hook(self.graph, slot) for p in paths for slot in self.slots(p)}
         with torch.enable_grad():
             hooks = engine.edge_hooks(keep, engine.clean_out) + [(n, _capture(n, grads)) for n in sorted(names)]
             final = last_logits(engine.model, engine.batch.clean.repeat(m, 1), hooks, engine.batch.lengths.repeat(m))
@@ -144,39 +148,23 @@ class PathScorer:
         msg = (engine.clean_out - engine.ablated).reshape(engine.n_sources, -1)
         results = []
         for i, p in enumerate(paths):
-            conts, scores = [], []
-            for port in self._ports(p):
-                g = self._grad_of(grads[self._port_hook(p, port)][i * b:(i + 1) * b], p)
-                slot = self._slot(p, port)
-                n = self.graph.dests[slot].n_sources
-                conts += [(int(self.graph.slot_start[slot]) + u, *p) for u in range(n)]
-                scores.append((msg[:n] @ g.reshape(-1)).double().cpu())
-            results.append((conts, (torch.cat(scores).numpy() / self.span)))
+            scores = []
+            for slot in self.slots(p):
+                dest = self.graph.dests[slot]
+                g = grads[_slot_hook(self.graph, slot)][i * b:(i + 1) * b]
+                g = g[:, :, dest.node.head] if g.dim() == 4 else g  # a head's slice of a per-head input
+                scores.append((msg[:dest.n_sources] @ g.reshape(-1)).double().cpu())
+            results.append((self.continuations(p), torch.cat(scores).numpy() / self.span))
         return results
 
-    def _ports(self, path: PartialPath) -> list[Port]:
-        if not path:
-            return [Port.LOGITS]
-        slots = input_slots(self.graph, self.first_node(path), ALL_PORTS)
-        return [self.graph.dests[s].port for s in slots]
 
-    def _slot(self, path: PartialPath, port: Port) -> int:
-        node = self.graph.nodes[self.first_node(path)]
-        return self.graph.slot_of[(node.name, port)]
-
-    def _port_hook(self, path: PartialPath, port: Port) -> str:
-        if port is Port.LOGITS:
-            return LOGITS_INPUT
-        node = self.graph.nodes[self.first_node(path)]
-        assert node.layer is not None
-        return input_hook(node.layer, port.value)
-
-    def _grad_of(self, g: torch.Tensor, path: PartialPath) -> torch.Tensor:
-        """The gradient ``[b, p, d]`` at the first node's own input (a head's slice of a per-head input)."""
-        if g.dim() == 4:
-            head = self.graph.nodes[self.first_node(path)].head
-            return g[:, :, head]
-        return g
+def _slot_hook(graph: ModelGraph, slot: int) -> str:
+    """The hook name of a destination slot's input."""
+    dest = graph.dests[slot]
+    if dest.port is Port.LOGITS:
+        return LOGITS_INPUT
+    assert dest.node.layer is not None
+    return input_hook(dest.node.layer, dest.port.value)
 
 
 def _capture(name: str, grads: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -189,8 +177,9 @@ def _capture(name: str, grads: dict[str, torch.Tensor]) -> Callable[..., torch.T
 
 
 def search_paths(scorer: PathScorer, search: PathSearch, approximate: bool,
-                 tick: Callable[[str], None] = lambda _: None) -> IpeResult:
-    """Find complete paths by ``search.search`` (exact or derivative-scored continuations)."""
+                 tick: Callable[[int, str], None] = lambda _n, _m: None) -> IpeResult:
+    """Find complete paths by ``search.search`` (exact or derivative-scored continuations);
+    ``tick(paths found, message)`` after each step."""
     strategy = _bfs if search.search is Search.BFS else _best_first
     found, stopped = strategy(scorer, search, approximate, tick)
     paths = sorted(found, key=lambda p: (-abs(p.contribution), p.edges))[:search.max_paths]
@@ -221,7 +210,7 @@ class _Clock:
 
 
 def _bfs(scorer: PathScorer, search: PathSearch, approximate: bool,
-         tick: Callable[[str], None]) -> tuple[list[FoundPath], str]:
+         tick: Callable[[int, str], None]) -> tuple[list[FoundPath], str]:
     found: list[FoundPath] = []
     frontier: list[PartialPath] = [()]
     clock = _Clock(search)
@@ -235,14 +224,14 @@ def _bfs(scorer: PathScorer, search: PathSearch, approximate: bool,
         rest = np.flatnonzero(ok & ~complete)
         rest = rest[np.argsort(-np.abs(c[rest]), kind="stable")][:search.width]
         frontier = [conts[i] for i in rest]
-        tick(f"{len(found)} paths, {len(frontier)} partial, {scorer.counts.total} evaluations")
+        tick(len(found), f"{len(found)} paths, {len(frontier)} partial, {scorer.counts.total} evaluations")
         if len(found) >= search.max_paths:
             return found, "max paths"
     return found, "exhausted"
 
 
 def _best_first(scorer: PathScorer, search: PathSearch, approximate: bool,
-                tick: Callable[[str], None]) -> tuple[list[FoundPath], str]:
+                tick: Callable[[int, str], None]) -> tuple[list[FoundPath], str]:
     found: list[FoundPath] = []
     order = itertools.count()
     heap: list[tuple[float, int, PartialPath]] = [(-np.inf, next(order), ())]
@@ -259,7 +248,7 @@ def _best_first(scorer: PathScorer, search: PathSearch, approximate: bool,
                 found.append(FoundPath(conts[i], float(c[i])))
             else:
                 heapq.heappush(heap, (-abs(float(c[i])), next(order), conts[i]))
-        tick(f"{len(found)} paths, {len(heap)} partial, {scorer.counts.total} evaluations")
+        tick(len(found), f"{len(found)} paths, {len(heap)} partial, {scorer.counts.total} evaluations")
         if len(found) >= search.max_paths:
             return found, "max paths"
     return found, "exhausted"

@@ -158,11 +158,8 @@ def _ipe(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> Discovery
     evaluator = EdgeEvaluator(engine)
     scorer = PathScorer(engine, evaluator.baselines)
     budget = spec.paths.max_paths
-
-    def tick(msg: str) -> None:
-        progress(min(int(msg.split(" ", 1)[0]), budget), budget, msg)
-
-    result = search_paths(scorer, spec.paths, spec.method is Method.IPE_APPROX, tick)
+    result = search_paths(scorer, spec.paths, spec.method is Method.IPE_APPROX,
+                          lambda found, msg: progress(min(found, budget), budget, msg))
     graph = engine.layout.graph
     mask, scores = path_circuit(graph, result.paths)
     counts = result.counts
