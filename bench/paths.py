@@ -2,10 +2,11 @@
 
 IPE: both variants search best-first for the same number of complete paths; the table gives wall
 time, model evaluations (path runs forward plus partial paths differentiated), and how far the
-approximated top paths agree with the exact ones (the share of exact top paths found, and the
-Jaccard overlap of the two path sets' edges). Path patching: wall time of one full iterative build
+approximated top paths agree with the exact ones, compared at equal size (as many approximated
+top paths as the exact search found: the share of exact paths among them, and the Jaccard overlap
+of the two path sets' edges). Path patching: wall time of one full iterative build
 over (components x one plain forward of the same batch). Run with
-scripts/bench.sh paths [--model toy] [--task ioi] [--n 16] [--paths 100] [--recheck 2 8].
+scripts/bench.sh paths [--model toy] [--task ioi] [--n 16] [--paths 100] [--recheck 1 8] [--time-budget S].
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--paths", type=int, default=100)
     parser.add_argument("--min-effect", type=float, default=1e-4)
-    parser.add_argument("--recheck", type=int, nargs="+", default=[2, 8])
+    parser.add_argument("--recheck", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--time-budget", type=float, default=None, help="seconds each search may take at most")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,23 +66,30 @@ def main() -> None:
     engine = PatchingEngine(model, batch, Ablation.RESAMPLE)
     graph = engine.layout.graph
     console = Console(width=160)
+    title = f"IPE best-first, top {args.paths} paths: {model.name} / {args.task}, n={len(batch)}, {engine.model.device}"
     table = Table("variant", "wall s", "forward", "backward", "evaluations", "x fewer", "top paths shared",
-                  "edge Jaccard", "paths", title=f"IPE best-first, top {args.paths} paths: {model.name} / {args.task}, "
-                                                 f"n={len(batch)}, {engine.model.device}")
-    base = PathSearch(min_effect=args.min_effect, search=Search.BEST_FIRST, max_paths=args.paths)
+                  "edge Jaccard", "paths", "stopped", title=title)
+    base = PathSearch(min_effect=args.min_effect, search=Search.BEST_FIRST, max_paths=args.paths,
+                      time_budget_s=args.time_budget)
     exact, wall = ipe_run(engine, base, False)
     exact_paths = {p.edges for p in exact.paths}
     exact_edges = path_circuit(graph, exact.paths)[0]
     table.add_row("exact", f"{wall:.1f}", str(exact.counts.forward), "0", str(exact.counts.total), "1.0", "-", "-",
-                  str(len(exact.paths)))
+                  str(len(exact.paths)), exact.stopped)
+    console.print(f"exact: {wall:.1f} s, {exact.counts.total} evaluations, {len(exact.paths)} paths ({exact.stopped})")
     for k in args.recheck:
         approx, wall = ipe_run(engine, base.model_copy(update={"recheck": k}), True)
-        edges = path_circuit(graph, approx.paths)[0]
+        top = approx.paths[:len(exact.paths)]  # compared at equal size: as many paths as the exact search found
+        edges = path_circuit(graph, top)[0]
         jaccard = (edges & exact_edges).sum() / max(1, (edges | exact_edges).sum())
-        shared = len(exact_paths & {p.edges for p in approx.paths}) / max(1, len(exact_paths))
+        shared = len(exact_paths & {p.edges for p in top}) / max(1, len(exact_paths))
+        ratio = exact.counts.total / max(1, approx.counts.total)
         table.add_row(f"approx, recheck {k}", f"{wall:.1f}", str(approx.counts.forward), str(approx.counts.backward),
-                      str(approx.counts.total), f"{exact.counts.total / max(1, approx.counts.total):.1f}",
-                      f"{shared:.0%}", f"{jaccard:.0%}", str(len(approx.paths)))
+                      str(approx.counts.total), f"{ratio:.1f}", f"{shared:.0%}", f"{jaccard:.0%}",
+                      str(len(approx.paths)), approx.stopped)
+        console.print(f"approx, recheck {k}: {wall:.1f} s, {approx.counts.total} evaluations, "
+                      f"{len(approx.paths)} paths ({approx.stopped}); its top {len(top)}: "
+                      f"{shared:.0%} of exact paths, edge Jaccard {jaccard:.0%}")
     console.print(table)
     evaluator = EdgeEvaluator(engine)
     start = time.perf_counter()

@@ -42,7 +42,7 @@ SearchOpt = Annotated[Search, typer.Option(help="ipe: bfs (threshold, width per 
 WidthOpt = Annotated[int | None, typer.Option(min=1, help="ipe: partial paths kept per depth")]
 MaxPathsOpt = Annotated[int, typer.Option(min=1, help="ipe: complete paths to find at most")]
 TimeBudgetOpt = Annotated[float | None, typer.Option(help="ipe: stop searching after this many seconds")]
-RecheckOpt = Annotated[int, typer.Option(min=1, help="ipe-approx: best derivative-scored continuations re-checked")]
+RecheckOpt = Annotated[int, typer.Option(min=1, help="ipe-approx: estimates re-checked exactly at a time")]
 
 _PATHS = PathSearch()
 """the path options' defaults: an option at its default is not written into the spec"""

@@ -101,7 +101,8 @@ class PathSearch(BaseModel):
     time_budget_s: float | None = Field(default=None, gt=0, le=7 * 86400, allow_inf_nan=False,
                                         description="IPE: stop searching after this many seconds")
     recheck: int = Field(default=8, ge=1, le=10_000,
-                         description="ipe-approx: best derivative-scored continuations re-checked exactly")
+                         description="ipe-approx: derivative-scored continuations re-checked exactly "
+                                     "(bfs: the best per partial path; best-first: per batch from the queue's top)")
 
     @field_validator("receivers")
     @classmethod

@@ -13,9 +13,14 @@ edge frozen at its source's clean output, the first node patched. Contributions 
 A partial path (first node ``s``) is continued by every edge into ``s``'s inputs. ``exact`` scores
 each continuation by its own run; ``approx`` (seed 001) scores them all at once from the gradient
 of the partial path's metric with respect to ``s``'s inputs, ``c(u -> P) ~ grad . (clean_u -
-ablated_u) / span`` (one backward pass per partial path), then re-checks the ``recheck`` best
-exactly. Strategies: ``bfs`` extends every partial path passing the threshold depth by depth (the
-``width`` best per depth); ``best-first`` extends the partial path of largest |contribution| first.
+ablated_u) / span`` (one backward pass per partial path). Strategies: ``bfs`` extends every partial
+path passing the threshold depth by depth (the ``width`` best per depth), the approximated variant
+re-checking exactly the ``recheck`` best continuations of each; ``best-first`` extends the partial
+or complete path of largest |contribution| first (a complete path is reported when it reaches the
+top of the queue, so paths come out largest first), and its approximated variant is lazy:
+continuations enter the queue with their derivative scores and are re-checked exactly only when
+they reach its top (the ``recheck`` best together), so a path is extended or reported only on its
+exact contribution.
 Both stop at ``max_paths`` complete paths or the time budget.
 """
 
@@ -232,26 +237,66 @@ def _bfs(scorer: PathScorer, search: PathSearch, approximate: bool,
 
 def _best_first(scorer: PathScorer, search: PathSearch, approximate: bool,
                 tick: Callable[[int, str], None]) -> tuple[list[FoundPath], str]:
+    queue = _Queue()
+    queue.push((), -np.inf, exact=True)
     found: list[FoundPath] = []
-    order = itertools.count()
-    heap: list[tuple[float, int, PartialPath]] = [(-np.inf, next(order), ())]
     largest = 0.0
     clock = _Clock(search)
-    while heap:
+    while queue:
         if clock.out:
             return found, "time budget"
-        _, _, partial = heapq.heappop(heap)
-        conts, c = _continue(scorer, [partial], search, approximate)
+        path, contribution, exact = queue.pop()
+        if exact and path and scorer.first_node(path) == 0:  # the largest left is complete: report it
+            found.append(FoundPath(path, contribution))
+            if len(found) >= search.max_paths:
+                return found, "max paths"
+            continue
+        if not exact:  # an estimate at the top: re-check it, with the next estimates, exactly
+            conts = [path, *queue.pop_estimated(search.recheck - 1)]
+            c = scorer.exact(conts)
+        elif approximate:  # extend by estimates only
+            _estimate(scorer, path, search, largest, queue)
+            conts, c = [], np.zeros(0)
+        else:
+            conts, c = _continue(scorer, [path], search, False)
         largest = max(largest, float(np.abs(c).max(initial=0.0)))
         for i in np.flatnonzero(passing(c, search, largest)):
-            if scorer.first_node(conts[i]) == 0:
-                found.append(FoundPath(conts[i], float(c[i])))
-            else:
-                heapq.heappush(heap, (-abs(float(c[i])), next(order), conts[i]))
-        tick(len(found), f"{len(found)} paths, {len(heap)} partial, {scorer.counts.total} evaluations")
-        if len(found) >= search.max_paths:
-            return found, "max paths"
+            queue.push(conts[i], float(c[i]), exact=True)
+        tick(len(found), f"{len(found)} paths, {len(queue)} queued, {scorer.counts.total} evaluations")
     return found, "exhausted"
+
+
+def _estimate(scorer: PathScorer, partial: PartialPath, search: PathSearch, largest: float, queue: _Queue) -> None:
+    """Queue the continuations of ``partial`` whose derivative-estimated contribution passes the threshold."""
+    scorer.counts.expanded += 1
+    (conts, est), = scorer.approx([partial])
+    for i in np.flatnonzero(passing(est, search, largest)):
+        queue.push(conts[i], float(est[i]), exact=False)
+
+
+class _Queue:
+    """Paths by largest |contribution| first, each contribution exact or derivative-estimated."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, PartialPath, float, bool]] = []
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, path: PartialPath, contribution: float, exact: bool) -> None:
+        heapq.heappush(self._heap, (-abs(contribution), next(self._order), path, contribution, exact))
+
+    def pop(self) -> tuple[PartialPath, float, bool]:
+        _, _, path, contribution, exact = heapq.heappop(self._heap)
+        return path, contribution, exact
+
+    def pop_estimated(self, at_most: int) -> list[PartialPath]:
+        """Up to ``at_most`` more estimated paths from the top, stopping at the first exact one."""
+        out = []
+        while self._heap and len(out) < at_most and not self._heap[0][4]:
+            out.append(heapq.heappop(self._heap)[2])
+        return out
 
 
 def path_circuit(graph: ModelGraph, paths: Sequence[FoundPath]) -> tuple[np.ndarray, np.ndarray]:
