@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,10 +101,22 @@ class SqliteStore(CircuitStore):
         meta.create_all(self.engine)
 
     def put_many(self, circuits: Sequence[Circuit]) -> list[str]:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             for c in circuits:
                 self._insert(conn, c)
         return [c.id for c in circuits]
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        """A transaction holding the write lock from its start (``BEGIN IMMEDIATE``), so that its
+        existence checks and the inserts after them see one state while other writers wait."""
+        with self._connect() as conn:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except OperationalError as exc:
+                raise StoreUnavailable(f"SQLite catalogue busy: {exc}") from exc
+            yield conn
+            conn.commit()
 
     def _insert(self, conn: sa.Connection, circuit: Circuit) -> None:
         cid = circuit.id
@@ -177,7 +190,7 @@ class SqliteStore(CircuitStore):
         return [_summary(r) for r in rows], total
 
     def delete(self, circuit_id: str) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             for table in (nodes_t, edges_t):
                 conn.execute(table.delete().where(table.c.circuit_id == circuit_id))
             if conn.execute(circuits_t.delete().where(circuits_t.c.id == circuit_id)).rowcount == 0:

@@ -1,9 +1,11 @@
 """Running one job: claim it, discover through the same code path as ``circat discover``, store the
 circuits, record the outcome. Shared by the local worker and the Celery task.
 
-A job's circuits are content-addressed, so running a job twice (a redelivery after a worker died)
-stores the same circuits once. When the catalogue is unreachable, storing is retried with backoff;
-if it stays down the job fails with the reason and the circuits it had stored are removed.
+A job's circuits are content-addressed and stored in one transaction, so running a job twice (a
+redelivery after a worker died) stores the same circuits once, and a failed write stores none. When
+the catalogue is unreachable, storing is retried with backoff; if it stays down the job fails with
+the reason. The worker keeps its catalogue connection open across jobs, and writes progress at most
+every ``PROGRESS_EVERY_S`` (cancellation is checked at each write).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.catalogue import Catalogue
 from service.circuit import Circuit
@@ -24,10 +26,32 @@ from service.stores import CircuitStore, open_store
 from workers.discover import DiscoverError, run_discovery
 
 log = logging.getLogger("circat.worker")
+PROGRESS_EVERY_S = 0.25
 
 
 class JobCancelled(Exception):
     """Cancellation was requested while the job ran."""
+
+
+class OpenStore:
+    """The worker's catalogue, opened on first use and kept across jobs; dropped after it failed."""
+
+    def __init__(self, url: str | None):
+        self.url = url
+        self.store: CircuitStore | None = None
+
+    def get(self) -> CircuitStore:
+        if self.store is None:
+            self.store = open_store(self.url)
+        return self.store
+
+    def drop(self) -> None:
+        if self.store is not None:
+            store, self.store = self.store, None
+            try:
+                store.close()
+            except StoreUnavailable:
+                log.warning("closing the unreachable catalogue failed")
 
 
 @dataclass(frozen=True)
@@ -40,6 +64,10 @@ class WorkerContext:
     name: str = f"{socket.gethostname()}:{os.getpid()}"
     store_retries: int = 5
     retry_base_s: float = 1.0
+    catalogue: OpenStore = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "catalogue", OpenStore(self.store_url))
 
     @staticmethod
     def from_settings(settings: Settings, device: str | None, name: str | None = None) -> WorkerContext:
@@ -66,7 +94,14 @@ def run_job(ctx: WorkerContext, job_id: str, redelivered: bool = False) -> None:
 
 def run_claimed(ctx: WorkerContext, job: Job) -> None:
     """Run a job this worker has claimed, and record how it ended."""
+    written = 0.0
+
     def progress(done: int, total: int | None, message: str) -> None:
+        nonlocal written
+        now = time.monotonic()
+        if now - written < PROGRESS_EVERY_S and not (total and done >= total):
+            return
+        written = now
         if not ctx.jobs.progress(job.id, done / total if total else None, message):
             raise JobCancelled
 
@@ -92,36 +127,13 @@ def run_claimed(ctx: WorkerContext, job: Job) -> None:
 
 
 def _store(ctx: WorkerContext, circuits: list[Circuit]) -> list[str]:
-    """Store every circuit, retrying while the store is unreachable; on giving up, remove what this job added."""
-    added: list[str] = []
+    """Store every circuit in one transaction, retrying with backoff while the store is unreachable."""
     for attempt in range(ctx.store_retries + 1):
         try:
-            with open_store(ctx.store_url) as store:
-                cat = Catalogue(store, Limits.from_env())
-                for c in circuits:
-                    if c.id not in added and not _has(store, c.id):
-                        added.append(cat.add(c))
-                return [c.id for c in circuits]
+            return Catalogue(ctx.catalogue.get(), Limits.from_env()).add_many(circuits)
         except StoreUnavailable:
+            ctx.catalogue.drop()
             if attempt == ctx.store_retries:
-                _remove(ctx, added)
                 raise
             time.sleep(ctx.retry_base_s * 2**attempt)
     raise AssertionError("unreachable")
-
-
-def _has(store: CircuitStore, circuit_id: str) -> bool:
-    try:
-        store.get(circuit_id)
-    except NotFound:
-        return False
-    return True
-
-
-def _remove(ctx: WorkerContext, ids: list[str]) -> None:
-    try:
-        with open_store(ctx.store_url) as store:
-            for cid in ids:
-                store.delete(cid)
-    except (StoreUnavailable, NotFound):
-        log.warning("could not remove circuits %s of a failed job", ids)
