@@ -200,3 +200,32 @@ def test_a_write_that_fails_midway_leaves_no_partial_circuit(store, monkeypatch)
         store.get(c.id)
     assert store.put(c) == c.id
     same_circuit(store.get(c.id), c)
+
+
+def test_parallel_writers_of_one_model_neither_fail_nor_duplicate(store):
+    """Four writers, each with its own connection, store overlapping sets of circuits of a model
+    that is new to the store, all at once: every circuit is stored once and the model once."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from service.stores.neo4j import Neo4jStore
+    from service.stores.sqlite import SqliteStore
+
+    writers, per_writer = 4, 6
+    start = Barrier(writers)
+
+    def write(w: int) -> list[str]:
+        own = Neo4jStore(store.uri) if isinstance(store, Neo4jStore) else SqliteStore(
+            store.engine.url.render_as_string(hide_password=False))
+        try:
+            start.wait()
+            return [cid for s in range(w * 3, w * 3 + per_writer) for cid in own.put_many([edge_circuit(seed=s)])]
+        finally:
+            own.close()
+
+    with ThreadPoolExecutor(writers) as pool:
+        stored = [cid for ids in pool.map(write, range(writers)) for cid in ids]
+    distinct = {edge_circuit(seed=s).id for s in range((writers - 1) * 3 + per_writer)}
+    assert set(stored) == distinct
+    assert count(store) == len(distinct)
+    assert store.models() == ["tiny"]
