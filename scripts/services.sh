@@ -75,4 +75,5 @@ setup_env() {
   ensure_neo4j
   ensure_postgres
   ensure_pkg redis-server redis-server  # the queue tests start their own redis-server instances
+  ensure_pkg chromium chromium          # the report tests render pages in headless Chromium
 }

@@ -19,7 +19,7 @@ from service.graph import graph_for
 from service.limits import Limits
 from service.models import KNOWN_SHAPES
 from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, matrix, pairwise
-from service.stores import CircuitStore
+from service.stores import CircuitFilter, CircuitStore
 from service.types import Level, ModelShape
 
 
@@ -63,6 +63,14 @@ class Catalogue:
     def matrix(self, ids: list[str]) -> Matrix:
         self.limits.check_ids(len(ids))
         return matrix(self.store.memberships(ids))
+
+    def select(self, ids: list[str], flt: CircuitFilter, limit: int = 20) -> list[Circuit]:
+        """The circuits named by ``ids``, else the newest ``limit`` matching ``flt``."""
+        if not ids:
+            self.limits.check_ids(limit)
+            ids = [s.id for s in self.store.summaries(flt, limit)[0]]
+        self.limits.check_ids(len(ids))
+        return [self.store.get(i) for i in dict.fromkeys(ids)]
 
     def difference(self, a: str, b: str) -> dict[Level, list[str]]:
         return difference(*self.store.memberships([a, b]))

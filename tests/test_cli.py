@@ -18,12 +18,15 @@ def run(*args: str, ok: bool = True):
     return result
 
 
-def test_demo_literature_prints_the_shared_subcircuit():
-    out = json.loads(run("demo", "--literature", "--json").stdout)
+def test_demo_literature_prints_the_shared_subcircuit(tmp_path):
+    report = tmp_path / "demo.html"
+    out = json.loads(run("demo", "--literature", "--json", "--report-out", str(report)).stdout)
+    assert out["report"] == str(report) and all(cid in report.read_text() for cid in out["circuits"].values())
     assert set(out["shared"]) == {"a6.h1", "a8.h8", "a9.h1", "m8", "m9", "m10"}
     assert out["ioi"]["months"]["shared"] == ["a0.h1", "a7.h9", "a10.h7"]
     assert len(out["jaccard"]["node"]) == 5
-    human = run("demo", "--literature").stdout
+    human = run("demo", "--literature", "--report-out", str(report)).stdout
+    assert "written to" in human and report.name in human
     assert "Shared by numerals, number-words, months, greater-than" in human
     assert json.loads(run("list", "--json").stdout)["total"] == 5  # idempotent: still five
 
@@ -46,7 +49,8 @@ def test_import_a_mib_submission_folder_and_export_it_back(tmp_path):
 
 
 def test_import_our_format_and_query(tmp_path):
-    demo = json.loads(run("demo", "--literature", "--json").stdout)["circuits"]
+    out = run("demo", "--literature", "--json", "--report-out", str(tmp_path / "d.html"))
+    demo = json.loads(out.stdout)["circuits"]
     f = tmp_path / "mine.json"
     run("export", demo["months"], "--format", "circat", "--out", str(f))
     doc = json.loads(f.read_text()) | {"task": "months-again", "id": None}

@@ -119,8 +119,11 @@ def test_untokenizable_custom_task_names_the_prompt(tmp_path):
     assert out["problems"] == ["answer ' zebra' is not one known token after 'Van done in'"]
 
 
-def test_the_demo_runs_through_jobs_and_reuses_them():
-    first = json.loads(run("demo", "--n", "8", "--json").stdout)
+def test_the_demo_runs_through_jobs_and_reuses_them(tmp_path):
+    report = tmp_path / "demo.html"
+    first = json.loads(run("demo", "--n", "8", "--json", "--report-out", str(report)).stdout)
+    assert first["report"] == str(report)
+    assert all(cid in report.read_text() for cid in first["circuits"].values())
     assert set(first["literature"]["shared"]) == {"a6.h1", "a8.h8", "a9.h1", "m8", "m9", "m10"}
     assert len(first["jobs"]) == 10 and all(j["new"] for j in first["jobs"].values())
     assert set(first["by_method"]) == {"ablation", "eap-ig"}
@@ -135,7 +138,7 @@ def test_the_demo_runs_through_jobs_and_reuses_them():
         assert set(kept) == (nodes[0] & nodes[1]) - {"input", "logits"}, task
     jobs = json.loads(run("jobs", "--status", "succeeded", "--json").stdout)
     assert jobs["total"] == 10
-    second = json.loads(run("demo", "--n", "8", "--json").stdout)
+    second = json.loads(run("demo", "--n", "8", "--json", "--report-out", str(report)).stdout)
     assert not any(j["new"] for j in second["jobs"].values())
     assert second["circuits"] == first["circuits"] and second["jobs"] == {
         k: v | {"new": False} for k, v in first["jobs"].items()}

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli.main import JsonOpt, StoreOpt, app, catalogue
+from service.cli.main import JsonOpt, StoreOpt, app, catalogue, write_report
 from service.cli.output import console, emit_json, fail, table
 from service.errors import CatalogueError
 from service.progress import console_progress
+from service.stores import CircuitFilter
 from service.tasks import TASKS
 from service.types import Method
 from workers import spec_options as opts
@@ -150,6 +151,7 @@ def demo(
     method: Annotated[list[Method] | None, typer.Option(
         help="methods to compare, repeatable (default: ablation and eap-ig on the toy, else eap and eap-ig)")] = None,
     device: DeviceOpt = None,
+    report_out: Annotated[Path, typer.Option(help="the HTML report of the circuits shown")] = Path("circat-demo.html"),
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -161,7 +163,9 @@ def demo(
 
     with catalogue(store, as_json) as cat:
         lit = literature_demo(cat, as_json)
+        shown = list(lit["circuits"].values())
         if literature:
+            lit["report"] = write_report(cat.select(shown, CircuitFilter()), report_out, as_json)
             if as_json:
                 emit_json(lit)
             return
@@ -173,6 +177,8 @@ def demo(
             report = jobs_demo(cat, plan(model, method, device, quiet=as_json), n, as_json)
         except (CatalogueError, ModelLoadError, ValueError) as exc:
             fail(exc, as_json)
+        shown += report["circuits"].values()
+        report["report"] = write_report(cat.select(shown, CircuitFilter()), report_out, as_json)
     if as_json:
         emit_json({"literature": lit, **report})
 

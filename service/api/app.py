@@ -12,6 +12,7 @@ from service import __version__
 from service.api import problems
 from service.api.guards import BodyLimit, Timeout, Unauthorized, bearer, key_matches, single_valued
 from service.api.jobs import job_router
+from service.api.pages import page_router
 from service.api.problems import declared
 from service.catalogue import Catalogue
 from service.circuit import CIRCUIT_ID
@@ -148,6 +149,7 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
         return {"model": model, "item": name, "level": level.value, "circuits": ids}
 
     app.include_router(job_router(dispatcher, reads, writes, limits.max_page))
+    app.include_router(page_router(cat, reads, limits.max_ids))
     app.state.catalogue = cat
     app.state.dispatcher = dispatcher
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)

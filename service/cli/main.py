@@ -12,11 +12,14 @@ import typer
 from rich.progress import track
 
 from service.catalogue import Catalogue
+from service.circuit import Circuit
 from service.cli.output import console, emit_json, fail, table
 from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
 from service.errors import CatalogueError, LimitExceeded
 from service.limits import Limits, env_name
 from service.models import KNOWN_SHAPES
+from service.report.diagram import DEFAULT_TOP_EDGES
+from service.report.page import report_html
 from service.stores import CircuitFilter, open_store
 
 app = typer.Typer(help="Circuit Catalogue: discover, store and compare circuits of language models.",
@@ -170,6 +173,33 @@ def matrix(ids: Annotated[list[str], typer.Argument()], store: StoreOpt = None, 
         emit_json(m)
         return
     table("node-level Jaccard", ["", *m.ids], [[i, *row] for i, row in zip(m.ids, m.node, strict=True)])
+
+
+@app.command()
+def report(
+    ids: Annotated[list[str] | None, typer.Argument(help="circuit ids (default: the newest matching)")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the HTML")] = Path("report.html"),
+    model: str | None = None, task: str | None = None, family: str | None = None, method: str | None = None,
+    min_faithfulness: float | None = None, limit: Annotated[int, typer.Option(help="circuits at most")] = 20,
+    top_edges: Annotated[int, typer.Option(min=1, help="edges drawn per diagram")] = DEFAULT_TOP_EDGES,
+    store: StoreOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Write one self-contained HTML report: provenance, diagrams, overlap heatmaps, consensus, curves."""
+    with catalogue(store, as_json) as cat:
+        circuits = cat.select(ids or [], CircuitFilter(model, task, family, method, min_faithfulness), limit)
+    if not circuits:
+        fail(ValueError("no circuit matches: give ids or looser filters"), as_json)
+    path = write_report(circuits, out, as_json, top_edges)
+    if as_json:
+        emit_json({"path": path, "circuits": [c.id for c in circuits]})
+
+
+def write_report(circuits: list[Circuit], out: Path, as_json: bool, top_edges: int = DEFAULT_TOP_EDGES) -> str:
+    """Write the HTML report of ``circuits`` to ``out`` and say where (unless ``as_json``); its path."""
+    out.write_text(report_html(circuits, top_edges=top_edges), encoding="utf-8")
+    if not as_json:
+        console.print(f"report of {len(circuits)} circuit(s) written to {out}")
+    return str(out)
 
 
 @app.command()

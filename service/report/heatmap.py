@@ -1,0 +1,67 @@
+"""The pairwise Jaccard matrix as an SVG heatmap, rows ordered by clustering.
+
+The order is the leaf order of average-linkage agglomerative clustering on 1 - Jaccard (ties
+broken by position), so families of circuits sit next to each other. Each cell carries its value
+in a ``<title>`` (hover) and, when there are at most ``LABEL_CELLS`` rows, as text in the cell.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+import numpy as np
+
+LABEL_CELLS = 20
+CELL = 26.0
+
+
+def cluster_order(similarity: np.ndarray) -> list[int]:
+    """Leaf order of average-linkage clustering on ``1 - similarity`` (NaN counts as 0 similarity)."""
+    n = len(similarity)
+    distance = 1.0 - np.nan_to_num(np.asarray(similarity, dtype=float), nan=0.0)
+    clusters: dict[int, list[int]] = {i: [i] for i in range(n)}
+    while len(clusters) > 1:
+        keys = sorted(clusters)
+        best = min(((distance[np.ix_(clusters[a], clusters[b])].mean(), a, b)
+                    for i, a in enumerate(keys) for b in keys[i + 1:]))
+        _, a, b = best
+        clusters[a] = clusters[a] + clusters.pop(b)
+    return next(iter(clusters.values())) if clusters else []
+
+
+def heatmap_svg(labels: list[str], values: list[list[float | None]], title: str) -> str:
+    """A heatmap of ``values`` (``None``: no common level) with rows and columns in cluster order."""
+    grid = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
+    order = cluster_order(grid)
+    n = len(order)
+    left, top = 12 + 6.5 * max((len(s) for s in labels), default=0), 24.0
+    parts = [f'<text x="4" y="14" font-size="12">{escape(title)}</text>']
+    for r, i in enumerate(order):
+        y = top + r * CELL
+        parts.append(f'<text x="{left - 4:.0f}" y="{y + CELL / 2 + 3:.1f}" '
+                     f'text-anchor="end">{escape(labels[i])}</text>')
+        for c, j in enumerate(order):
+            parts.append(_cell(r, c, left + c * CELL, y, grid[i, j], f"{labels[i]} vs {labels[j]}", n <= LABEL_CELLS))
+    width, height = left + n * CELL + 10, top + n * CELL + 10
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width:.0f}" height="{height:.0f}" '
+            f'font-family="sans-serif" font-size="10">' + "".join(parts) + "</svg>")
+
+
+def _cell(row: int, col: int, x: float, y: float, v: float, pair: str, label: bool) -> str:
+    text = "n/a" if np.isnan(v) else f"{v:.2f}"
+    out = (f'<rect class="cell" data-row="{row}" data-col="{col}" x="{x:.1f}" y="{y:.1f}" width="{CELL - 1}" '
+           f'height="{CELL - 1}" fill="{_colour(v)}"><title>{escape(pair)}: {text}</title></rect>')
+    if label and not np.isnan(v):
+        ink = "#ffffff" if v > 0.6 else "#222222"
+        out += (f'<text x="{x + CELL / 2 - 0.5:.1f}" y="{y + CELL / 2 + 3:.1f}" text-anchor="middle" font-size="8" '
+                f'fill="{ink}">{text}</text>')
+    return out
+
+
+def _colour(v: float) -> str:
+    """White (0) to dark blue (1); light grey where there is no value."""
+    if np.isnan(v):
+        return "#eeeeee"
+    t = min(max(v, 0.0), 1.0)
+    r, g, b = (round(255 + (c - 255) * t) for c in (8, 48, 107))
+    return f"#{r:02x}{g:02x}{b:02x}"
