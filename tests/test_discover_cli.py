@@ -127,10 +127,10 @@ def test_the_demo_runs_through_jobs_and_reuses_them(tmp_path):
     assert set(first["literature"]["shared"]) == {"a6.h1", "a8.h8", "a9.h1", "m8", "m9", "m10"}
     assert len(first["jobs"]) == 10 and all(j["new"] for j in first["jobs"].values())
     assert set(first["by_method"]) == {"ablation", "eap-ig"}
-    for method, report in first["by_method"].items():
-        assert len(report["jaccard"]) == 5 and report["jaccard"][0][0] == 1.0, method
+    for method, overlap in first["by_method"].items():
+        assert len(overlap["jaccard"]) == 5 and overlap["jaccard"][0][0] == 1.0, method
         for task in ("greater-than", "ioi"):
-            assert set(report["with_shared"][task]) <= set(report["sequences_share"])
+            assert set(overlap["with_shared"][task]) <= set(overlap["sequences_share"])
     for task, kept in first["every_method_keeps"].items():
         docs = [json.loads(run("export", first["circuits"][f"{task}/{m}"], "--format", "circat").stdout)
                 for m in ("ablation", "eap-ig")]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from neo4j import Driver, GraphDatabase, ManagedTransaction
-from neo4j.exceptions import AuthError, ServiceUnavailable, SessionExpired
+from neo4j.exceptions import AuthError, ClientError, ServiceUnavailable, SessionExpired
 
 from service.circuit import Circuit, Provenance
 from service.errors import NotFound, StoreUnavailable
@@ -32,6 +32,8 @@ from service.stores.base import (
 from service.types import Level, ModelShape
 
 BATCH = 10_000
+_SCHEMA_RULE_EXISTS = {"Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",
+                       "Neo.ClientError.Schema.ConstraintAlreadyExists", "Neo.ClientError.Schema.IndexAlreadyExists"}
 T = TypeVar("T")
 
 _CIRCUIT_PROPS = """
@@ -65,7 +67,11 @@ class Neo4jStore(CircuitStore):
     def _ensure_schema(self) -> None:
         if not self._schema_applied:
             for stmt in cypher_statements("constraints.cypher"):
-                self.driver.execute_query(stmt, database_=self.database)
+                try:
+                    self.driver.execute_query(stmt, database_=self.database)
+                except ClientError as exc:  # another client created the same rule a moment before
+                    if exc.code not in _SCHEMA_RULE_EXISTS:
+                        raise
             self._schema_applied = True
 
     @contextmanager
@@ -89,7 +95,7 @@ class Neo4jStore(CircuitStore):
 
     def put_many(self, circuits: Sequence[Circuit]) -> list[str]:
         def work(tx: ManagedTransaction) -> None:
-            for c in circuits:
+            for c in sorted(circuits, key=lambda c: c.provenance.model):  # one lock order: no deadlocks
                 _put(tx, c)
 
         self._write(work)
@@ -201,11 +207,17 @@ class Neo4jStore(CircuitStore):
 
 
 def _put(tx: ManagedTransaction, circuit: Circuit) -> None:
-    """Write one circuit in ``tx`` unless its id is stored: model, circuit node, components and edges by need."""
+    """Write one circuit in ``tx`` unless its id is stored: model, circuit node, components and edges by need.
+
+    The model's node is locked first, so writers of one model take turns: the second writer of a circuit
+    waits for the first to commit and then finds it stored, instead of failing on the id's constraint.
+    """
     cid, g, model = circuit.id, circuit.graph, circuit.provenance.model
+    n_components = _lock_model(tx, model, g)
     if tx.run("MATCH (c:Circuit {id: $id}) RETURN 1", id=cid).single():
         return
-    _ensure_model(tx, model, g)
+    if n_components != g.n_nodes:
+        _register_components(tx, model, g)
     _create_circuit(tx, circuit, cid)
     _link(tx, cid, model, "Component", "HAS_NODE", circuit.node_mask, circuit.node_scores)
     if circuit.edge_mask is not None:
@@ -213,13 +225,15 @@ def _put(tx: ManagedTransaction, circuit: Circuit) -> None:
         _link(tx, cid, model, "Edge", "HAS_EDGE", circuit.edge_mask, circuit.edge_scores)
 
 
-def _ensure_model(tx: ManagedTransaction, model: str, g: ModelGraph) -> None:
-    """Register a model with its components, once (edges are registered by need: ``_ensure_edges``)."""
+def _lock_model(tx: ManagedTransaction, model: str, g: ModelGraph) -> int | None:
+    """Create the model's node if new and take its write lock until ``tx`` ends; its registered component count."""
     shape = {k: v for k, v in g.shape.__dict__.items() if v is not None}
-    rec = tx.run("MERGE (m:Model {name: $name}) ON CREATE SET m += $shape RETURN m.n_components AS n",
-                 name=model, shape=shape).single()
-    if rec["n"] == g.n_nodes:
-        return
+    return tx.run("MERGE (m:Model {name: $name}) ON CREATE SET m += $shape SET m.last_write = datetime() "
+                  "RETURN m.n_components AS n", name=model, shape=shape).single()["n"]
+
+
+def _register_components(tx: ManagedTransaction, model: str, g: ModelGraph) -> None:
+    """Register a model's components, once (edges are registered by need: ``_ensure_edges``)."""
     nodes = [{"uid": f"{model}/{n.name}", "name": n.name, "kind": n.kind.value, "layer": n.layer,
               "head": n.head, "idx": i} for i, n in enumerate(g.nodes)]
     tx.run("MATCH (m:Model {name: $model}) UNWIND $rows AS r MERGE (n:Component {uid: r.uid}) "

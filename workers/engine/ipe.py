@@ -17,10 +17,10 @@ ablated_u) / span`` (one backward pass per partial path). Strategies: ``bfs`` ex
 path passing the threshold depth by depth (the ``width`` best per depth), the approximated variant
 re-checking exactly the ``recheck`` best continuations of each; ``best-first`` extends the partial
 or complete path of largest |contribution| first (a complete path is reported when it reaches the
-top of the queue, so paths come out largest first), and its approximated variant is lazy:
-continuations enter the queue with their derivative scores and are re-checked exactly only when
-they reach its top (the ``recheck`` best together), so a path is extended or reported only on its
-exact contribution.
+top of the queue, so paths come out largest first); its approximated variant re-checks the
+``recheck`` best estimates of each expansion at once and queues the rest with their derivative
+scores, re-checked exactly only when they reach its top (``recheck`` together), so a path is
+extended or reported only on its exact contribution.
 Both stop at ``max_paths`` complete paths or the time budget.
 """
 
@@ -254,9 +254,8 @@ def _best_first(scorer: PathScorer, search: PathSearch, approximate: bool,
         if not exact:  # an estimate at the top: re-check it, with the next estimates, exactly
             conts = [path, *queue.pop_estimated(search.recheck - 1)]
             c = scorer.exact(conts)
-        elif approximate:  # extend by estimates only
-            _estimate(scorer, path, search, largest, queue)
-            conts, c = [], np.zeros(0)
+        elif approximate:  # extend by estimates; the best re-checked at once, the rest queued
+            conts, c = _estimate(scorer, path, search, largest, queue)
         else:
             conts, c = _continue(scorer, [path], search, False)
         largest = max(largest, float(np.abs(c).max(initial=0.0)))
@@ -266,12 +265,18 @@ def _best_first(scorer: PathScorer, search: PathSearch, approximate: bool,
     return found, "exhausted"
 
 
-def _estimate(scorer: PathScorer, partial: PartialPath, search: PathSearch, largest: float, queue: _Queue) -> None:
-    """Queue the continuations of ``partial`` whose derivative-estimated contribution passes the threshold."""
+def _estimate(scorer: PathScorer, partial: PartialPath, search: PathSearch, largest: float,
+              queue: _Queue) -> tuple[list[PartialPath], np.ndarray]:
+    """Estimate every continuation of ``partial``: the ``recheck`` best passing the threshold are
+    re-checked exactly and returned with their contributions, the others queued as estimates."""
     scorer.counts.expanded += 1
     (conts, est), = scorer.approx([partial])
-    for i in np.flatnonzero(passing(est, search, largest)):
+    ok = np.flatnonzero(passing(est, search, largest))
+    ok = ok[np.argsort(-np.abs(est[ok]), kind="stable")]
+    for i in ok[search.recheck:]:
         queue.push(conts[i], float(est[i]), exact=False)
+    best = [conts[i] for i in ok[:search.recheck]]
+    return best, scorer.exact(best)
 
 
 class _Queue:
