@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start Neo4j Community 5.26 (embedded engine + Bolt, from Maven Central) on 127.0.0.1.
 # Usage: scripts/neo4j-launcher.sh DATA_DIR PORT LOGFILE  -> prints the server's pid once Bolt is ready.
+# CIRCAT_NEO4J_JAVA_OPTS replaces the JVM options (default -Xmx3g: a transaction of an 80k-edge circuit needs ~1 GB).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 data=$1 port=$2 log=$3
@@ -19,7 +20,7 @@ if [ ! -f "$stamp" ] || [ "$launcher/pom.xml" -nt "$stamp" ] \
   mvn -q -B -f "$launcher/pom.xml" dependency:build-classpath -Dmdep.outputFile=target/classpath.txt compile >&2
   touch "$stamp"
 fi
-java -Xmx1g -XX:+UseSerialGC -cp "$launcher/target/classes:$(cat "$launcher/target/classpath.txt")" \
+java ${CIRCAT_NEO4J_JAVA_OPTS:--Xmx3g -XX:+UseSerialGC} -cp "$launcher/target/classes:$(cat "$launcher/target/classpath.txt")" \
   circat.Neo4jLauncher "$data" "$port" >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 180); do

@@ -19,14 +19,15 @@ trap 'exit 130' INT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# Start Neo4j unless CIRCAT_NEO4J_URI names one or CIRCAT_SKIP_NEO4J=1; exports CIRCAT_NEO4J_URI.
+# Start Neo4j unless CIRCAT_NEO4J_URI names one or CIRCAT_SKIP_NEO4J=1; exports CIRCAT_NEO4J_URI
+# (and, for the benchmarks' footprint figures, its pid and data directory).
 ensure_neo4j() {
   if [ -n "${CIRCAT_NEO4J_URI:-}" ] || [ "${CIRCAT_SKIP_NEO4J:-0}" = 1 ]; then return 0; fi
   local port pid
   port=$(free_port)
   pid=$("$repo/scripts/neo4j-launcher.sh" "$run_dir/neo4j" "$port" "$run_dir/neo4j.log")
   started_pids+=("$pid")
-  export CIRCAT_NEO4J_URI="bolt://127.0.0.1:$port"
+  export CIRCAT_NEO4J_URI="bolt://127.0.0.1:$port" CIRCAT_NEO4J_PID=$pid CIRCAT_NEO4J_DATA="$run_dir/neo4j"
   echo "neo4j: started on $CIRCAT_NEO4J_URI (pid $pid)"
 }
 

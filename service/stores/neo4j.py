@@ -243,18 +243,23 @@ def _register_components(tx: ManagedTransaction, model: str, g: ModelGraph) -> N
 
 
 def _ensure_edges(tx: ManagedTransaction, model: str, g: ModelGraph, mask: np.ndarray) -> None:
-    """Create the ``Edge`` nodes (with ``FROM``/``TO``) of the edges in ``mask`` that do not exist yet."""
-    idx = np.flatnonzero(mask).tolist()
-    for chunk in _chunks(idx):
+    """Create the ``Edge`` nodes (with ``FROM``/``TO``) of the edges in ``mask`` that do not exist yet.
+
+    ``CREATE``, not ``MERGE``: the caller holds the model's lock (``_lock_model``), so no other writer
+    creates this model's edges between the check and the creation.
+    """
+    names = g.node_names
+    for chunk in _chunks(np.flatnonzero(mask).tolist()):
         missing = tx.run("UNWIND $idx AS i WITH i WHERE NOT EXISTS { MATCH (:Edge {model: $model, idx: i}) } "
                          "RETURN collect(i) AS i", idx=chunk, model=model).single()["i"]
-        names = g.node_names
+        if not missing:
+            continue
         rows = [{"uid": f"{model}/{e.name}", "name": e.name, "idx": i, "input": e.port.value,
                  "src": f"{model}/{names[int(g.edge_src[i])]}", "dst": f"{model}/{names[int(g.edge_dst[i])]}"}
                 for i, e in ((i, g.edge(i)) for i in missing)]
         tx.run("UNWIND $rows AS r MATCH (s:Component {uid: r.src}) MATCH (d:Component {uid: r.dst}) "
-               "MERGE (e:Edge {uid: r.uid}) ON CREATE SET e.model = $model, e.name = r.name, e.idx = r.idx "
-               "MERGE (e)-[:FROM]->(s) MERGE (e)-[:TO {input: r.input}]->(d)", rows=rows, model=model)
+               "CREATE (e:Edge {uid: r.uid, model: $model, name: r.name, idx: r.idx}) "
+               "CREATE (e)-[:FROM]->(s) CREATE (e)-[:TO {input: r.input}]->(d)", rows=rows, model=model)
 
 
 def _link(tx: ManagedTransaction, cid: str, model: str, label: str, rel: str,
