@@ -102,7 +102,8 @@ class PathSearch(BaseModel):
                                         description="IPE: stop searching after this many seconds")
     recheck: int = Field(default=8, ge=1, le=10_000,
                          description="ipe-approx: derivative-scored continuations re-checked exactly "
-                                     "(bfs: the best per partial path; best-first: per batch from the queue's top)")
+                                     "(bfs: the best per partial path; best-first: the best of each expansion, "
+                                     "then per batch from the queue's top)")
 
     @field_validator("receivers")
     @classmethod

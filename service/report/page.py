@@ -17,7 +17,7 @@ import numpy as np
 from service.circuit import Circuit
 from service.overlap import consensus, matrix
 from service.report.curves import curves_svg, stored_curves
-from service.report.diagram import DiagramOptions, circuit_svg
+from service.report.diagram import DEFAULT_TOP_EDGES, DiagramOptions, circuit_svg
 from service.report.heatmap import heatmap_svg
 from service.stores.base import Membership
 from service.types import Level
@@ -38,7 +38,7 @@ KEY = ('<p class="key"><span style="color:#2f6db5">● head</span><span style="c
        '<span>q solid, k dashed, v dotted</span><span style="color:#e0a800">◯ shared by all</span></p>')
 
 
-def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edges: int = 300) -> str:
+def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edges: int = DEFAULT_TOP_EDGES) -> str:
     """One self-contained HTML page for ``circuits``."""
     by_model: dict[str, list[Circuit]] = defaultdict(list)
     for c in circuits:
