@@ -64,20 +64,30 @@ def timings_ms(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
 
 
 def ingest(name: str, label: str, store: CircuitStore, circuits: Iterator[Circuit], n: int, bulk: bool) -> list[str]:
-    """Store ``n`` circuits one transaction each (or ``BULK`` a transaction) and print the rate."""
+    """Store ``n`` circuits one transaction each (or ``BULK`` a transaction: ``circat import --bulk``, ``POST
+    /circuits:batch``), validated as every import is, and print the rate."""
     ids: list[str] = []
     edges, batch = 0, []
     t = time.perf_counter()
+    cat = Catalogue(store)
     for c in track(circuits, total=n, description=f"[{name}] {label}", transient=True):
         edges += c.n_edges
         batch.append(c)
         if len(batch) == (BULK if bulk else 1):
-            ids += store.put_many(batch)
+            ids += stored(cat, batch)
             batch = []
-    ids += store.put_many(batch) if batch else []
+    ids += stored(cat, batch) if batch else []
     s = time.perf_counter() - t
     print(f"[{name}] ingest {label}: {s:.1f} s = {edges / s:,.0f} edges/s, {n / s:.1f} circuits/s")
     return ids
+
+
+def stored(cat: Catalogue, batch: list[Circuit]) -> list[str]:
+    """Store ``batch`` through the catalogue's bulk path (one transaction when all are good); their ids."""
+    out = cat.add_batch(batch, per_transaction=len(batch))
+    if refused := [o for o in out if isinstance(o, Exception)]:
+        raise SystemExit(f"bench circuit refused: {refused[0]}")
+    return [str(o) for o in out]
 
 
 def queries(name: str, store: CircuitStore, ids: list[str], stored: int) -> None:

@@ -6,12 +6,14 @@ approximated top paths agree with the exact ones, compared at equal size (as man
 top paths as the exact search found: the share of exact paths among them, and the Jaccard overlap
 of the two path sets' edges). Path patching: wall time of one full iterative build
 over (components x one plain forward of the same batch). Run with
-scripts/bench.sh paths [--model toy] [--task ioi] [--n 16] [--paths 100] [--recheck 1 8] [--time-budget S].
+scripts/bench.sh paths [--model toy] [--task ioi] [--n 16] [--paths 100] [--recheck 1 8] [--optimism 0 0.9]
+[--time-budget S].
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--paths", type=int, default=100)
     parser.add_argument("--min-effect", type=float, default=1e-4)
     parser.add_argument("--recheck", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--optimism", type=float, nargs="+", default=[0.0, 0.9])
     parser.add_argument("--time-budget", type=float, default=None, help="seconds each search may take at most")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -77,17 +80,17 @@ def main() -> None:
     table.add_row("exact", f"{wall:.1f}", str(exact.counts.forward), "0", str(exact.counts.total), "1.0", "-", "-",
                   str(len(exact.paths)), exact.stopped)
     console.print(f"exact: {wall:.1f} s, {exact.counts.total} evaluations, {len(exact.paths)} paths ({exact.stopped})")
-    for k in args.recheck:
-        approx, wall = ipe_run(engine, base.model_copy(update={"recheck": k}), True)
+    for k, q in itertools.product(args.recheck, args.optimism):
+        approx, wall = ipe_run(engine, base.model_copy(update={"recheck": k, "optimism": q}), True)
         top = approx.paths[:len(exact.paths)]  # compared at equal size: as many paths as the exact search found
         edges = path_circuit(graph, top)[0]
         jaccard = (edges & exact_edges).sum() / max(1, (edges | exact_edges).sum())
         shared = len(exact_paths & {p.edges for p in top}) / max(1, len(exact_paths))
         ratio = exact.counts.total / max(1, approx.counts.total)
-        table.add_row(f"approx, recheck {k}", f"{wall:.1f}", str(approx.counts.forward), str(approx.counts.backward),
-                      str(approx.counts.total), f"{ratio:.1f}", f"{shared:.0%}", f"{jaccard:.0%}",
-                      str(len(approx.paths)), approx.stopped)
-        console.print(f"approx, recheck {k}: {wall:.1f} s, {approx.counts.total} evaluations, "
+        table.add_row(f"approx, recheck {k}, optimism {q}", f"{wall:.1f}", str(approx.counts.forward),
+                      str(approx.counts.backward), str(approx.counts.total), f"{ratio:.1f}", f"{shared:.0%}",
+                      f"{jaccard:.0%}", str(len(approx.paths)), approx.stopped)
+        console.print(f"approx, recheck {k}, optimism {q}: {wall:.1f} s, {approx.counts.total} evaluations, "
                       f"{len(approx.paths)} paths ({approx.stopped}); its top {len(top)}: "
                       f"{shared:.0%} of exact paths, edge Jaccard {jaccard:.0%}")
     console.print(table)

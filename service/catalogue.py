@@ -14,11 +14,12 @@ from service.documents import (
     circuit_from_document,
     mib_to_document,
 )
-from service.errors import NotFound
+from service.errors import CatalogueError, NotFound, StoreUnavailable
 from service.graph import graph_for
 from service.limits import Limits
 from service.models import KNOWN_SHAPES
 from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, matrix, pairwise
+from service.progress import Progress, silent
 from service.stores import CircuitFilter, CircuitStore
 from service.types import Level, ModelShape
 
@@ -34,9 +35,13 @@ class Catalogue:
         """The shape a model is registered with in the store, else a well-known one."""
         return self.store.model_shape(model) or KNOWN_SHAPES.get(model)
 
+    def prepare(self, doc: CircuitDocument) -> Circuit:
+        """Validate a circuit document into a circuit (not stored); refused whole with every problem named."""
+        return circuit_from_document(doc, self.store.model_shape, self.limits)
+
     def add_document(self, doc: CircuitDocument) -> str:
         """Validate and store one circuit document; refused whole with every problem named."""
-        return self.store.put(circuit_from_document(doc, self.store.model_shape, self.limits))
+        return self.store.put(self.prepare(doc))
 
     def add(self, circuit: Circuit) -> str:
         """Validate and store a circuit built in memory (the engine's); refused whole with every problem named."""
@@ -45,6 +50,44 @@ class Catalogue:
     def add_many(self, circuits: Sequence[Circuit]) -> list[str]:
         """Validate every circuit, then store them all in one transaction (all or none); their ids."""
         return self.store.put_many([check_circuit(c, self.store.model_shape, self.limits) for c in circuits])
+
+    def add_batch(self, items: Sequence[Circuit | Exception], per_transaction: int = 50,
+                  progress: Progress = silent) -> list[str | Exception]:
+        """Store many circuits, ``per_transaction`` to a transaction, each whole or not at all.
+
+        Per item, in order: its id, or why it was refused (an item given as an exception, refused while
+        being read, is passed through). A transaction that fails on one of its circuits is retried
+        circuit by circuit, so the bad circuit rolls back alone. ``StoreUnavailable`` ends the batch:
+        retrying it is safe, as ids are content hashes and stored circuits are no-ops.
+        """
+        out: dict[int, str | Exception] = {i: item for i, item in enumerate(items) if isinstance(item, Exception)}
+        valid: list[tuple[int, Circuit]] = []
+        for i, item in enumerate(items):
+            if isinstance(item, Circuit):
+                try:
+                    valid.append((i, check_circuit(item, self.store.model_shape, self.limits)))
+                except (CatalogueError, ValueError) as exc:
+                    out[i] = exc
+        for start in range(0, len(valid), per_transaction):
+            group = valid[start:start + per_transaction]
+            try:
+                out_ids: list[str | Exception] = list(self.store.put_many([c for _, c in group]))
+            except StoreUnavailable:
+                raise
+            except (CatalogueError, ValueError):
+                out_ids = [self._put_alone(c) for _, c in group]
+            for (i, _), result in zip(group, out_ids, strict=True):
+                out[i] = result
+            progress(start + len(group), len(valid), "circuits stored")
+        return [out[i] for i in range(len(items))]
+
+    def _put_alone(self, circuit: Circuit) -> str | Exception:
+        try:
+            return self.store.put(circuit)
+        except StoreUnavailable:
+            raise
+        except (CatalogueError, ValueError) as exc:
+            return exc
 
     def add_mib(self, mib: MibDocument, model: str, task: str, method: str, **provenance: Any) -> str:
         """Validate and store a MIB / EAP-IG circuit file with the provenance given."""

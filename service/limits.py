@@ -29,6 +29,7 @@ class Limits:
     max_body_bytes: int = 256 * 1024 * 1024
     max_ids: int = 100
     max_page: int = 1000
+    max_batch: int = 1000
     request_timeout_s: float = 120.0
 
     @staticmethod
@@ -61,6 +62,11 @@ class Limits:
     def check_ids(self, n_ids: int) -> None:
         """Refuse an overlap question over more circuits than allowed."""
         _check("max_ids", n_ids, self.max_ids, "circuit ids in one question")
+
+
+    def check_batch(self, n_circuits: int) -> None:
+        """Refuse a batch import of more circuits than allowed."""
+        _check("max_batch", n_circuits, self.max_batch, "circuits in one batch")
 
 
 def env_name(field_name: str) -> str:

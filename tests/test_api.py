@@ -73,6 +73,33 @@ def test_bad_circuit_is_refused_with_every_problem_and_nothing_stored(client):
     assert client.get("/circuits").json()["total"] == 0
 
 
+def test_batch_import_stores_the_good_and_names_each_bad_one(client):
+    good = [body(edge_circuit(seed=s)) for s in range(3)]
+    unknown_edge = body(edge_circuit(seed=5)) | {"edges": {"zz": {}}}
+    ok = client.post("/circuits:batch", json={"circuits": good})
+    assert ok.status_code == 201 and ok.json()["stored"] == 3
+    ids = [r["id"] for r in ok.json()["results"]]
+    r = client.post("/circuits:batch", json={"circuits": [good[0], {"model": "tiny"}, unknown_edge, 7, good[1]]})
+    assert r.status_code == 207 and (r.json()["stored"], r.json()["refused"]) == (2, 3)
+    res = r.json()["results"]
+    assert [x["index"] for x in res] == [0, 1, 2, 3, 4] and [res[0]["id"], res[4]["id"]] == ids[:2]
+    assert res[1]["problem"]["status"] == 422 and "task" in res[1]["problem"]["detail"]
+    assert res[2]["problem"]["title"] == "Circuit refused" and "zz" in res[2]["problem"]["errors"][0]
+    assert client.get("/circuits").json()["total"] == 3
+    bare = client.post("/circuits:batch", json=[good[0]])
+    assert bare.status_code == 422 and bare.headers["content-type"] == PROBLEM
+
+
+def test_batch_import_is_bounded_and_needs_the_write_key(store):
+    limits = replace(Limits(), max_batch=2)
+    client = TestClient(create_app(store, settings(key="k", limits=limits)))
+    docs = {"circuits": [body(edge_circuit(seed=s)) for s in range(3)]}
+    assert client.post("/circuits:batch", json=docs).status_code == 401
+    r = client.post("/circuits:batch", json=docs, headers={"Authorization": "Bearer k"})
+    assert r.status_code == 422 and r.json()["limit"] == "CIRCAT_MAX_BATCH"
+    assert client.get("/circuits").json()["total"] == 0
+
+
 def test_unknown_id_is_404_problem(client):
     r = client.get("/circuits/c0123456789abcdef0123456")
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM

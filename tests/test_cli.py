@@ -48,6 +48,24 @@ def test_import_a_mib_submission_folder_and_export_it_back(tmp_path):
     assert [p["level"] for p in pair] == ["node", "edge"]
 
 
+def test_bulk_import_of_a_folder_reports_each_bad_file_and_stores_the_rest(tmp_path):
+    folder = tmp_path / "ioi_gpt2"
+    folder.mkdir()
+    for k in range(5):
+        (folder / f"edges_{k}.json").write_text(json.dumps(mib_file(GPT2, seed=k, keep=0.02)))
+    bad = mib_file(GPT2, seed=9)
+    bad["edges"]["m11->a0.h0<q>"] = {"score": 1.0, "in_graph": True}
+    (folder / "edges_2b.json").write_text(json.dumps(bad))
+    (folder / "edges_3b.json").write_text("{not json")
+    out = run("import", str(folder), "--bulk", "--per-transaction", "3", "--json", ok=False)
+    results = {r["file"].rsplit("/", 1)[1]: r for r in json.loads(out.stdout)}
+    assert sorted(f for f, r in results.items() if "error" in r) == ["edges_2b.json", "edges_3b.json"]
+    assert "m11->a0.h0<q>" in results["edges_2b.json"]["error"] and "not a JSON" in results["edges_3b.json"]["error"]
+    assert json.loads(run("list", "--json").stdout)["total"] == 5
+    again = json.loads(run("import", str(folder / "edges_0.json"), "--json").stdout)
+    assert again[0]["id"] == results["edges_0.json"]["id"]
+
+
 def test_import_our_format_and_query(tmp_path):
     out = run("demo", "--literature", "--json", "--report-out", str(tmp_path / "d.html"))
     demo = json.loads(out.stdout)["circuits"]

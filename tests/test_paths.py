@@ -203,6 +203,17 @@ def test_derivative_scores_rank_continuations_like_the_exact_ones_on_the_toy_mod
     assert min(rhos) > 0.6, rhos
 
 
+def test_optimism_scales_estimates_by_the_quantile_of_exact_over_estimate():
+    from workers.engine.ipe import _Calibration
+
+    calibration = _Calibration(0.5)
+    calibration.observe(np.array([1.0, -2.0, 0.0, 4.0]), np.array([2.0, -2.0, 5.0, 2.0]))
+    assert calibration.factor == 1.0  # too few re-checks yet: estimates as they are
+    calibration.observe(np.full(6, 0.5), np.array([0.5, 1.0, 1.5, 2.0, 2.5, 3.0]))
+    assert calibration.factor == pytest.approx(np.quantile([2, 1, 0.5, 1, 2, 3, 4, 5, 6], 0.5))
+    assert _Calibration(0.0).factor == 1.0
+
+
 def load_toy():
     from workers.models import load_model
 
@@ -214,12 +225,13 @@ def load_toy():
 CARRIERS = {("input->a1.h0<v>", "a1.h0->logits"), ("input->a1.h0<k>", "a1.h0->logits")}
 
 
-@pytest.mark.parametrize("approximate", [False, True])
-def test_ipe_finds_the_planted_paths_first(planted, approximate):
+@pytest.mark.parametrize(("approximate", "optimism"), [(False, 0.0), (True, 0.0), (True, 0.9)])
+def test_ipe_finds_the_planted_paths_first(planted, approximate, optimism):
     engine = PatchingEngine(planted, encode(get_task("ioi").examples(8, seed=1), planted.tokenizer))
     scorer = PathScorer(engine, EdgeEvaluator(engine).baselines)
     for strategy in Search:
-        result = search_paths(scorer, PathSearch(min_effect=1e-4, search=strategy), approximate)
+        search = PathSearch(min_effect=1e-4, search=strategy, optimism=optimism)
+        result = search_paths(scorer, search, approximate)
         names = [tuple(p.names(engine.layout.graph)) for p in result.paths]
         assert names[0] in CARRIERS and set(names) <= CARRIERS, (strategy, names)
         assert result.stopped == "exhausted"

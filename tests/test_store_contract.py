@@ -12,7 +12,7 @@ from service.documents import CircuitDocument
 from service.errors import CircuitInvalid, NotFound
 from service.literature import literature_documents
 from service.stores import CircuitFilter, CircuitStore
-from service.types import Level
+from service.types import Level, ModelShape
 from tests.helpers import GPT2, SMALL, edge_circuit, node_circuit, same_circuit
 
 
@@ -229,3 +229,33 @@ def test_parallel_writers_of_one_model_neither_fail_nor_duplicate(store):
     assert set(stored) == distinct
     assert count(store) == len(distinct)
     assert store.models() == ["tiny"]
+
+
+def test_a_model_shape_is_checked_under_the_write_lock(store):
+    """Two circuits of a new model with different shapes in one transaction: the store itself refuses
+    the second (the catalogue's check ran before either was stored) and keeps neither."""
+    a, b = edge_circuit(model="new"), edge_circuit(ModelShape(2, 2, False, 16), model="new")
+    with pytest.raises(CircuitInvalid, match="registered with shape"):
+        store.put_many([a, b])
+    assert count(store) == 0 and store.models() == []
+
+
+def test_batch_refuses_a_bad_circuit_alone(store):
+    """A batch stores every good circuit and reports each bad one at its place: refused by validation,
+    passed in as an error, or failing inside a shared transaction (rolled back alone)."""
+    cat = Catalogue(store)
+    good = [edge_circuit(seed=s) for s in range(5)]
+    conflicting = edge_circuit(ModelShape(2, 2, False, 16), seed=9)  # model "tiny" gets SMALL first
+    infinite = edge_circuit(seed=7)
+    infinite.edge_scores[0] = np.inf
+    read_error = ValueError("file x.json: not a JSON document")
+    items = [good[0], conflicting, good[1], infinite, read_error, good[2], good[3], good[0], good[4]]
+    out = cat.add_batch(items, per_transaction=4)
+    assert [o if isinstance(o, str) else type(o).__name__ for o in out] == [
+        good[0].id, "CircuitInvalid", good[1].id, "CircuitInvalid", "ValueError", good[2].id, good[3].id,
+        good[0].id, good[4].id]
+    assert "registered with shape" in str(out[1]) and "infinite" in str(out[3]) and out[4] is read_error
+    assert count(store) == 5
+    for c in good:
+        same_circuit(store.get(c.id), c)
+    assert cat.add_batch(good, per_transaction=2) == [c.id for c in good] and count(store) == 5

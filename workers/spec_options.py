@@ -43,6 +43,8 @@ WidthOpt = Annotated[int | None, typer.Option(min=1, help="ipe: partial paths ke
 MaxPathsOpt = Annotated[int, typer.Option(min=1, help="ipe: complete paths to find at most")]
 TimeBudgetOpt = Annotated[float | None, typer.Option(help="ipe: stop searching after this many seconds")]
 RecheckOpt = Annotated[int, typer.Option(min=1, help="ipe-approx: estimates re-checked exactly at a time")]
+OptimismOpt = Annotated[float, typer.Option(min=0, max=0.999, help="ipe-approx best-first: queue estimates scaled up "
+                                            "by this quantile of the exact/estimate ratios seen (0: as estimated)")]
 
 _PATHS = PathSearch()
 """the path options' defaults: an option at its default is not written into the spec"""
@@ -54,7 +56,7 @@ SPEC_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("seed", int, 0), ("dtype", DtypeOpt, "float32"), ("min_effect", MinEffectOpt, None),
     ("relative", RelativeOpt, False), ("receivers", ReceiversOpt, None), ("search", SearchOpt, _PATHS.search),
     ("width", WidthOpt, None), ("max_paths", MaxPathsOpt, _PATHS.max_paths), ("time_budget", TimeBudgetOpt, None),
-    ("recheck", RecheckOpt, _PATHS.recheck),
+    ("recheck", RecheckOpt, _PATHS.recheck), ("optimism", OptimismOpt, _PATHS.optimism),
 )
 """every option after MODEL, TASK and METHOD: name, annotation, default"""
 
@@ -101,7 +103,8 @@ def _paths(method: Method, o: dict[str, Any]) -> dict[str, Any] | None:
              "receivers": tuple(o["receivers"]) if o["receivers"] else None,
              "search": o["search"] if o["search"] is not _PATHS.search else None, "width": o["width"],
              "max_paths": o["max_paths"] if o["max_paths"] != _PATHS.max_paths else None,
-             "time_budget_s": o["time_budget"], "recheck": o["recheck"] if o["recheck"] != _PATHS.recheck else None}
+             "time_budget_s": o["time_budget"], "recheck": o["recheck"] if o["recheck"] != _PATHS.recheck else None,
+             "optimism": o["optimism"] or None}
     given = {k: v for k, v in given.items() if v is not None}
     if not Method(method).searches_paths:
         if given:

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import StringConstraints
+from pydantic import BaseModel, StringConstraints
 from starlette.convertors import Convertor, register_url_convertor
 
 from service import __version__
@@ -15,9 +15,10 @@ from service.api.jobs import job_router
 from service.api.pages import page_router
 from service.api.problems import declared
 from service.catalogue import Catalogue
-from service.circuit import CIRCUIT_ID
+from service.circuit import CIRCUIT_ID, Circuit
 from service.config import Settings
 from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
+from service.errors import CatalogueError
 from service.jobs.dispatch import Dispatcher
 from service.jobs.store import JobStore
 from service.limits import MAX_NAME_LENGTH
@@ -44,6 +45,19 @@ class _CircuitIdConvertor(Convertor[str]):
 
 
 register_url_convertor("circuit_id", _CircuitIdConvertor())
+
+
+class Batch(BaseModel):
+    """A batch import: circuit documents, each validated on its own so that a bad one is refused alone."""
+
+    circuits: list[Any]
+
+
+def _prepared(cat: Catalogue, raw: Any) -> Circuit | Exception:
+    try:
+        return cat.prepare(CircuitDocument.model_validate(raw))
+    except (CatalogueError, ValueError) as exc:
+        return exc
 
 
 def create_app(store: CircuitStore | None = None, settings: Settings | None = None,
@@ -107,6 +121,21 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
         cid = cat.add_document(doc)
         response.headers["Location"] = f"/circuits/{cid}"
         return {"id": cid}
+
+    some_refused = {207: {"description": "Some circuits refused: each result says which and why"}}
+
+    @app.post("/circuits:batch", status_code=201, dependencies=writes["dependencies"],
+              responses=writes["responses"] | some_refused)
+    def import_batch(batch: Batch, response: Response) -> dict[str, Any]:
+        """Store many circuits, 50 to a transaction, each whole or not at all; per circuit its id or its problem."""
+        limits.check_batch(len(batch.circuits))
+        results = cat.add_batch([_prepared(cat, raw) for raw in batch.circuits])
+        refused = sum(isinstance(r, Exception) for r in results)
+        if refused:
+            response.status_code = 207
+        return {"stored": len(results) - refused, "refused": refused,
+                "results": [{"index": i} | ({"problem": problems.item_problem(r)} if isinstance(r, Exception)
+                                            else {"id": r}) for i, r in enumerate(results)]}
 
     @app.post("/circuits/mib", status_code=201, **writes)
     def import_mib(

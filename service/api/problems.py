@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
@@ -95,6 +95,21 @@ def _allowed(request: Request) -> str:
             if match is Match.FULL:
                 methods.add(method)
     return ", ".join(sorted(methods))
+
+
+def item_problem(exc: Exception) -> dict[str, Any]:
+    """The problem (status, title, detail, errors) of one refused item of a batch."""
+    if isinstance(exc, ValidationError):
+        errors = [{"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
+        return {"status": 422, "title": "Invalid circuit document",
+                "detail": f"invalid: {', '.join(e['where'] for e in errors)}", "errors": errors}
+    if isinstance(exc, CircuitInvalid):
+        return {"status": 422, "title": "Circuit refused",
+                "detail": f"{len(exc.problems)} problem(s); nothing was stored", "errors": exc.problems}
+    if isinstance(exc, LimitExceeded):
+        return {"status": 413 if exc.limit in TOO_LARGE else 422, "title": "Limit exceeded", "detail": str(exc),
+                "limit": exc.limit, "value": exc.value, "maximum": exc.maximum}
+    return {"status": 422, "title": "Circuit refused", "detail": str(exc)}
 
 
 def install(app: FastAPI) -> None:

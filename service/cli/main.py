@@ -9,15 +9,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import track
 
 from service.catalogue import Catalogue
 from service.circuit import Circuit
 from service.cli.output import console, emit_json, fail, table
-from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
+from service.documents import (
+    CircuitDocument,
+    MibDocument,
+    document_from_circuit,
+    mib_from_circuit,
+    mib_to_document,
+)
 from service.errors import CatalogueError, LimitExceeded
 from service.limits import Limits, env_name
 from service.models import KNOWN_SHAPES
+from service.progress import console_progress
 from service.report.diagram import DEFAULT_TOP_EDGES
 from service.report.page import report_html
 from service.stores import CircuitFilter, open_store
@@ -41,28 +47,34 @@ def catalogue(store: str | None, as_json: bool) -> Iterator[Catalogue]:
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(exists=True, help="a circuit JSON file, or a MIB submission folder")],
+    path: Annotated[Path, typer.Argument(exists=True, help="a circuit JSON file, or a folder of them")],
     model: Annotated[str | None, typer.Option(help="model name (MIB files; default: from the folder name)")] = None,
     task: Annotated[str | None, typer.Option(help="task name (MIB files; default: from the folder name)")] = None,
     method: Annotated[str, typer.Option(help="discovery method that made the file")] = "imported",
     task_family: Annotated[str | None, typer.Option()] = None,
     citation: Annotated[str | None, typer.Option()] = None,
     metric: Annotated[str | None, typer.Option()] = None,
+    bulk: Annotated[bool, typer.Option("--bulk", help="store many circuits per transaction (each still "
+                                       "whole or not at all; a bad one is refused alone)")] = False,
+    per_transaction: Annotated[int, typer.Option(min=1, help="circuits per transaction with --bulk")] = 50,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import circuits: our format, an EAP-IG / MIB graph JSON, or a MIB folder (``ioi_gpt2/``)."""
+    """Import circuits: our format, an EAP-IG / MIB graph JSON, or a folder of them (``ioi_gpt2/``)."""
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     provenance = {"task_family": task_family, "citation": citation, "metric": metric}
+    group = per_transaction if bulk else 1
     results: list[dict[str, Any]] = []
-    with catalogue(store, as_json) as cat:
-        for f in track(files, description="importing", disable=len(files) < 2 or as_json):
-            try:
-                results.append({"file": str(f), "id": _import_file(cat, f, model, task, method, provenance)})
-            except (CatalogueError, ValueError) as exc:
-                if len(files) == 1:
-                    raise
-                results.append({"file": str(f), "error": str(exc)})
+    with catalogue(store, as_json) as cat, console_progress("importing", len(files) > 1 and not as_json) as tick:
+        for start in range(0, len(files), group):
+            chunk = files[start:start + group]
+            read = [_read_file(cat, f, model, task, method, provenance) for f in chunk]
+            for f, outcome in zip(chunk, cat.add_batch(read, group), strict=True):
+                if isinstance(outcome, Exception) and len(files) == 1:
+                    raise outcome
+                results.append({"file": str(f)} | ({"error": str(outcome)} if isinstance(outcome, Exception)
+                                                   else {"id": outcome}))
+            tick(start + len(chunk), len(files), "files")
     failed = [r for r in results if "error" in r]
     if as_json:
         emit_json(results)
@@ -73,8 +85,17 @@ def import_(
         raise typer.Exit(1)
 
 
-def _import_file(cat: Catalogue, f: Path, model: str | None, task: str | None, method: str,
-                 provenance: dict[str, Any]) -> str:
+def _read_file(cat: Catalogue, f: Path, model: str | None, task: str | None, method: str,
+               provenance: dict[str, Any]) -> Circuit | Exception:
+    """The validated circuit of one file, or why it was refused."""
+    try:
+        return cat.prepare(_document_of_file(cat, f, model, task, method, provenance))
+    except (CatalogueError, ValueError) as exc:
+        return exc
+
+
+def _document_of_file(cat: Catalogue, f: Path, model: str | None, task: str | None, method: str,
+                      provenance: dict[str, Any]) -> CircuitDocument:
     size = f.stat().st_size
     if size > cat.limits.max_body_bytes:
         raise LimitExceeded(env_name("max_body_bytes"), size, cat.limits.max_body_bytes, f"bytes in {f.name}")
@@ -83,15 +104,15 @@ def _import_file(cat: Catalogue, f: Path, model: str | None, task: str | None, m
     except (RecursionError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{f}: not a JSON document ({type(exc).__name__}: {exc})") from None
     if "cfg" not in raw:
-        return cat.add_document(CircuitDocument.model_validate(raw))
+        return CircuitDocument.model_validate(raw)
     folder_task, _, folder_model = f.parent.name.rpartition("_")
     if folder_model in KNOWN_SHAPES and folder_task:
         model, task = model or folder_model, task or folder_task
     if not (model and task):
         raise ValueError(f"{f}: a MIB file needs --model and --task (or a MIB folder named TASK_MODEL)")
     params = {"source_file": f.name}
-    return cat.add_mib(MibDocument.model_validate(raw), model, task, method, params=params,
-                       **{k: v for k, v in provenance.items() if v is not None})
+    return mib_to_document(MibDocument.model_validate(raw), model, task, method, params=params,
+                           **{k: v for k, v in provenance.items() if v is not None})
 
 
 @app.command()
@@ -230,6 +251,7 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     worker: Annotated[bool, typer.Option(help="run the embedded job worker beside the API (no broker set)")] = True,
+    workers: Annotated[int, typer.Option(min=1, help="API processes (production: about one per core)")] = 1,
     store: StoreOpt = None,
 ) -> None:
     """Run the REST API (OpenAPI at /docs) and, without a broker, a job worker. Public addresses need a key."""
@@ -251,7 +273,12 @@ def serve(
             # its own process, so torch stays out of the API; it exits when this one does
             child = subprocess.Popen([sys.executable, "-m", "workers", "worker", "--parent", str(os.getpid())])
         try:
-            uvicorn.run(create_app(cat.store, settings), host=host, port=port)
+            if workers == 1:
+                uvicorn.run(create_app(cat.store, settings), host=host, port=port)
+            else:  # each process builds its own app (and store connections) from the environment
+                if store:
+                    os.environ["CIRCAT_STORE_URL"] = store
+                uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, workers=workers)
         finally:
             if child is not None:
                 child.terminate()

@@ -104,6 +104,9 @@ class PathSearch(BaseModel):
                          description="ipe-approx: derivative-scored continuations re-checked exactly "
                                      "(bfs: the best per partial path; best-first: the best of each expansion, "
                                      "then per batch from the queue's top)")
+    optimism: float = Field(default=0.0, ge=0, lt=1, description="ipe-approx best-first: queue each estimate scaled "
+                            "up by this quantile of the |exact| / |estimate| ratios re-checked so far (0: as "
+                            "estimated; higher re-checks more estimates sooner, for closer agreement with ipe)")
 
     @field_validator("receivers")
     @classmethod

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from service.circuit import Circuit
+from service.errors import CircuitInvalid
 from service.types import Level, ModelShape
 
 
@@ -107,6 +108,12 @@ class CircuitStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_registered(model: str, registered: ModelShape | None, shape: ModelShape) -> None:
+    """Refuse a circuit whose model is registered with another shape (checked under the store's write lock)."""
+    if registered is not None and registered != shape:
+        raise CircuitInvalid([f"model {model!r} is registered with shape {registered}, the circuit says {shape}"])
 
 
 def pack_outside_scores(mask: np.ndarray | None, scores: np.ndarray | None) -> bytes | None:

@@ -26,6 +26,7 @@ from service.stores.base import (
     CircuitStore,
     CircuitSummary,
     Membership,
+    check_registered,
     pack_outside_scores,
     rebuild,
 )
@@ -213,7 +214,7 @@ def _put(tx: ManagedTransaction, circuit: Circuit) -> None:
     waits for the first to commit and then finds it stored, instead of failing on the id's constraint.
     """
     cid, g, model = circuit.id, circuit.graph, circuit.provenance.model
-    n_components = _lock_model(tx, model, g)
+    n_components = _lock_model(tx, model, circuit.shape)
     if tx.run("MATCH (c:Circuit {id: $id}) RETURN 1", id=cid).single():
         return
     if n_components != g.n_nodes:
@@ -225,11 +226,18 @@ def _put(tx: ManagedTransaction, circuit: Circuit) -> None:
         _link(tx, cid, model, "Edge", "HAS_EDGE", circuit.edge_mask, circuit.edge_scores)
 
 
-def _lock_model(tx: ManagedTransaction, model: str, g: ModelGraph) -> int | None:
-    """Create the model's node if new and take its write lock until ``tx`` ends; its registered component count."""
-    shape = {k: v for k, v in g.shape.__dict__.items() if v is not None}
-    return tx.run("MERGE (m:Model {name: $name}) ON CREATE SET m += $shape SET m.last_write = datetime() "
-                  "RETURN m.n_components AS n", name=model, shape=shape).single()["n"]
+def _lock_model(tx: ManagedTransaction, model: str, shape: ModelShape) -> int | None:
+    """Create the model's node if new and take its write lock until ``tx`` ends; its registered component count.
+
+    Refuses a circuit whose model is registered with another shape (``CircuitInvalid``).
+    """
+    given = {k: v for k, v in shape.__dict__.items() if v is not None}
+    rec = tx.run("MERGE (m:Model {name: $name}) ON CREATE SET m += $shape SET m.last_write = datetime() "
+                 "RETURN m.n_components AS n, m.n_layers AS n_layers, m.n_heads AS n_heads, "
+                 "m.parallel_attn_mlp AS parallel_attn_mlp, m.d_model AS d_model", name=model, shape=given).single()
+    check_registered(model, ModelShape(rec["n_layers"], rec["n_heads"], rec["parallel_attn_mlp"], rec["d_model"]),
+                     shape)
+    return rec["n"]
 
 
 def _register_components(tx: ManagedTransaction, model: str, g: ModelGraph) -> None:

@@ -21,6 +21,7 @@ from service.stores.base import (
     CircuitStore,
     CircuitSummary,
     Membership,
+    check_registered,
     pack_outside_scores,
     rebuild,
 )
@@ -122,8 +123,12 @@ class SqliteStore(CircuitStore):
         cid = circuit.id
         if conn.execute(sa.select(circuits_t.c.id).where(circuits_t.c.id == cid)).first():
             return
-        if not conn.execute(sa.select(models_t.c.name).where(models_t.c.name == circuit.provenance.model)).first():
-            conn.execute(models_t.insert().values(name=circuit.provenance.model, **circuit.shape.__dict__))
+        model = circuit.provenance.model
+        row = conn.execute(sa.select(models_t).where(models_t.c.name == model)).first()
+        if row is None:
+            conn.execute(models_t.insert().values(name=model, **circuit.shape.__dict__))
+        else:
+            check_registered(model, _shape(row._mapping), circuit.shape)
         conn.execute(circuits_t.insert().values(**self._circuit_row(circuit)))
         if rows := _rows(cid, circuit.node_mask, circuit.node_scores):
             _insert_items(conn, nodes_t, rows)
@@ -240,7 +245,7 @@ class SqliteStore(CircuitStore):
     def model_shape(self, model: str) -> ModelShape | None:
         with self._connect() as conn:
             r = conn.execute(sa.select(models_t).where(models_t.c.name == model)).mappings().first()
-        return None if r is None else ModelShape(r["n_layers"], r["n_heads"], r["parallel_attn_mlp"], r["d_model"])
+        return None if r is None else _shape(r)
 
     def models(self) -> list[str]:
         with self._connect() as conn:
@@ -266,6 +271,10 @@ def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
+
+
+def _shape(r: sa.RowMapping) -> ModelShape:
+    return ModelShape(r["n_layers"], r["n_heads"], r["parallel_attn_mlp"], r["d_model"])
 
 
 def _require_all(asked: list[str], found: dict) -> None:

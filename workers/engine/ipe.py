@@ -20,7 +20,10 @@ or complete path of largest |contribution| first (a complete path is reported wh
 top of the queue, so paths come out largest first); its approximated variant re-checks the
 ``recheck`` best estimates of each expansion at once and queues the rest with their derivative
 scores, re-checked exactly only when they reach its top (``recheck`` together), so a path is
-extended or reported only on its exact contribution.
+extended or reported only on its exact contribution. With ``optimism`` q > 0, an estimate is
+queued (and thresholded) scaled up by the q-quantile of |exact| / |estimate| over the re-checks so
+far: estimates that tend to fall short are re-checked sooner, trading evaluations for agreement
+with the exact search.
 Both stop at ``max_paths`` complete paths or the time budget.
 """
 
@@ -239,6 +242,7 @@ def _best_first(scorer: PathScorer, search: PathSearch, approximate: bool,
                 tick: Callable[[int, str], None]) -> tuple[list[FoundPath], str]:
     queue = _Queue()
     queue.push((), -np.inf, exact=True)
+    calibration = _Calibration(search.optimism)
     found: list[FoundPath] = []
     largest = 0.0
     clock = _Clock(search)
@@ -252,10 +256,12 @@ def _best_first(scorer: PathScorer, search: PathSearch, approximate: bool,
                 return found, "max paths"
             continue
         if not exact:  # an estimate at the top: re-check it, with the next estimates, exactly
-            conts = [path, *queue.pop_estimated(search.recheck - 1)]
+            popped = [(path, contribution), *queue.pop_estimated(search.recheck - 1)]
+            conts = [p for p, _ in popped]
             c = scorer.exact(conts)
+            calibration.observe(np.array([e for _, e in popped]), c)
         elif approximate:  # extend by estimates; the best re-checked at once, the rest queued
-            conts, c = _estimate(scorer, path, search, largest, queue)
+            conts, c = _estimate(scorer, path, search, largest, queue, calibration)
         else:
             conts, c = _continue(scorer, [path], search, False)
         largest = max(largest, float(np.abs(c).max(initial=0.0)))
@@ -266,17 +272,38 @@ def _best_first(scorer: PathScorer, search: PathSearch, approximate: bool,
 
 
 def _estimate(scorer: PathScorer, partial: PartialPath, search: PathSearch, largest: float,
-              queue: _Queue) -> tuple[list[PartialPath], np.ndarray]:
+              queue: _Queue, calibration: _Calibration) -> tuple[list[PartialPath], np.ndarray]:
     """Estimate every continuation of ``partial``: the ``recheck`` best passing the threshold are
     re-checked exactly and returned with their contributions, the others queued as estimates."""
     scorer.counts.expanded += 1
     (conts, est), = scorer.approx([partial])
-    ok = np.flatnonzero(passing(est, search, largest))
+    factor = calibration.factor
+    ok = np.flatnonzero(passing(est * factor, search, largest))
     ok = ok[np.argsort(-np.abs(est[ok]), kind="stable")]
     for i in ok[search.recheck:]:
-        queue.push(conts[i], float(est[i]), exact=False)
-    best = [conts[i] for i in ok[:search.recheck]]
-    return best, scorer.exact(best)
+        queue.push(conts[i], float(est[i]), exact=False, priority=abs(float(est[i])) * factor)
+    best = ok[:search.recheck]
+    c = scorer.exact([conts[i] for i in best])
+    calibration.observe(est[best], c)
+    return [conts[i] for i in best], c
+
+
+class _Calibration:
+    """How far exact contributions exceed their estimates: the ``quantile`` of |exact| / |estimate| seen."""
+
+    def __init__(self, quantile: float):
+        self.quantile = quantile
+        self.ratios: list[float] = []
+
+    def observe(self, estimates: np.ndarray, exact: np.ndarray) -> None:
+        keep = np.abs(estimates) > 1e-9
+        self.ratios += (np.abs(exact[keep]) / np.abs(estimates[keep])).tolist()
+
+    @property
+    def factor(self) -> float:
+        if self.quantile <= 0 or len(self.ratios) < 8:
+            return 1.0
+        return max(1.0, float(np.quantile(self.ratios, self.quantile)))
 
 
 class _Queue:
@@ -289,18 +316,20 @@ class _Queue:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def push(self, path: PartialPath, contribution: float, exact: bool) -> None:
-        heapq.heappush(self._heap, (-abs(contribution), next(self._order), path, contribution, exact))
+    def push(self, path: PartialPath, contribution: float, exact: bool, priority: float | None = None) -> None:
+        key = abs(contribution) if priority is None else priority
+        heapq.heappush(self._heap, (-key, next(self._order), path, contribution, exact))
 
     def pop(self) -> tuple[PartialPath, float, bool]:
         _, _, path, contribution, exact = heapq.heappop(self._heap)
         return path, contribution, exact
 
-    def pop_estimated(self, at_most: int) -> list[PartialPath]:
-        """Up to ``at_most`` more estimated paths from the top, stopping at the first exact one."""
+    def pop_estimated(self, at_most: int) -> list[tuple[PartialPath, float]]:
+        """Up to ``at_most`` more estimated paths and their estimates from the top, up to the first exact one."""
         out = []
         while self._heap and len(out) < at_most and not self._heap[0][4]:
-            out.append(heapq.heappop(self._heap)[2])
+            _, _, path, contribution, _ = heapq.heappop(self._heap)
+            out.append((path, contribution))
         return out
 
 

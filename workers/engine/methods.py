@@ -75,7 +75,7 @@ class RunSpec:
         if self.method is Method.PATH_PATCHING:
             return out | {"receivers": list(p.receivers)}
         out |= {"search": p.search.value, "width": p.width, "max_paths": p.max_paths, "time_budget_s": p.time_budget_s}
-        return out | ({"recheck": p.recheck} if self.method is Method.IPE_APPROX else {})
+        return out | ({"recheck": p.recheck, "optimism": p.optimism} if self.method is Method.IPE_APPROX else {})
 
 
 @dataclass(frozen=True)
