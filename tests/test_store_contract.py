@@ -54,11 +54,13 @@ def test_put_many_stores_all_or_none(store, monkeypatch):
     a, b = edge_circuit(seed=1), edge_circuit(seed=2)
     assert store.put_many([a]) == [a.id]
     c = edge_circuit(seed=3)
-    module, name = (neo4j_module, "_link") if isinstance(store, neo4j_module.Neo4jStore) else (sqlite_module, "_rows")
+    # a is stored already; b's edge write is the first call, c's the second (SQLite: rows of nodes and edges)
+    module, name, failing = ((neo4j_module, "_link_edges", 1) if isinstance(store, neo4j_module.Neo4jStore)
+                             else (sqlite_module, "_rows", 3))
     real, calls = getattr(module, name), iter(range(10**6))
 
     def fail_on_the_third_circuit(*args):
-        if next(calls) == 3:  # two item writes per circuit: a is stored already, b makes calls 0-1, c fails at 3
+        if next(calls) == failing:
             raise RuntimeError("injected failure in the third circuit")
         return real(*args)
 
@@ -184,9 +186,13 @@ def test_a_write_that_fails_midway_leaves_no_partial_circuit(store, monkeypatch)
         raise RuntimeError("injected failure while writing edges")
 
     if isinstance(store, neo4j_module.Neo4jStore):
-        real = neo4j_module._link
-        monkeypatch.setattr(neo4j_module, "_link", lambda tx, cid, model, label, rel, mask, scores: (
-            fail_on_edges() if rel == "HAS_EDGE" else real(tx, cid, model, label, rel, mask, scores)))
+        real = neo4j_module._link_edges
+
+        def after_edges(*args):  # the edges (and their new Edge nodes) written, then the failure
+            real(*args)
+            fail_on_edges()
+
+        monkeypatch.setattr(neo4j_module, "_link_edges", after_edges)
     else:
         real_rows = sqlite_module._rows
         calls = iter([real_rows, fail_on_edges])

@@ -222,8 +222,7 @@ def _put(tx: ManagedTransaction, circuit: Circuit) -> None:
     _create_circuit(tx, circuit, cid)
     _link(tx, cid, model, "Component", "HAS_NODE", circuit.node_mask, circuit.node_scores)
     if circuit.edge_mask is not None:
-        _ensure_edges(tx, model, g, circuit.edge_mask)
-        _link(tx, cid, model, "Edge", "HAS_EDGE", circuit.edge_mask, circuit.edge_scores)
+        _link_edges(tx, cid, model, g, circuit.edge_mask, circuit.edge_scores)
 
 
 def _lock_model(tx: ManagedTransaction, model: str, shape: ModelShape) -> int | None:
@@ -250,24 +249,33 @@ def _register_components(tx: ManagedTransaction, model: str, g: ModelGraph) -> N
     tx.run("MATCH (m:Model {name: $model}) SET m.n_components = $n", model=model, n=g.n_nodes)
 
 
-def _ensure_edges(tx: ManagedTransaction, model: str, g: ModelGraph, mask: np.ndarray) -> None:
-    """Create the ``Edge`` nodes (with ``FROM``/``TO``) of the edges in ``mask`` that do not exist yet.
+def _link_edges(tx: ManagedTransaction, cid: str, model: str, g: ModelGraph, mask: np.ndarray,
+                scores: np.ndarray) -> None:
+    """Create the circuit's HAS_EDGE relationships, and the ``Edge`` nodes (with ``FROM``/``TO``) that no
+    stored circuit has needed yet: one index lookup per edge that exists.
 
-    ``CREATE``, not ``MERGE``: the caller holds the model's lock (``_lock_model``), so no other writer
-    creates this model's edges between the check and the creation.
+    ``CREATE``, not ``MERGE``, for new edges: the caller holds the model's lock (``_lock_model``), so no
+    other writer creates this model's edges between the lookup and the creation.
     """
+    idx = np.flatnonzero(mask).tolist()
+    vals = [_score(v) for v in scores[idx]]
     names = g.node_names
-    for chunk in _chunks(np.flatnonzero(mask).tolist()):
-        missing = tx.run("UNWIND $idx AS i WITH i WHERE NOT EXISTS { MATCH (:Edge {model: $model, idx: i}) } "
-                         "RETURN collect(i) AS i", idx=chunk, model=model).single()["i"]
+    for idx_chunk, val_chunk in zip(_chunks(idx), _chunks(vals), strict=True):
+        missing = tx.run(
+            "MATCH (c:Circuit {id: $id}) UNWIND range(0, size($idx) - 1) AS i "
+            "OPTIONAL MATCH (x:Edge {model: $model, idx: $idx[i]}) "
+            "FOREACH (e IN CASE WHEN x IS NULL THEN [] ELSE [x] END | CREATE (c)-[:HAS_EDGE {score: $s[i]}]->(e)) "
+            "WITH i, x WHERE x IS NULL RETURN collect(i) AS i", id=cid, model=model, idx=idx_chunk, s=val_chunk,
+        ).single()["i"]
         if not missing:
             continue
-        rows = [{"uid": f"{model}/{e.name}", "name": e.name, "idx": i, "input": e.port.value,
+        rows = [{"uid": f"{model}/{e.name}", "name": e.name, "idx": i, "input": e.port.value, "score": val_chunk[j],
                  "src": f"{model}/{names[int(g.edge_src[i])]}", "dst": f"{model}/{names[int(g.edge_dst[i])]}"}
-                for i, e in ((i, g.edge(i)) for i in missing)]
-        tx.run("UNWIND $rows AS r MATCH (s:Component {uid: r.src}) MATCH (d:Component {uid: r.dst}) "
-               "CREATE (e:Edge {uid: r.uid, model: $model, name: r.name, idx: r.idx}) "
-               "CREATE (e)-[:FROM]->(s) CREATE (e)-[:TO {input: r.input}]->(d)", rows=rows, model=model)
+                for j, i, e in ((j, idx_chunk[j], g.edge(idx_chunk[j])) for j in missing)]
+        tx.run("MATCH (c:Circuit {id: $id}) UNWIND $rows AS r MATCH (s:Component {uid: r.src}) "
+               "MATCH (d:Component {uid: r.dst}) CREATE (e:Edge {uid: r.uid, model: $model, name: r.name, idx: r.idx}) "
+               "CREATE (e)-[:FROM]->(s) CREATE (e)-[:TO {input: r.input}]->(d) "
+               "CREATE (c)-[:HAS_EDGE {score: r.score}]->(e)", id=cid, rows=rows, model=model)
 
 
 def _link(tx: ManagedTransaction, cid: str, model: str, label: str, rel: str,
