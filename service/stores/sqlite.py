@@ -27,6 +27,9 @@ from service.stores.base import (
 )
 from service.types import Level, ModelShape
 
+BUSY_TIMEOUT_S = 30.0
+"""How long a writer waits for another's write lock before the store reports itself busy (503)."""
+
 meta = sa.MetaData()
 models_t = sa.Table(
     "models", meta,
@@ -97,7 +100,7 @@ class SqliteStore(CircuitStore):
 
     def __init__(self, url: str):
         ensure_sqlite_dir(url)
-        self.engine = sa.create_engine(url)
+        self.engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
         sa.event.listen(self.engine, "connect", _pragmas)
         meta.create_all(self.engine)
 
