@@ -1,7 +1,7 @@
 """The API under load: concurrent clients mixing reads and imports against a multi-process server.
 
 Run with scripts/bench.sh api_load [--stores sqlite,neo4j] [--clients 16] [--seconds 60] [--workers 2]
-[--seed 200]. For each store it starts ``circat serve --workers N`` on loopback (Neo4j from
+[--seed 200]. For each store it starts ``circat serve --workers N`` on loopback (stopped by its pid) (Neo4j from
 CIRCAT_NEO4J_URI, wiped first; SQLite in a temporary file), stores ``--seed`` GPT-2-small circuits
 of 2,000 edges through ``POST /circuits:batch``, then runs ``--clients`` threads for ``--seconds``,
 each picking per request: list a filtered page (30 %), get a circuit (25 %), pairwise overlap (25 %),
@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +28,7 @@ from neo4j import GraphDatabase
 
 from bench.catalogue import circuit
 from service.documents import document_from_circuit
+from tests.live_server import live_server
 
 MIX = {"list": 0.30, "get": 0.25, "overlap": 0.25, "consensus": 0.10, "import": 0.10}
 
@@ -55,42 +52,6 @@ def documents(n: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     return [document_from_circuit(circuit(rng, 2000, seed * 1_000_000 + i)).model_dump(
         mode="json", exclude_none=True, exclude={"id"}) for i in range(n)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(store_url: str, workers: int, port: int) -> subprocess.Popen:
-    """``circat serve`` with ``workers`` API processes on loopback; returns once it answers /health."""
-    env = {**os.environ, "CIRCAT_STORE_URL": store_url, "CIRCAT_DATABASE_URL": f"sqlite:///{tempfile.mkdtemp()}/j.db"}
-    env.pop("CIRCAT_BROKER_URL", None)
-    log = open(Path(tempfile.mkdtemp()) / "server.log", "wb")  # noqa: SIM115 (the server's, for its lifetime)
-    proc = subprocess.Popen([sys.executable, "-m", "workers", "serve", "--port", str(port), "--no-worker",
-                             "--workers", str(workers)], env=env, start_new_session=True, stdout=log, stderr=log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}; its log: {log.name}")
-        time.sleep(0.3)
-    stop(proc)
-    raise SystemExit("the server did not answer /health within 60 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def seed_catalogue(base: str, n: int) -> list[str]:
@@ -159,17 +120,13 @@ def report(name: str, tally: Tally, wall: float, workers: int, clients: int) -> 
 
 
 def run_store(name: str, url: str, args: argparse.Namespace) -> None:
-    port = free_port()
-    proc = start_server(url, args.workers, port)
-    try:
-        base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as d, live_server(url, Path(d) / "server.log", workers=args.workers,
+                                                         CIRCAT_DATABASE_URL=f"sqlite:///{d}/jobs.db") as server:
         t = time.perf_counter()
-        ids = seed_catalogue(base, args.seed)
+        ids = seed_catalogue(server.url, args.seed)
         print(f"[{name}] seeded {len(ids)} circuits through POST /circuits:batch in {time.perf_counter() - t:.1f} s")
-        tally, wall = load(base, ids, args.clients, args.seconds)
+        tally, wall = load(server.url, ids, args.clients, args.seconds)
         report(name, tally, wall, args.workers, args.clients)
-    finally:
-        stop(proc)
 
 
 def main() -> None:

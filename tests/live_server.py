@@ -49,15 +49,16 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(store_url: str, log: Path, worker: bool = False, **env: str) -> Iterator[LiveServer]:
+def live_server(store_url: str, log: Path, worker: bool = False, workers: int = 1,
+                **env: str) -> Iterator[LiveServer]:
     """Start ``circat serve`` for ``store_url`` with extra ``CIRCAT_*`` settings; stop it by pid.
 
-    Without ``worker`` the embedded job worker stays off (jobs stay queued).
+    Without ``worker`` the embedded job worker stays off (jobs stay queued); ``workers``: API processes.
     """
     port = free_port()
     full_env = {**os.environ, "CIRCAT_STORE_URL": store_url, **env}
     cmd = [sys.executable, "-c", "from workers.cli import main; main()", "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--worker" if worker else "--no-worker"]
+           "--port", str(port), "--worker" if worker else "--no-worker", "--workers", str(workers)]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     server = LiveServer(f"http://127.0.0.1:{port}", proc.pid, port)

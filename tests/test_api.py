@@ -100,6 +100,39 @@ def test_batch_import_is_bounded_and_needs_the_write_key(store):
     assert client.get("/circuits").json()["total"] == 0
 
 
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_several_api_processes_share_one_store(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.live_server import live_server
+
+    docs = [body(edge_circuit(seed=s)) for s in range(8)]
+    with live_server(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "serve.log", workers=2,
+                     CIRCAT_DATABASE_URL=f"sqlite:///{tmp_path / 'jobs.db'}") as server, \
+            httpx.Client(base_url=server.url, timeout=60) as c:
+        assert len(children_of(server.pid)) >= 2
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda d: c.post("/circuits:batch", json={"circuits": [d]}).status_code, docs))
+        assert statuses == [201] * 8
+        assert c.get("/circuits").json()["total"] == 8
+
+
 def test_unknown_id_is_404_problem(client):
     r = client.get("/circuits/c0123456789abcdef0123456")
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
