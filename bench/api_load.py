@@ -1,8 +1,8 @@
 """The API under load: concurrent clients mixing reads and imports against a multi-process server.
 
 Run with scripts/bench.sh api_load [--stores sqlite,neo4j] [--clients 16] [--seconds 60] [--workers 2]
-[--seed 200]. For each store it starts ``circat serve --workers N`` on loopback (stopped by its pid) (Neo4j from
-CIRCAT_NEO4J_URI, wiped first; SQLite in a temporary file), stores ``--seed`` GPT-2-small circuits
+[--seed 200]. For each store it starts ``circat serve --workers N`` on loopback, stopped by its pid
+(Neo4j from CIRCAT_NEO4J_URI, wiped first; SQLite in a temporary file), stores ``--seed`` GPT-2-small circuits
 of 2,000 edges through ``POST /circuits:batch``, then runs ``--clients`` threads for ``--seconds``,
 each picking per request: list a filtered page (30 %), get a circuit (25 %), pairwise overlap (25 %),
 5-way consensus (10 %) or import a new circuit (10 %). Prints requests per second, p50/p95/p99
