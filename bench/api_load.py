@@ -24,9 +24,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from neo4j import GraphDatabase
 
-from bench.catalogue import circuit
+from bench.catalogue import circuit, wipe_neo4j
 from service.documents import document_from_circuit
 from tests.live_server import live_server
 
@@ -143,8 +142,7 @@ def main() -> None:
                 run_store(name, f"sqlite:///{d}/load.db", args)
         elif name == "neo4j":
             uri = os.environ["CIRCAT_NEO4J_URI"]
-            with GraphDatabase.driver(uri, auth=None) as d, d.session() as s:
-                s.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
+            wipe_neo4j(uri)
             run_store(name, uri, args)
         else:
             raise SystemExit(f"unknown store {name!r}")

@@ -147,6 +147,12 @@ def report_seconds(repeats: int = 3) -> None:
           f"{ms / 1000:.2f} s (median of {repeats})")
 
 
+def wipe_neo4j(uri: str) -> None:
+    """Delete everything in the benchmark's Neo4j (the one scripts/bench.sh started)."""
+    with GraphDatabase.driver(uri, auth=None) as d, d.session() as s:
+        s.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
+
+
 def du(path: str) -> int:
     return int(subprocess.run(["du", "-sb", path], capture_output=True, text=True, check=True).stdout.split()[0])
 
@@ -173,8 +179,7 @@ def main() -> None:
                 footprint(name, bench(name, s, args), du(d), None)
         elif name == "neo4j":
             uri = os.environ["CIRCAT_NEO4J_URI"]
-            with GraphDatabase.driver(uri, auth=None) as d, d.session() as s:
-                s.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
+            wipe_neo4j(uri)
             with Neo4jStore(uri) as s:
                 edges = bench(name, s, args)
             if data := os.environ.get("CIRCAT_NEO4J_DATA"):

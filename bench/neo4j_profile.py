@@ -16,9 +16,8 @@ import time
 from typing import Any
 
 import numpy as np
-from neo4j import GraphDatabase
 
-from bench.catalogue import GPT2, circuit
+from bench.catalogue import GPT2, circuit, wipe_neo4j
 from service.graph import graph_for
 from service.stores import neo4j as n4
 
@@ -57,10 +56,7 @@ def profile_link(store: n4.Neo4jStore, rng: np.random.Generator, edges: int) -> 
     """db hits of the edge-link statement and of its index lookups alone, on one circuit (rolled back)."""
     c = circuit(rng, edges, 99_999)
     idx = np.flatnonzero(c.edge_mask).tolist()
-    link = ("PROFILE MATCH (c:Circuit {id: $id}) UNWIND range(0, size($idx) - 1) AS i "
-            "OPTIONAL MATCH (x:Edge {model: $model, idx: $idx[i]}) "
-            "FOREACH (e IN CASE WHEN x IS NULL THEN [] ELSE [x] END | CREATE (c)-[:HAS_EDGE {score: $s[i]}]->(e)) "
-            "WITH i, x WHERE x IS NULL RETURN collect(i) AS i")
+    link = f"PROFILE {n4.LINK_EXISTING_EDGES}"
     lookups = "PROFILE UNWIND $idx AS i MATCH (x:Edge {model: $model, idx: i}) RETURN count(x)"
     with store.driver.session() as s:
         tx = s.begin_transaction()
@@ -79,8 +75,7 @@ def main() -> None:
     ap.add_argument("--edges", type=int, default=2000)
     args = ap.parse_args()
     uri = os.environ["CIRCAT_NEO4J_URI"]
-    with GraphDatabase.driver(uri, auth=None) as d, d.session() as s:
-        s.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
+    wipe_neo4j(uri)
     rng = np.random.default_rng(0)
     with n4.Neo4jStore(uri) as store:
         store.put(circuit(rng, graph_for(GPT2).n_edges, -1))

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from service.circuit import Circuit, Provenance
-from service.errors import CircuitInvalid
+from service.errors import CircuitInvalid, shape_conflict
 from service.graph import ModelGraph, graph_for
 from service.limits import MAX_NAME_LENGTH, Limits
 from service.models import KNOWN_SHAPES
@@ -191,8 +191,8 @@ def circuit_from_document(
     limits.check_shape(shape)
     problems: list[str] = []
     registered = lookup(doc.model) if lookup else None
-    if registered is not None and registered != shape:
-        problems.append(f"model {doc.model!r} is registered with shape {registered}, the circuit says {shape}")
+    if problem := shape_conflict(doc.model, registered, shape):
+        problems.append(problem)
     graph = graph_for(shape)
     size = f"{shape.n_layers} layers x {shape.n_heads} heads"
     node_mask, node_scores, node_items = _fill(
@@ -245,8 +245,8 @@ def check_circuit(c: Circuit, lookup: ShapeLookup | None = None, limits: Limits 
     p = c.provenance
     problems: list[str] = []
     registered = lookup(p.model) if lookup else None
-    if registered is not None and registered != c.shape:
-        problems.append(f"model {p.model!r} is registered with shape {registered}, the circuit says {c.shape}")
+    if problem := shape_conflict(p.model, registered, c.shape):
+        problems.append(problem)
     for field, value in (("model", p.model), ("task", p.task), ("method", p.method), ("task_family", p.task_family),
                          ("metric", p.metric)):
         if value is not None and not 0 < len(value) <= MAX_NAME_LENGTH:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.types import ModelShape
+
 
 class CatalogueError(Exception):
     """Base class of every catalogue error."""
@@ -31,3 +36,10 @@ class LimitExceeded(CatalogueError, ValueError):
     def __init__(self, limit: str, value: int, maximum: int, what: str):
         self.limit, self.value, self.maximum = limit, value, maximum
         super().__init__(f"{value:,} {what} is over the limit of {maximum:,} ({limit})")
+
+
+def shape_conflict(model: str, registered: ModelShape | None, shape: ModelShape) -> str | None:
+    """The problem of a circuit of ``model`` whose shape differs from the one it is registered with."""
+    if registered is None or registered == shape:
+        return None
+    return f"model {model!r} is registered with shape {registered}, the circuit says {shape}"

@@ -63,7 +63,6 @@ class Limits:
         """Refuse an overlap question over more circuits than allowed."""
         _check("max_ids", n_ids, self.max_ids, "circuit ids in one question")
 
-
     def check_batch(self, n_circuits: int) -> None:
         """Refuse a batch import of more circuits than allowed."""
         _check("max_batch", n_circuits, self.max_batch, "circuits in one batch")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -97,12 +98,17 @@ def _allowed(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+def _validation_errors(errors: Sequence[Any]) -> tuple[str, list[dict[str, str]]]:
+    """Pydantic errors as a detail naming where each is and a list of ``{where, problem}``."""
+    listed = [{"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in errors]
+    return f"invalid: {', '.join(e['where'] for e in listed)}", listed
+
+
 def item_problem(exc: Exception) -> dict[str, Any]:
-    """The problem (status, title, detail, errors) of one refused item of a batch."""
+    """The problem (status, title, detail, errors, ...) of a refused circuit: one item of a batch, or a request."""
     if isinstance(exc, ValidationError):
-        errors = [{"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
-        return {"status": 422, "title": "Invalid circuit document",
-                "detail": f"invalid: {', '.join(e['where'] for e in errors)}", "errors": errors}
+        detail, errors = _validation_errors(exc.errors())
+        return {"status": 422, "title": "Invalid circuit document", "detail": detail, "errors": errors}
     if isinstance(exc, CircuitInvalid):
         return {"status": 422, "title": "Circuit refused",
                 "detail": f"{len(exc.problems)} problem(s); nothing was stored", "errors": exc.problems}
@@ -121,14 +127,9 @@ def install(app: FastAPI) -> None:
         return problem(404, "Not found", str(exc))
 
     @app.exception_handler(CircuitInvalid)
-    async def invalid(_: Request, exc: CircuitInvalid) -> JSONResponse:
-        return problem(422, "Circuit refused", f"{len(exc.problems)} problem(s); nothing was stored",
-                       errors=exc.problems)
-
     @app.exception_handler(LimitExceeded)
-    async def limit(_: Request, exc: LimitExceeded) -> JSONResponse:
-        return problem(413 if exc.limit in TOO_LARGE else 422, "Limit exceeded", str(exc),
-                       limit=exc.limit, value=exc.value, maximum=exc.maximum)
+    async def refused(_: Request, exc: CircuitInvalid | LimitExceeded) -> JSONResponse:
+        return problem(**item_problem(exc))
 
     @app.exception_handler(OverlapError)
     async def overlap(_: Request, exc: OverlapError) -> JSONResponse:
@@ -140,9 +141,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()]
-        named = ", ".join(e["where"] for e in errors)
-        return problem(422, "Invalid request", f"invalid: {named}", errors=errors)
+        detail, errors = _validation_errors(exc.errors())
+        return problem(422, "Invalid request", detail, errors=errors)
 
     @app.exception_handler(StoreUnavailable)
     async def unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from service.circuit import Circuit
-from service.errors import CircuitInvalid
+from service.errors import CircuitInvalid, shape_conflict
 from service.types import Level, ModelShape
 
 
@@ -112,8 +112,8 @@ class CircuitStore(ABC):
 
 def check_registered(model: str, registered: ModelShape | None, shape: ModelShape) -> None:
     """Refuse a circuit whose model is registered with another shape (checked under the store's write lock)."""
-    if registered is not None and registered != shape:
-        raise CircuitInvalid([f"model {model!r} is registered with shape {registered}, the circuit says {shape}"])
+    if problem := shape_conflict(model, registered, shape):
+        raise CircuitInvalid([problem])
 
 
 def pack_outside_scores(mask: np.ndarray | None, scores: np.ndarray | None) -> bytes | None:

@@ -36,6 +36,14 @@ BATCH = 10_000
 _SCHEMA_RULE_EXISTS = {"Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",
                        "Neo.ClientError.Schema.ConstraintAlreadyExists", "Neo.ClientError.Schema.IndexAlreadyExists"}
 T = TypeVar("T")
+_MODEL_SHAPE = ("m.n_layers AS n_layers, m.n_heads AS n_heads, m.parallel_attn_mlp AS parallel_attn_mlp, "
+                "m.d_model AS d_model")
+LINK_EXISTING_EDGES = (
+    "MATCH (c:Circuit {id: $id}) UNWIND range(0, size($idx) - 1) AS i "
+    "OPTIONAL MATCH (x:Edge {model: $model, idx: $idx[i]}) "
+    "FOREACH (e IN CASE WHEN x IS NULL THEN [] ELSE [x] END | CREATE (c)-[:HAS_EDGE {score: $s[i]}]->(e)) "
+    "WITH i, x WHERE x IS NULL RETURN collect(i) AS i")
+"""Link a circuit to the ``Edge`` nodes of ``$idx`` that exist (scores ``$s``); the positions of the missing ones."""
 
 _CIRCUIT_PROPS = """
 c.model AS model, c.task AS task, c.task_family AS task_family, c.method AS method,
@@ -106,8 +114,7 @@ class Neo4jStore(CircuitStore):
         def work(tx: ManagedTransaction) -> dict | None:  # items as one list each: a record per item is ~7x slower
             rec = tx.run(f"MATCH (c:Circuit {{id: $id}})-[:OF_MODEL]->(m:Model) RETURN {_CIRCUIT_PROPS}, "
                          "c.node_scores AS node_scores, c.edge_scores AS edge_scores, c.node_extra AS node_extra, "
-                         "c.annotations AS annotations, m.n_layers AS n_layers, m.n_heads AS n_heads, "
-                         "m.parallel_attn_mlp AS parallel_attn_mlp, m.d_model AS d_model, "
+                         f"c.annotations AS annotations, {_MODEL_SHAPE}, "
                          "COLLECT { MATCH (c)-[r:HAS_NODE]->(n) RETURN [n.idx, r.score] } AS nodes, "
                          "COLLECT { MATCH (c)-[r:HAS_EDGE]->(e) RETURN [e.idx, r.score] } AS edges",
                          id=circuit_id).single()
@@ -116,7 +123,7 @@ class Neo4jStore(CircuitStore):
         row = self._read(work)
         if row is None:
             raise NotFound(f"no circuit with id {circuit_id!r}")
-        shape = ModelShape(row["n_layers"], row["n_heads"], row["parallel_attn_mlp"], row["d_model"])
+        shape = _shape(row)
         g = graph_for(shape)
         node_mask, node_scores = rebuild(g.n_nodes, row["nodes"], row["node_scores"])
         edge_mask = edge_scores = None
@@ -188,12 +195,11 @@ class Neo4jStore(CircuitStore):
 
     def model_shape(self, model: str) -> ModelShape | None:
         def work(tx: ManagedTransaction) -> dict | None:
-            rec = tx.run("MATCH (m:Model {name: $name}) RETURN m.n_layers AS n_layers, m.n_heads AS n_heads, "
-                         "m.parallel_attn_mlp AS parallel_attn_mlp, m.d_model AS d_model", name=model).single()
+            rec = tx.run(f"MATCH (m:Model {{name: $name}}) RETURN {_MODEL_SHAPE}", name=model).single()
             return None if rec is None else rec.data()
 
         r = self._read(work)
-        return None if r is None else ModelShape(**r)
+        return None if r is None else _shape(r)
 
     def models(self) -> list[str]:
         return self._read(lambda tx: tx.run("MATCH (m:Model) RETURN m.name AS n ORDER BY n").value())
@@ -232,10 +238,8 @@ def _lock_model(tx: ManagedTransaction, model: str, shape: ModelShape) -> int | 
     """
     given = {k: v for k, v in shape.__dict__.items() if v is not None}
     rec = tx.run("MERGE (m:Model {name: $name}) ON CREATE SET m += $shape SET m.last_write = datetime() "
-                 "RETURN m.n_components AS n, m.n_layers AS n_layers, m.n_heads AS n_heads, "
-                 "m.parallel_attn_mlp AS parallel_attn_mlp, m.d_model AS d_model", name=model, shape=given).single()
-    check_registered(model, ModelShape(rec["n_layers"], rec["n_heads"], rec["parallel_attn_mlp"], rec["d_model"]),
-                     shape)
+                 f"RETURN m.n_components AS n, {_MODEL_SHAPE}", name=model, shape=given).single()
+    check_registered(model, _shape(rec), shape)
     return rec["n"]
 
 
@@ -261,12 +265,7 @@ def _link_edges(tx: ManagedTransaction, cid: str, model: str, g: ModelGraph, mas
     vals = [_score(v) for v in scores[idx]]
     names = g.node_names
     for idx_chunk, val_chunk in zip(_chunks(idx), _chunks(vals), strict=True):
-        missing = tx.run(
-            "MATCH (c:Circuit {id: $id}) UNWIND range(0, size($idx) - 1) AS i "
-            "OPTIONAL MATCH (x:Edge {model: $model, idx: $idx[i]}) "
-            "FOREACH (e IN CASE WHEN x IS NULL THEN [] ELSE [x] END | CREATE (c)-[:HAS_EDGE {score: $s[i]}]->(e)) "
-            "WITH i, x WHERE x IS NULL RETURN collect(i) AS i", id=cid, model=model, idx=idx_chunk, s=val_chunk,
-        ).single()["i"]
+        missing = tx.run(LINK_EXISTING_EDGES, id=cid, model=model, idx=idx_chunk, s=val_chunk).single()["i"]
         if not missing:
             continue
         rows = [{"uid": f"{model}/{e.name}", "name": e.name, "idx": i, "input": e.port.value, "score": val_chunk[j],
@@ -304,6 +303,11 @@ def _create_circuit(tx: ManagedTransaction, c: Circuit, cid: str) -> None:
            "ON CREATE SET t.family = $family "
            "CREATE (c:Circuit) SET c = $props CREATE (c)-[:OF_MODEL]->(m) CREATE (c)-[:FOR_TASK]->(t)",
            model=p.model, task=p.task, family=p.task_family, props=props)
+
+
+def _shape(r: Any) -> ModelShape:
+    """A model's shape from a record or row holding ``_MODEL_SHAPE``."""
+    return ModelShape(r["n_layers"], r["n_heads"], r["parallel_attn_mlp"], r["d_model"])
 
 
 def _provenance(r: dict) -> Provenance:
