@@ -7,7 +7,7 @@ top paths as the exact search found: the share of exact paths among them, and th
 of the two path sets' edges). Path patching: wall time of one full iterative build
 over (components x one plain forward of the same batch). Run with
 scripts/bench.sh paths [--model toy] [--task ioi] [--n 16] [--paths 100] [--recheck 1 8] [--optimism 0 0.9]
-[--time-budget S].
+[--ig-steps 1 2] [--time-budget S].
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from workers.tasks.encode import encode
 from workers.tasks.render import for_tokenizer
 
 
-def ipe_run(engine: PatchingEngine, search: PathSearch, approximate: bool) -> tuple[IpeResult, float]:
-    scorer = PathScorer(engine, EdgeEvaluator(engine).baselines)
+def ipe_run(engine: PatchingEngine, search: PathSearch, approximate: bool,
+            steps: int = 1) -> tuple[IpeResult, float]:
+    scorer = PathScorer(engine, EdgeEvaluator(engine).baselines, steps)
     start = time.perf_counter()
     result = search_paths(scorer, search, approximate)
     return result, time.perf_counter() - start
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--min-effect", type=float, default=1e-4)
     parser.add_argument("--recheck", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--optimism", type=float, nargs="+", default=[0.0, 0.9])
+    parser.add_argument("--ig-steps", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--time-budget", type=float, default=None, help="seconds each search may take at most")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
@@ -80,17 +82,18 @@ def main() -> None:
     table.add_row("exact", f"{wall:.1f}", str(exact.counts.forward), "0", str(exact.counts.total), "1.0", "-", "-",
                   str(len(exact.paths)), exact.stopped)
     console.print(f"exact: {wall:.1f} s, {exact.counts.total} evaluations, {len(exact.paths)} paths ({exact.stopped})")
-    for k, q in itertools.product(args.recheck, args.optimism):
-        approx, wall = ipe_run(engine, base.model_copy(update={"recheck": k, "optimism": q}), True)
+    for steps, k, q in itertools.product(args.ig_steps, args.recheck, args.optimism):
+        approx, wall = ipe_run(engine, base.model_copy(update={"recheck": k, "optimism": q}), True, steps)
         top = approx.paths[:len(exact.paths)]  # compared at equal size: as many paths as the exact search found
         edges = path_circuit(graph, top)[0]
         jaccard = (edges & exact_edges).sum() / max(1, (edges | exact_edges).sum())
         shared = len(exact_paths & {p.edges for p in top}) / max(1, len(exact_paths))
         ratio = exact.counts.total / max(1, approx.counts.total)
-        table.add_row(f"approx, recheck {k}, optimism {q}", f"{wall:.1f}", str(approx.counts.forward),
+        variant = f"approx, ig steps {steps}, recheck {k}, optimism {q}"
+        table.add_row(variant, f"{wall:.1f}", str(approx.counts.forward),
                       str(approx.counts.backward), str(approx.counts.total), f"{ratio:.1f}", f"{shared:.0%}",
                       f"{jaccard:.0%}", str(len(approx.paths)), approx.stopped)
-        console.print(f"approx, recheck {k}, optimism {q}: {wall:.1f} s, {approx.counts.total} evaluations, "
+        console.print(f"{variant}: {wall:.1f} s, {approx.counts.total} evaluations, "
                       f"{len(approx.paths)} paths ({approx.stopped}); its top {len(top)}: "
                       f"{shared:.0%} of exact paths, edge Jaccard {jaccard:.0%}")
     console.print(table)

@@ -24,6 +24,7 @@ def run(*args: str, ok: bool = True):
 def test_path_methods_on_every_task(task, method, tmp_path):
     paths = tmp_path / "paths.json"
     extra = ["--search", "best-first", "--max-paths", "10", "--paths-out", str(paths)] if "ipe" in method else []
+    extra += ["--ig-steps", "3"] if method == "ipe-approx" else []
     res = json.loads(run("discover", "--model", "toy", "--task", task, "--method", method, "--n", "8",
                          "--min-effect", "0.01", *extra, "--json").stdout)
     (row,) = res["circuits"]
@@ -33,6 +34,8 @@ def test_path_methods_on_every_task(task, method, tmp_path):
     if method == "path-patching":
         assert doc["annotations"]["rounds"][0]["receivers"] == ["logits"]
         return
+    if method == "ipe-approx":  # every partial path differentiated at 3 points
+        assert doc["params"]["ig_steps"] == 3 and doc["params"]["backward_passes"] % 3 == 0
     found = json.loads(paths.read_text())
     listed = found["positive"] + found["negative"]
     assert 0 < len(listed) <= 10 and found == doc["annotations"]["paths"]

@@ -203,6 +203,38 @@ def test_derivative_scores_rank_continuations_like_the_exact_ones_on_the_toy_mod
     assert min(rhos) > 0.6, rhos
 
 
+def whole_input_ablated(scorer: PathScorer, partial: tuple[int, ...]) -> float:
+    """A partial path's contribution with its first node's every input edge ablated at once: those
+    edges and the path kept, their sources emitting their ablated outputs, every other edge clean."""
+    engine, graph = scorer.engine, scorer.graph
+    keep = torch.zeros((1, graph.n_edges))
+    keep[0, list(partial)] = 1
+    for slot in scorer.slots(partial):
+        keep[0, int(graph.slot_start[slot]):int(graph.slot_start[slot]) + graph.dests[slot].n_sources] = 1
+    first = torch.zeros((1, engine.n_sources))
+    first[0, :max(graph.dests[slot].n_sources for slot in scorer.slots(partial))] = 1
+    metric = engine.metric_of(engine.run_edges(keep, engine.clean_out, first))[0].item()
+    return (scorer.baselines.full - metric) / scorer.span
+
+
+def test_integrated_estimates_add_up_to_ablating_the_first_nodes_whole_input():
+    """Completeness: gradients averaged from the clean input to the fully ablated one, dotted with
+    each continuation's message, sum to the whole input's effect (the plain gradient need not)."""
+    toy = load_toy()
+    engine = PatchingEngine(toy, encode(get_task("ioi").examples(8, seed=0), toy.tokenizer), Ablation.RESAMPLE)
+    baselines = EdgeEvaluator(engine).baselines
+    graph = engine.layout.graph
+    partials = [(), (graph.edge_id("a2.h2->logits"),), (graph.edge_id("m1->logits"),),
+                (graph.edge_id("a1.h1->a2.h3<k>"), graph.edge_id("a2.h3->logits"))]
+    integrated, plain = PathScorer(engine, baselines, steps=64), PathScorer(engine, baselines)
+    for partial, (_, estimates) in zip(partials, integrated.approx(partials), strict=True):
+        whole = whole_input_ablated(integrated, partial)
+        assert estimates.sum() == pytest.approx(whole, rel=0.02, abs=1e-3), partial
+    assert integrated.counts.backward == 64 * len(partials)
+    ((_, at_clean),) = plain.approx([()])
+    assert abs(at_clean.sum() - whole_input_ablated(plain, ())) > 0.5  # the final norm is far from linear here
+
+
 def test_optimism_scales_estimates_by_the_quantile_of_exact_over_estimate():
     from workers.engine.ipe import _Calibration
 
@@ -225,10 +257,11 @@ def load_toy():
 CARRIERS = {("input->a1.h0<v>", "a1.h0->logits"), ("input->a1.h0<k>", "a1.h0->logits")}
 
 
-@pytest.mark.parametrize(("approximate", "optimism"), [(False, 0.0), (True, 0.0), (True, 0.9)])
-def test_ipe_finds_the_planted_paths_first(planted, approximate, optimism):
+@pytest.mark.parametrize(("approximate", "optimism", "steps"),
+                         [(False, 0.0, 1), (True, 0.0, 1), (True, 0.9, 1), (True, 0.0, 5)])
+def test_ipe_finds_the_planted_paths_first(planted, approximate, optimism, steps):
     engine = PatchingEngine(planted, encode(get_task("ioi").examples(8, seed=1), planted.tokenizer))
-    scorer = PathScorer(engine, EdgeEvaluator(engine).baselines)
+    scorer = PathScorer(engine, EdgeEvaluator(engine).baselines, steps)
     for strategy in Search:
         search = PathSearch(min_effect=1e-4, search=strategy, optimism=optimism)
         result = search_paths(scorer, search, approximate)
@@ -257,3 +290,11 @@ def test_effects_are_shares_of_the_behaviour(engine):
     all_into_logits[0, graph.slot_start[-2]:] = False
     assert effects(evaluator, all_into_logits)[0] == pytest.approx(1.0, abs=1e-5)
     assert effects(evaluator, sender_masks(graph, every, [])).tolist() == pytest.approx([0.0] * len(every), abs=1e-6)
+
+
+def test_gradient_points_are_the_methods_default_unless_given():
+    spec = RunSpec("toy", "ioi", Method.IPE_APPROX)
+    assert spec.gradient_points == 2 and spec.params()["ig_steps"] == 2
+    assert RunSpec("toy", "ioi", Method.EAP_IG).gradient_points == 5
+    assert RunSpec("toy", "ioi", Method.IPE_APPROX, ig_steps=7).gradient_points == 7
+    assert RunSpec("toy", "ioi", Method.EAP, ig_steps=7).gradient_points == 1  # plain EAP: one gradient

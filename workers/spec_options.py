@@ -26,7 +26,9 @@ PerPositionOpt = Annotated[bool, typer.Option(help="mean ablation per position")
 MetricOpt = Annotated[str | None, typer.Option(help="logit_diff, prob_diff or kl (default: the task's)")]
 TopNOpt = Annotated[int | None, typer.Option(min=1, help="edge methods: keep the top-n edges instead")]
 SignedOpt = Annotated[bool, typer.Option(help="edge methods: rank by signed score, not |score|")]
-IgStepsOpt = Annotated[int, typer.Option(min=1, help="EAP-IG interpolation steps")]
+IgStepsOpt = Annotated[int | None, typer.Option(min=1, help="eap-ig, ipe-approx: points the gradient is averaged "
+                                                 "over, from the clean input towards the ablated one (1: at the clean "
+                                                 "input; default: eap-ig 5, ipe-approx 2)")]
 OrderOpt = Annotated[list[str] | None, typer.Option(
     help="ablation sweep order(s): backward, forward, random:SEED (repeatable)")]
 NOpt = Annotated[int, typer.Option(min=1, help="prompts")]
@@ -52,7 +54,7 @@ _PATHS = PathSearch()
 SPEC_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("threshold", ThresholdOpt, None), ("ablation", AblationOpt, Ablation.RESAMPLE),
     ("per_position", PerPositionOpt, False), ("metric", MetricOpt, None), ("top_n", TopNOpt, None),
-    ("signed", SignedOpt, False), ("ig_steps", IgStepsOpt, 5), ("order", OrderOpt, None), ("n", NOpt, 64),
+    ("signed", SignedOpt, False), ("ig_steps", IgStepsOpt, None), ("order", OrderOpt, None), ("n", NOpt, 64),
     ("seed", int, 0), ("dtype", DtypeOpt, "float32"), ("min_effect", MinEffectOpt, None),
     ("relative", RelativeOpt, False), ("receivers", ReceiversOpt, None), ("search", SearchOpt, _PATHS.search),
     ("width", WidthOpt, None), ("max_paths", MaxPathsOpt, _PATHS.max_paths), ("time_budget", TimeBudgetOpt, None),

@@ -132,7 +132,9 @@ class DiscoverySpec(BaseModel):
     metric: Metric | None = Field(default=None, description="default: the task's")
     top_n: int | None = Field(default=None, ge=1)
     signed: bool = False
-    ig_steps: int = Field(default=5, ge=1, le=1000)
+    ig_steps: int | None = Field(default=None, ge=1, le=1000, description="eap-ig, ipe-approx: points the gradient "
+                                 "is averaged over, from the clean input towards the ablated one (1: at the clean "
+                                 "input; default: eap-ig 5, ipe-approx 2)")
     orders: tuple[Annotated[str, StringConstraints(max_length=20)], ...] | None = Field(
         default=None, max_length=64, description="ablation sweep orders: backward, forward, random:SEED",
         json_schema_extra={"items": {"type": "string", "pattern": f"^({ORDER.pattern})$"}})

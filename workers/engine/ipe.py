@@ -13,17 +13,19 @@ edge frozen at its source's clean output, the first node patched. Contributions 
 A partial path (first node ``s``) is continued by every edge into ``s``'s inputs. ``exact`` scores
 each continuation by its own run; ``approx`` (seed 001) scores them all at once from the gradient
 of the partial path's metric with respect to ``s``'s inputs, ``c(u -> P) ~ grad . (clean_u -
-ablated_u) / span`` (one backward pass per partial path). Strategies: ``bfs`` extends every partial
-path passing the threshold depth by depth (the ``width`` best per depth), the approximated variant
-re-checking exactly the ``recheck`` best continuations of each; ``best-first`` extends the partial
-or complete path of largest |contribution| first (a complete path is reported when it reaches the
-top of the queue, so paths come out largest first); its approximated variant re-checks the
-``recheck`` best estimates of each expansion at once and queues the rest with their derivative
-scores, re-checked exactly only when they reach its top (``recheck`` together), so a path is
-extended or reported only on its exact contribution. With ``optimism`` q > 0, an estimate is
-queued (and thresholded) scaled up by the q-quantile of |exact| / |estimate| over the re-checks so
-far: estimates that tend to fall short are re-checked sooner, trading evaluations for agreement
-with the exact search.
+ablated_u) / span`` (one backward pass per partial path), the gradient optionally averaged over
+``steps`` points on the way from ``s``'s clean input to its fully ablated one (integrated
+gradients: saturated attention and norms flatten the gradient at the clean input). Strategies:
+``bfs`` extends every partial path passing the threshold depth by depth (the ``width`` best per
+depth), the approximated variant re-checking exactly the ``recheck`` best continuations of each;
+``best-first`` extends the partial or complete path of largest |contribution| first (a complete
+path is reported when it reaches the top of the queue, so paths come out largest first); its
+approximated variant re-checks the ``recheck`` best estimates of each expansion at once and queues
+the rest with their derivative scores, re-checked exactly only when they reach its top (``recheck``
+together), so a path is extended or reported only on its exact contribution. With ``optimism`` q >
+0, an estimate is queued (and thresholded) scaled up by the q-quantile of |exact| / |estimate| over
+the re-checks so far: estimates that tend to fall short are re-checked sooner, trading evaluations
+for agreement with the exact search.
 Both stop at ``max_paths`` complete paths or the time budget.
 """
 
@@ -89,6 +91,9 @@ class PathScorer:
 
     engine: PatchingEngine
     baselines: Baselines
+    steps: int = 1
+    """derivative points per partial path: the gradient at the clean input (1), or averaged over
+    ``j / steps`` of the way to the first node's fully ablated input, ``j < steps``"""
     counts: Counts = field(default_factory=Counts)
 
     @property
@@ -137,33 +142,63 @@ class PathScorer:
     def approx(self, paths: Sequence[PartialPath]) -> list[tuple[list[PartialPath], np.ndarray]]:
         """For each partial path, its continuations and their derivative-based contributions."""
         out = []
-        chunk = max(1, masks_per_run(self.engine) // 2)
+        chunk = max(1, masks_per_run(self.engine) // (2 * self.steps))
         for start in range(0, len(paths), chunk):
             out += self._approx(paths[start:start + chunk])
         return out
 
     def _approx(self, paths: Sequence[PartialPath]) -> list[tuple[list[PartialPath], np.ndarray]]:
-        engine, m = self.engine, len(paths)
-        keep, _ = self._masks(paths)
+        engine, k, b = self.engine, self.steps, len(self.engine.batch)
+        copies = [p for p in paths for _ in range(k)]
+        keep, _ = self._masks(copies)
         grads: dict[str, torch.Tensor] = {}
+        shifts = self._shifts(paths) if k > 1 else {}
         names = {_slot_hook(self.graph, slot) for p in paths for slot in self.slots(p)}
         with torch.enable_grad():
-            hooks = engine.edge_hooks(keep, engine.clean_out) + [(n, _capture(n, grads)) for n in sorted(names)]
-            final = last_logits(engine.model, engine.batch.clean.repeat(m, 1), hooks, engine.batch.lengths.repeat(m))
-            engine.metric_of(final.view(m, len(engine.batch), -1)).sum().backward()
-        self.counts.backward += m
-        b = len(engine.batch)
-        msg = (engine.clean_out - engine.ablated).reshape(engine.n_sources, -1)
+            hooks = engine.edge_hooks(keep, engine.clean_out)
+            hooks += [(n, _capture(n, grads, shifts.get(n))) for n in sorted(names)]
+            final = last_logits(engine.model, engine.batch.clean.repeat(len(copies), 1), hooks,
+                                engine.batch.lengths.repeat(len(copies)))
+            engine.metric_of(final.view(len(copies), b, -1)).sum().backward()
+        self.counts.backward += len(copies)
+        msg = self._messages().reshape(engine.n_sources, -1)
         results = []
         for i, p in enumerate(paths):
             scores = []
             for slot in self.slots(p):
                 dest = self.graph.dests[slot]
-                g = grads[_slot_hook(self.graph, slot)][i * b:(i + 1) * b]
+                g = grads[_slot_hook(self.graph, slot)]
+                g = g.view(len(paths), k, b, *g.shape[1:])[i].mean(0)
                 g = g[:, :, dest.node.head] if g.dim() == 4 else g  # a head's slice of a per-head input
                 scores.append((msg[:dest.n_sources] @ g.reshape(-1)).double().cpu())
             results.append((self.continuations(p), torch.cat(scores).numpy() / self.span))
         return results
+
+    def _messages(self) -> torch.Tensor:
+        """Every source's message ``clean - ablated`` ``[source, batch, pos, d_model]``."""
+        engine = self.engine
+        return (engine.clean_out - engine.ablated).expand_as(engine.clean_out)
+
+    def _shifts(self, paths: Sequence[PartialPath]) -> dict[str, torch.Tensor]:
+        """Per input hook, what each copy subtracts: ``j / steps`` of the first node's slot's whole
+        message (every source into it ablated) on copy ``j`` of each partial path, 0 elsewhere."""
+        k, b, n_heads = self.steps, len(self.engine.batch), self.engine.model.shape.n_heads
+        msg = self._messages()
+        alphas = torch.arange(k, device=msg.device, dtype=msg.dtype) / k
+        shifts: dict[str, torch.Tensor] = {}
+        for i, p in enumerate(paths):
+            for slot in self.slots(p):
+                dest, name = self.graph.dests[slot], _slot_hook(self.graph, slot)
+                per_head = dest.node.head is not None
+                if name not in shifts:
+                    shape = (len(paths), k, b, msg.shape[2], *((n_heads,) if per_head else ()), msg.shape[3])
+                    shifts[name] = msg.new_zeros(shape)
+                whole = alphas.view(k, 1, 1, 1) * msg[:dest.n_sources].sum(0)
+                if per_head:
+                    shifts[name][i, :, :, :, dest.node.head] = whole
+                else:
+                    shifts[name][i] = whole
+        return {name: s.flatten(0, 2) for name, s in shifts.items()}
 
 
 def _slot_hook(graph: ModelGraph, slot: int) -> str:
@@ -175,10 +210,12 @@ def _slot_hook(graph: ModelGraph, slot: int) -> str:
     return input_hook(dest.node.layer, dest.port.value)
 
 
-def _capture(name: str, grads: dict[str, torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """A hook keeping the metric's gradient at this input (the graph above it left whole)."""
+def _capture(name: str, grads: dict[str, torch.Tensor], shift: torch.Tensor | None) -> Callable[..., torch.Tensor]:
+    """A hook keeping the metric's gradient at this input (the graph above it left whole), taken
+    at the input less ``shift`` when given."""
     def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
-        mine = (x if x.requires_grad else x.detach().requires_grad_(True)).clone()
+        mine = x if x.requires_grad else x.detach().requires_grad_(True)
+        mine = mine.clone() if shift is None else mine - shift
         mine.register_hook(lambda g: grads.__setitem__(name, g.detach()))
         return mine
     return hook
