@@ -2,9 +2,11 @@
 
 IPE: both variants search best-first for the same number of complete paths; the table gives wall
 time, model evaluations (path runs forward plus partial paths differentiated), and how far the
-approximated top paths agree with the exact ones, compared at equal size (as many approximated
+approximated top paths agree with the exact ones, compared at equal size k (as many approximated
 top paths as the exact search found: the share of exact paths among them, and the Jaccard overlap
-of the two path sets' edges). Path patching: wall time of one full iterative build
+of the two path sets' edges), with the evaluations each search had spent when it had reported k
+paths (best-first reports paths largest first, so a search stopped by its time budget is compared
+on the paths it found). Path patching: wall time of one full iterative build
 over (components x one plain forward of the same batch). Run with
 scripts/bench.sh paths [--model toy] [--task ioi] [--n 16] [--paths 100] [--recheck 1 8] [--optimism 0 0.9]
 [--ig-steps 1 2] [--time-budget S].
@@ -72,29 +74,33 @@ def main() -> None:
     graph = engine.layout.graph
     console = Console(width=160)
     title = f"IPE best-first, top {args.paths} paths: {model.name} / {args.task}, n={len(batch)}, {engine.model.device}"
-    table = Table("variant", "wall s", "forward", "backward", "evaluations", "x fewer", "top paths shared",
-                  "edge Jaccard", "paths", "stopped", title=title)
+    table = Table("variant", "wall s", "forward", "backward", "evaluations", "x fewer", "evals to k",
+                  "x fewer to k", "top k shared", "edge Jaccard", "paths", "stopped", title=title)
     base = PathSearch(min_effect=args.min_effect, search=Search.BEST_FIRST, max_paths=args.paths,
                       time_budget_s=args.time_budget)
     exact, wall = ipe_run(engine, base, False)
     exact_paths = {p.edges for p in exact.paths}
     exact_edges = path_circuit(graph, exact.paths)[0]
-    table.add_row("exact", f"{wall:.1f}", str(exact.counts.forward), "0", str(exact.counts.total), "1.0", "-", "-",
-                  str(len(exact.paths)), exact.stopped)
+    k = len(exact.paths)
+    table.add_row("exact", f"{wall:.1f}", str(exact.counts.forward), "0", str(exact.counts.total), "1.0",
+                  str(exact.evaluations_for(k)), "1.0", "-", "-", str(k), exact.stopped)
     console.print(f"exact: {wall:.1f} s, {exact.counts.total} evaluations, {len(exact.paths)} paths ({exact.stopped})")
-    for steps, k, q in itertools.product(args.ig_steps, args.recheck, args.optimism):
-        approx, wall = ipe_run(engine, base.model_copy(update={"recheck": k, "optimism": q}), True, steps)
-        top = approx.paths[:len(exact.paths)]  # compared at equal size: as many paths as the exact search found
+    for steps, recheck, q in itertools.product(args.ig_steps, args.recheck, args.optimism):
+        approx, wall = ipe_run(engine, base.model_copy(update={"recheck": recheck, "optimism": q}), True, steps)
+        top = approx.paths[:k]  # compared at equal size: as many paths as the exact search found
         edges = path_circuit(graph, top)[0]
         jaccard = (edges & exact_edges).sum() / max(1, (edges | exact_edges).sum())
         shared = len(exact_paths & {p.edges for p in top}) / max(1, len(exact_paths))
         ratio = exact.counts.total / max(1, approx.counts.total)
-        variant = f"approx, ig steps {steps}, recheck {k}, optimism {q}"
+        ratio_k = exact.evaluations_for(k) / max(1, approx.evaluations_for(k))
+        variant = f"approx, ig steps {steps}, recheck {recheck}, optimism {q}"
         table.add_row(variant, f"{wall:.1f}", str(approx.counts.forward),
-                      str(approx.counts.backward), str(approx.counts.total), f"{ratio:.1f}", f"{shared:.0%}",
-                      f"{jaccard:.0%}", str(len(approx.paths)), approx.stopped)
+                      str(approx.counts.backward), str(approx.counts.total), f"{ratio:.1f}",
+                      str(approx.evaluations_for(k)), f"{ratio_k:.1f}", f"{shared:.0%}", f"{jaccard:.0%}",
+                      str(len(approx.paths)), approx.stopped)
         console.print(f"{variant}: {wall:.1f} s, {approx.counts.total} evaluations, "
-                      f"{len(approx.paths)} paths ({approx.stopped}); its top {len(top)}: "
+                      f"{len(approx.paths)} paths ({approx.stopped}), {approx.evaluations_for(k)} to report {k} "
+                      f"({ratio_k:.1f}x fewer than exact); its top {len(top)}: "
                       f"{shared:.0%} of exact paths, edge Jaccard {jaccard:.0%}")
     console.print(table)
     evaluator = EdgeEvaluator(engine)

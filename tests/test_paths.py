@@ -268,6 +268,9 @@ def test_ipe_finds_the_planted_paths_first(planted, approximate, optimism, steps
         names = [tuple(p.names(engine.layout.graph)) for p in result.paths]
         assert names[0] in CARRIERS and set(names) <= CARRIERS, (strategy, names)
         assert result.stopped == "exhausted"
+        spent = [p.evaluations for p in result.paths]
+        assert 0 < result.evaluations_for(1) == min(spent) <= max(spent) == result.evaluations_for(len(spent))
+        assert max(spent) <= result.counts.total == result.evaluations_for(len(spent) + 1)
 
 
 def test_path_patching_finds_the_planted_head_round_by_round(planted):

@@ -72,3 +72,22 @@ def test_model_scores_are_remembered_for_the_same_prompts(tmp_path, monkeypatch)
     assert model_scores(toy, registered_tasks()[:2], n=8) == first and not calls
     model_scores(toy, registered_tasks()[:2], n=9)
     assert len(calls) == 1  # other prompts: scored again
+
+
+def test_train_toy_takes_other_shapes_and_refuses_a_width_the_heads_do_not_divide(tmp_path, monkeypatch):
+    import workers.toy.train as train
+
+    seen = []
+
+    def record(out, cfg, progress):  # the mapping of options is what is tested here, not training
+        seen.append(cfg)
+        return train.TrainReport(cfg, [], 0.0, 0.0)
+
+    monkeypatch.setattr(train, "train_toy", record)
+    args = ["train-toy", "--out", str(tmp_path), "--layers", "12", "--heads", "12", "--d-model", "96",
+            "--steps", "700", "--batch-per-task", "16", "--lr", "0.002", "--json"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert seen == [ToyConfig(n_layer=12, n_head=12, n_embd=96, n_inner=384, steps=700, batch_per_task=16, lr=0.002)]
+    refused = runner.invoke(app, ["train-toy", "--out", str(tmp_path), "--heads", "5", "--json"])
+    assert refused.exit_code == 1 and "--d-model 128 is not a multiple of --heads 5" in refused.stdout
+    assert len(seen) == 1

@@ -73,17 +73,28 @@ def _print_scores(title: str, scores: list[Any], as_json: bool) -> None:
 def train_toy(
     out: Annotated[Path | None, typer.Option(help="output directory (default: the shipped toy model)")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="training steps (default: the shipped recipe)")] = None,
+    layers: Annotated[int | None, typer.Option(min=1, help="layers (default 4)")] = None,
+    heads: Annotated[int | None, typer.Option(min=1, help="attention heads per layer (default 4)")] = None,
+    d_model: Annotated[int | None, typer.Option(min=1, help="residual width, a multiple of --heads; "
+                                                "the MLP is 4x wider (default 128)")] = None,
+    batch_per_task: Annotated[int | None, typer.Option(min=1, help="prompts per task in a step (default 32)")] = None,
+    lr: Annotated[float | None, typer.Option(min=0, help="peak learning rate (default 1e-3)")] = None,
     seed: int = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Retrain the toy model on every registered task and save it as a Hugging Face directory."""
+    """Retrain the toy model on every registered task and save it as a Hugging Face directory
+    (other shapes, for benchmarks on larger graphs, with --layers, --heads and --d-model)."""
     need_worker(as_json)
     from dataclasses import replace
 
     from workers.models import TOY_DIR
     from workers.toy.train import ACCURACY_BAR, ToyConfig, train_toy
 
-    cfg = replace(ToyConfig(seed=seed), **({"steps": steps} if steps else {}))
+    given = {"steps": steps, "n_layer": layers, "n_head": heads, "batch_per_task": batch_per_task, "lr": lr}
+    given |= {"n_embd": d_model, "n_inner": 4 * d_model} if d_model else {}
+    cfg = replace(ToyConfig(seed=seed), **{k: v for k, v in given.items() if v is not None})
+    if cfg.n_embd % cfg.n_head:
+        fail(ValueError(f"--d-model {cfg.n_embd} is not a multiple of --heads {cfg.n_head}"), as_json)
     report = train_toy(out or TOY_DIR, cfg, progress=not as_json)
     if as_json:
         emit_json({"out": str(out or TOY_DIR), "seconds": report.seconds, "meets_bar": report.meets_bar,

@@ -54,10 +54,12 @@ PartialPath = tuple[int, ...]
 
 @dataclass(frozen=True)
 class FoundPath:
-    """A complete path (``input`` to ``logits``) and its contribution."""
+    """A complete path (``input`` to ``logits``), its contribution, and the model evaluations the
+    search had spent when it reported the path."""
 
     edges: tuple[int, ...]
     contribution: float
+    evaluations: int
 
     def names(self, graph: ModelGraph) -> list[str]:
         return [graph.edge_name(e) for e in self.edges]
@@ -83,6 +85,11 @@ class IpeResult:
     paths: tuple[FoundPath, ...]
     counts: Counts
     stopped: str
+
+    def evaluations_for(self, k: int) -> int:
+        """Model evaluations the search had spent when it had reported ``k`` paths (all, if fewer)."""
+        spent = sorted(p.evaluations for p in self.paths)
+        return spent[k - 1] if 0 < k <= len(spent) else self.counts.total
 
 
 @dataclass
@@ -265,7 +272,7 @@ def _bfs(scorer: PathScorer, search: PathSearch, approximate: bool,
         conts, c = _continue(scorer, frontier, search, approximate)
         ok = passing(c, search)
         complete = np.array([scorer.first_node(p) == 0 for p in conts], dtype=bool)
-        found += [FoundPath(conts[i], float(c[i])) for i in np.flatnonzero(ok & complete)]
+        found += [FoundPath(conts[i], float(c[i]), scorer.counts.total) for i in np.flatnonzero(ok & complete)]
         rest = np.flatnonzero(ok & ~complete)
         rest = rest[np.argsort(-np.abs(c[rest]), kind="stable")][:search.width]
         frontier = [conts[i] for i in rest]
@@ -288,7 +295,7 @@ def _best_first(scorer: PathScorer, search: PathSearch, approximate: bool,
             return found, "time budget"
         path, contribution, exact = queue.pop()
         if exact and path and scorer.first_node(path) == 0:  # the largest left is complete: report it
-            found.append(FoundPath(path, contribution))
+            found.append(FoundPath(path, contribution, scorer.counts.total))
             if len(found) >= search.max_paths:
                 return found, "max paths"
             continue
