@@ -26,9 +26,7 @@ PerPositionOpt = Annotated[bool, typer.Option(help="mean ablation per position")
 MetricOpt = Annotated[str | None, typer.Option(help="logit_diff, prob_diff or kl (default: the task's)")]
 TopNOpt = Annotated[int | None, typer.Option(min=1, help="edge methods: keep the top-n edges instead")]
 SignedOpt = Annotated[bool, typer.Option(help="edge methods: rank by signed score, not |score|")]
-IgStepsOpt = Annotated[int | None, typer.Option(min=1, help="eap-ig, ipe-approx: points the gradient is averaged "
-                                                 "over, from the clean input towards the ablated one (1: at the clean "
-                                                 "input; default: eap-ig 5, ipe-approx 2)")]
+IgStepsOpt = Annotated[int | None, typer.Option(min=1, help=DiscoverySpec.model_fields["ig_steps"].description)]
 OrderOpt = Annotated[list[str] | None, typer.Option(
     help="ablation sweep order(s): backward, forward, random:SEED (repeatable)")]
 NOpt = Annotated[int, typer.Option(min=1, help="prompts")]

@@ -159,7 +159,8 @@ class PathScorer:
         copies = [p for p in paths for _ in range(k)]
         keep, _ = self._masks(copies)
         grads: dict[str, torch.Tensor] = {}
-        shifts = self._shifts(paths) if k > 1 else {}
+        messages = self._messages()
+        shifts = self._shifts(paths, messages) if k > 1 else {}
         names = {_slot_hook(self.graph, slot) for p in paths for slot in self.slots(p)}
         with torch.enable_grad():
             hooks = engine.edge_hooks(keep, engine.clean_out)
@@ -168,7 +169,7 @@ class PathScorer:
                                 engine.batch.lengths.repeat(len(copies)))
             engine.metric_of(final.view(len(copies), b, -1)).sum().backward()
         self.counts.backward += len(copies)
-        msg = self._messages().reshape(engine.n_sources, -1)
+        msg = messages.reshape(engine.n_sources, -1)
         results = []
         for i, p in enumerate(paths):
             scores = []
@@ -186,12 +187,12 @@ class PathScorer:
         engine = self.engine
         return (engine.clean_out - engine.ablated).expand_as(engine.clean_out)
 
-    def _shifts(self, paths: Sequence[PartialPath]) -> dict[str, torch.Tensor]:
+    def _shifts(self, paths: Sequence[PartialPath], msg: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per input hook, what each copy subtracts: ``j / steps`` of the first node's slot's whole
-        message (every source into it ablated) on copy ``j`` of each partial path, 0 elsewhere."""
+        message ``msg`` (every source into it ablated) on copy ``j`` of each partial path, 0 elsewhere."""
         k, b, n_heads = self.steps, len(self.engine.batch), self.engine.model.shape.n_heads
-        msg = self._messages()
-        alphas = torch.arange(k, device=msg.device, dtype=msg.dtype) / k
+        alphas = torch.arange(k, device=msg.device, dtype=msg.dtype).view(k, 1, 1, 1) / k
+        wholes: dict[int, torch.Tensor] = {}
         shifts: dict[str, torch.Tensor] = {}
         for i, p in enumerate(paths):
             for slot in self.slots(p):
@@ -200,7 +201,9 @@ class PathScorer:
                 if name not in shifts:
                     shape = (len(paths), k, b, msg.shape[2], *((n_heads,) if per_head else ()), msg.shape[3])
                     shifts[name] = msg.new_zeros(shape)
-                whole = alphas.view(k, 1, 1, 1) * msg[:dest.n_sources].sum(0)
+                if dest.n_sources not in wholes:  # a head's three ports share their sources
+                    wholes[dest.n_sources] = alphas * msg[:dest.n_sources].sum(0)
+                whole = wholes[dest.n_sources]
                 if per_head:
                     shifts[name][i, :, :, :, dest.node.head] = whole
                 else:
