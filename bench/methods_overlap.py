@@ -1,9 +1,10 @@
 """Per task, the circuits of path patching, IPE and EAP-IG side by side: size, faithfulness, node Jaccard.
 
-Run with scripts/bench.sh methods_overlap [--model toy] [--n 16] [--tasks ioi months ...]. Each method
-runs with its defaults (path patching and IPE at ``min_effect`` 0.02, IPE by threshold BFS; EAP-IG at
-the 80 % level) through ``run_discovery``, as ``circat discover`` does. Node Jaccard counts heads and
-MLPs; the last columns name what path patching and IPE find that EAP-IG's circuit lacks.
+Run with scripts/bench.sh methods_overlap [--model toy] [--n 16] [--tasks ioi months ...] [--metric M].
+Each method runs with its defaults (path patching and IPE at ``min_effect`` 0.02, IPE by threshold
+BFS; EAP-IG at the 80 % level) on the task's metric, or ``--metric``, through ``run_discovery``, as
+``circat discover`` does. Node Jaccard counts heads and MLPs; the last columns name what path
+patching and IPE find that EAP-IG's circuit lacks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rich.table import Table
 from service.circuit import Circuit
 from service.jobs.spec import DiscoverySpec
 from service.tasks import TASKS
-from service.types import Method
+from service.types import Method, Metric
 from workers.discover import run_discovery
 
 METHODS = (Method.PATH_PATCHING, Method.IPE, Method.EAP_IG)
@@ -41,17 +42,19 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     ap.add_argument("--device", default=None)
+    ap.add_argument("--metric", type=Metric, choices=list(Metric), default=None, help="default: each task's")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     table = Table("task", *(f"{m.value}: f / nodes / edges" for m in METHODS), "J(PP, IPE)", "J(PP, EAP-IG)",
                   "J(IPE, EAP-IG)", "PP not in EAP-IG", "IPE not in EAP-IG", "s (PP, IPE, EAP-IG)",
-                  title=f"{args.model}, n={args.n}: path patching, IPE and EAP-IG (80 % level)")
+                  title=f"{args.model}, n={args.n}, metric {args.metric or 'of the task'}: path patching, IPE and "
+                        "EAP-IG (80 % level)")
     for task in args.tasks:
         got: dict[Method, Circuit] = {}
         seconds = []
         for m in METHODS:
             t = time.perf_counter()
-            spec = DiscoverySpec(model=args.model, task=task, method=m, n=args.n,
+            spec = DiscoverySpec(model=args.model, task=task, method=m, n=args.n, metric=args.metric,
                                  levels=(0.8,) if m is Method.EAP_IG else None)
             got[m] = run_discovery(spec, args.device).circuits[0]
             seconds.append(time.perf_counter() - t)
