@@ -88,7 +88,7 @@ def stored(cat: Catalogue, batch: list[Circuit]) -> list[str]:
     out = cat.add_batch(batch, per_transaction=len(batch))
     if refused := [o for o in out if isinstance(o, Exception)]:
         raise SystemExit(f"bench circuit refused: {refused[0]}")
-    return [str(o) for o in out]
+    return [o.id for o in out if not isinstance(o, Exception)]
 
 
 def queries(name: str, store: CircuitStore, ids: list[str], stored: int) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.cancel import checkpoint
 from service.circuit import Circuit
 from service.documents import (
     CircuitDocument,
@@ -20,7 +21,7 @@ from service.limits import Limits
 from service.models import KNOWN_SHAPES
 from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, matrix, pairwise
 from service.progress import Progress, silent
-from service.stores import CircuitFilter, CircuitStore
+from service.stores import CircuitFilter, CircuitStore, Stored
 from service.types import Level, ModelShape
 
 
@@ -52,15 +53,15 @@ class Catalogue:
         return self.store.put_many([check_circuit(c, self.store.model_shape, self.limits) for c in circuits])
 
     def add_batch(self, items: Sequence[Circuit | Exception], per_transaction: int = 50,
-                  progress: Progress = silent) -> list[str | Exception]:
+                  progress: Progress = silent) -> list[Stored | Exception]:
         """Store many circuits, ``per_transaction`` to a transaction, each whole or not at all.
 
-        Per item, in order: its id, or why it was refused (an item given as an exception, refused while
-        being read, is passed through). A transaction that fails on one of its circuits is retried
-        circuit by circuit, so the bad circuit rolls back alone. ``StoreUnavailable`` ends the batch:
-        retrying it is safe, as ids are content hashes and stored circuits are no-ops.
+        Per item, in order: its id and whether it is new, or why it was refused (an item given as an
+        exception, refused while being read, is passed through). A transaction that fails on one of its
+        circuits is retried circuit by circuit, so the bad circuit rolls back alone. ``StoreUnavailable``
+        ends the batch: retrying it is safe, as ids are content hashes and stored circuits are no-ops.
         """
-        out: dict[int, str | Exception] = {i: item for i, item in enumerate(items) if isinstance(item, Exception)}
+        out: dict[int, Stored | Exception] = {i: item for i, item in enumerate(items) if isinstance(item, Exception)}
         valid: list[tuple[int, Circuit]] = []
         for i, item in enumerate(items):
             if isinstance(item, Circuit):
@@ -71,7 +72,7 @@ class Catalogue:
         for start in range(0, len(valid), per_transaction):
             group = valid[start:start + per_transaction]
             try:
-                out_ids: list[str | Exception] = list(self.store.put_many([c for _, c in group]))
+                out_ids: list[Stored | Exception] = list(self.store.write_many([c for _, c in group]))
             except StoreUnavailable:
                 raise
             except (CatalogueError, ValueError):
@@ -81,9 +82,9 @@ class Catalogue:
             progress(start + len(group), len(valid), "circuits stored")
         return [out[i] for i in range(len(items))]
 
-    def _put_alone(self, circuit: Circuit) -> str | Exception:
+    def _put_alone(self, circuit: Circuit) -> Stored | Exception:
         try:
-            return self.store.put(circuit)
+            return self.store.write_many([circuit])[0]
         except StoreUnavailable:
             raise
         except (CatalogueError, ValueError) as exc:
@@ -113,7 +114,11 @@ class Catalogue:
             self.limits.check_ids(limit)
             ids = [s.id for s in self.store.summaries(flt, limit)[0]]
         self.limits.check_ids(len(ids))
-        return [self.store.get(i) for i in dict.fromkeys(ids)]
+        circuits = []
+        for i in dict.fromkeys(ids):
+            checkpoint()  # a timed-out report stops loading
+            circuits.append(self.store.get(i))
+        return circuits
 
     def difference(self, a: str, b: str) -> dict[Level, list[str]]:
         return difference(*self.store.memberships([a, b]))

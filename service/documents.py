@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from service.annotations import problems as annotation_problems
 from service.circuit import Circuit, Provenance
 from service.errors import CircuitInvalid, shape_conflict
 from service.graph import ModelGraph, graph_for
@@ -207,6 +208,7 @@ def circuit_from_document(
         )
     if not _finite(doc.faithfulness):
         problems.append(f"faithfulness is not finite ({doc.faithfulness})")
+    problems.extend(annotation_problems(doc.annotations))
     if problems:
         raise CircuitInvalid(problems)
     if edge_mask is not None:
@@ -266,6 +268,7 @@ def check_circuit(c: Circuit, lookup: ShapeLookup | None = None, limits: Limits 
         _plain_json(c.annotations)
     except ValueError as exc:
         problems.append(f"params or annotations: {exc}")
+    problems.extend(annotation_problems(c.annotations))
     if problems:
         raise CircuitInvalid(problems)
     if c.edge_mask is not None and (g.endpoint_mask(c.edge_mask) & ~c.node_mask).any():

@@ -1,8 +1,9 @@
 """Bounds on the work one request or import may ask for, checked before any work is done.
 
-Each limit has a ``CIRCAT_MAX_*`` (or ``CIRCAT_REQUEST_TIMEOUT_S``) variable. The defaults admit
-the largest real models (Llama-3.1-8B: 32 layers x 32 heads, 1.6 M edges; GPT-2 XL, 2.2 M edges;
-up to 128 layers or 128 heads) and refuse what would make the server build or read more than that.
+Each limit has a ``CIRCAT_<NAME>`` variable (``CIRCAT_MAX_LAYERS``, ``CIRCAT_REQUEST_TIMEOUT_S``, ...).
+The defaults admit the largest real models (Llama-3.1-8B: 32 layers x 32 heads, 1.6 M edges; GPT-2 XL,
+2.2 M edges; up to 128 layers or 128 heads) and refuse what would make the server build or read more
+than that. The server's own bounds (concurrent heavy reads, connections, header time) are here too.
 """
 
 from __future__ import annotations
@@ -27,9 +28,17 @@ class Limits:
     max_edges: int = 2_500_000
     max_items: int = 2_600_000
     max_body_bytes: int = 256 * 1024 * 1024
+    max_spec_bytes: int = 8 * 1024 * 1024
+    max_task_bytes: int = 4 * 1024 * 1024
+    max_json_values: int = 10_000_000
     max_ids: int = 100
     max_page: int = 1000
     max_batch: int = 1000
+    max_report_circuits: int = 20
+    max_top_edges: int = 5000
+    max_heavy: int = 4
+    max_connections: int = 256
+    header_timeout_s: float = 10.0
     request_timeout_s: float = 120.0
 
     @staticmethod
@@ -67,10 +76,14 @@ class Limits:
         """Refuse a batch import of more circuits than allowed."""
         _check("max_batch", n_circuits, self.max_batch, "circuits in one batch")
 
+    def check_task_bytes(self, n_bytes: int) -> None:
+        """Refuse a custom task whose lines add up to more text than allowed."""
+        _check("max_task_bytes", n_bytes, self.max_task_bytes, "bytes of task_lines in one job spec")
+
 
 def env_name(field_name: str) -> str:
     """The environment variable of a limit."""
-    return "CIRCAT_REQUEST_TIMEOUT_S" if field_name == "request_timeout_s" else f"CIRCAT_{field_name.upper()}"
+    return f"CIRCAT_{field_name.upper()}"
 
 
 def _check(name: str, value: int, maximum: int, what: str) -> None:

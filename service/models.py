@@ -3,7 +3,11 @@ models that a package on the registry ships (fetched and converted by ``workers.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+
+from platformdirs import user_cache_dir
 
 from service.types import ModelShape
 
@@ -56,3 +60,8 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
     "HuggingFaceTB/SmolLM2-135M-Instruct": ModelShape(30, 9, False, 576),
     **{m.catalogue_name: m.shape for m in PACKAGED.values()},
 }
+
+
+def cache_root() -> Path:
+    """Where converted models live: ``$CIRCAT_MODEL_CACHE`` or the user cache directory."""
+    return Path(os.environ.get("CIRCAT_MODEL_CACHE") or Path(user_cache_dir("circat")) / "models")

@@ -77,12 +77,13 @@ def test_batch_import_stores_the_good_and_names_each_bad_one(client):
     good = [body(edge_circuit(seed=s)) for s in range(3)]
     unknown_edge = body(edge_circuit(seed=5)) | {"edges": {"zz": {}}}
     ok = client.post("/circuits:batch", json={"circuits": good})
-    assert ok.status_code == 201 and ok.json()["stored"] == 3
+    assert ok.status_code == 201 and (ok.json()["stored"], ok.json()["existing"]) == (3, 0)
     ids = [r["id"] for r in ok.json()["results"]]
     r = client.post("/circuits:batch", json={"circuits": [good[0], {"model": "tiny"}, unknown_edge, 7, good[1]]})
-    assert r.status_code == 207 and (r.json()["stored"], r.json()["refused"]) == (2, 3)
+    assert r.status_code == 207 and (r.json()["stored"], r.json()["existing"], r.json()["refused"]) == (0, 2, 3)
     res = r.json()["results"]
     assert [x["index"] for x in res] == [0, 1, 2, 3, 4] and [res[0]["id"], res[4]["id"]] == ids[:2]
+    assert not res[0]["new"] and not res[4]["new"]
     assert res[1]["problem"]["status"] == 422 and "task" in res[1]["problem"]["detail"]
     assert res[2]["problem"]["title"] == "Circuit refused" and "zz" in res[2]["problem"]["errors"][0]
     assert client.get("/circuits").json()["total"] == 3

@@ -166,8 +166,8 @@ def test_duplicated_query_parameters_are_refused(client):
 
 def test_unsupported_methods_answer_405_with_a_truthful_allow(client):
     r = client.request("PATCH", "/circuits")
-    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
-    assert client.request("PUT", f"/circuits/{UNKNOWN}").headers["allow"] == "DELETE, GET"
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, POST"
+    assert client.request("PUT", f"/circuits/{UNKNOWN}").headers["allow"] == "DELETE, GET, HEAD"
     assert client.get("/circuits/mib").headers["allow"] == "POST"
     assert refused(client.request("POST", "/health"), 405)["detail"] == "POST is not served here"
 

@@ -291,7 +291,8 @@ def test_effects_are_shares_of_the_behaviour(engine):
     every = np.arange(engine.n_sources)
     all_into_logits = np.ones((1, graph.n_edges), dtype=bool)
     all_into_logits[0, graph.slot_start[-2]:] = False
-    assert effects(evaluator, all_into_logits)[0] == pytest.approx(1.0, abs=1e-5)
+    # float32: the masked run and the empty baseline sum in different orders (1.2e-5 apart on some CPUs)
+    assert effects(evaluator, all_into_logits)[0] == pytest.approx(1.0, abs=1e-4)
     assert effects(evaluator, sender_masks(graph, every, [])).tolist() == pytest.approx([0.0] * len(every), abs=1e-6)
 
 

@@ -11,7 +11,7 @@ from service.catalogue import Catalogue
 from service.documents import CircuitDocument
 from service.errors import CircuitInvalid, NotFound
 from service.literature import literature_documents
-from service.stores import CircuitFilter, CircuitStore
+from service.stores import CircuitFilter, CircuitStore, Stored
 from service.types import Level, ModelShape
 from tests.helpers import GPT2, SMALL, edge_circuit, node_circuit, same_circuit
 
@@ -257,11 +257,11 @@ def test_batch_refuses_a_bad_circuit_alone(store):
     read_error = ValueError("file x.json: not a JSON document")
     items = [good[0], conflicting, good[1], infinite, read_error, good[2], good[3], good[0], good[4]]
     out = cat.add_batch(items, per_transaction=4)
-    assert [o if isinstance(o, str) else type(o).__name__ for o in out] == [
-        good[0].id, "CircuitInvalid", good[1].id, "CircuitInvalid", "ValueError", good[2].id, good[3].id,
-        good[0].id, good[4].id]
+    assert [(o.id, o.new) if isinstance(o, Stored) else type(o).__name__ for o in out] == [
+        (good[0].id, True), "CircuitInvalid", (good[1].id, True), "CircuitInvalid", "ValueError", (good[2].id, True),
+        (good[3].id, True), (good[0].id, False), (good[4].id, True)]
     assert "registered with shape" in str(out[1]) and "infinite" in str(out[3]) and out[4] is read_error
     assert count(store) == 5
     for c in good:
         same_circuit(store.get(c.id), c)
-    assert cat.add_batch(good, per_transaction=2) == [c.id for c in good] and count(store) == 5
+    assert cat.add_batch(good, per_transaction=2) == [Stored(c.id, False) for c in good] and count(store) == 5

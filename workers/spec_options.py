@@ -13,10 +13,21 @@ from typing import Annotated, Any
 import typer
 
 from service.jobs.spec import DiscoverySpec, PathSearch, parse_task_lines
+from service.model_sources import BUILTIN
 from service.tasks import TASKS
 from service.types import Ablation, Method, Search
 
-ModelOpt = Annotated[str, typer.Option("--model", help="'toy', a hub name, or a local Hugging Face directory")]
+
+def model_argument(model: str) -> str:
+    """A model named on the command line: an existing directory named relatively (``my-model``) becomes its
+    absolute path, as workers read a name that is not a path as a hub name, never from their own directory."""
+    if model in BUILTIN or model.startswith(("/", ".", "~")) or not Path(model).is_dir():
+        return model
+    return str(Path(model).resolve())
+
+
+ModelOpt = Annotated[str, typer.Option("--model", help="'toy', a hub name, or a local Hugging Face directory",
+                                       callback=model_argument)]
 TaskOpt = Annotated[str, typer.Option(help="a registered task or a JSONL file of the custom format")]
 MethodOpt = Annotated[Method, typer.Option(help="discovery method")]
 ThresholdOpt = Annotated[list[float] | None, typer.Option(

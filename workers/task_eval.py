@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from service.models import cache_root
 from service.progress import Progress, silent
 from service.types import TaskFamily
 from workers.metrics import accuracy, final_logits, logit_diff, prob_diff
 from workers.models import LoadedModel
-from workers.packaged import cache_root
 from workers.tasks import Split, Task
 from workers.tasks.encode import encode
 from workers.tasks.render import for_tokenizer

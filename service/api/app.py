@@ -3,14 +3,18 @@
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, Depends, FastAPI, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Body, Depends, FastAPI, Path, Query, Response
 from pydantic import BaseModel, StringConstraints
 from starlette.convertors import Convertor, register_url_convertor
 
 from service import __version__
 from service.api import problems
-from service.api.guards import BodyLimit, Timeout, Unauthorized, bearer, key_matches, single_valued
+from service.api.access import KeyGuard
+from service.api.bodies import body_route
+from service.api.docs import docs_router
+from service.api.guards import BodyLimit, Timeout, single_valued
+from service.api.headers import HeadAsGet, SecurityHeaders
+from service.api.heavy import HeavyGate
 from service.api.jobs import job_router
 from service.api.pages import page_router
 from service.api.problems import declared
@@ -20,6 +24,7 @@ from service.config import Settings
 from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
 from service.errors import CatalogueError
 from service.jobs.dispatch import Dispatcher
+from service.jobs.spec import DiscoverySpec
 from service.jobs.store import JobStore
 from service.limits import MAX_NAME_LENGTH
 from service.stores import CircuitFilter, CircuitStore, open_store
@@ -67,29 +72,21 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
     limits = settings.limits
     cat = Catalogue(store or open_store(settings.store_url), limits)
     dispatcher = Dispatcher(jobs or JobStore(settings.database_url), settings)
+    gate = HeavyGate(limits.max_heavy)
+    route_class = body_route(limits, gate, {DiscoverySpec: "max_spec_bytes"})
     app = FastAPI(title="Circuit Catalogue", version=__version__,
                   description="Circuits of language models: store, compare, exchange (MIB format). "
                               "Every error is application/problem+json (RFC 9457).",
-                  dependencies=[Depends(single_valued(frozenset({"ids"})))], redirect_slashes=False)
-    problems.install(app)
+                  dependencies=[Depends(single_valued(frozenset({"ids"})))], redirect_slashes=False,
+                  docs_url=None, redoc_url=None)
+    app.router.route_class = route_class
+    problems.install(app, bearer=bool(settings.write_keys))
 
-    def require_write_key(request: Request) -> None:
-        if settings.api_key is not None and not key_matches(bearer(request), settings.api_key):
-            raise Unauthorized("writes")
+    read_401 = (401,) if settings.read_keys else ()
+    reads: dict[str, Any] = {"responses": declared(*read_401, 404, 422, 503)}
+    writes: dict[str, Any] = {"responses": declared(400, 401, 404, 413, 422, 503)}
 
-    def require_read_key(request: Request) -> None:
-        if settings.read_key is not None and not key_matches(bearer(request), settings.read_key, settings.api_key):
-            raise Unauthorized("reads")
-
-    @app.exception_handler(Unauthorized)
-    async def unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
-        return problems.problem(401, "Unauthorized", str(exc))
-
-    read_401 = (401,) if settings.read_key else ()
-    reads = {"dependencies": [Depends(require_read_key)], "responses": declared(*read_401, 404, 422, 503)}
-    writes = {"dependencies": [Depends(require_write_key)], "responses": declared(400, 401, 404, 413, 422, 503)}
-
-    @app.get("/health", dependencies=reads["dependencies"], responses=declared(*read_401, 503))
+    @app.get("/health", responses=declared(*read_401, 503))
     def health() -> dict[str, Any]:
         cat.store.ping()
         dispatcher.jobs.ping()
@@ -110,6 +107,7 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
         return {"items": [asdict(s) for s in items], "total": total, "limit": limit, "offset": offset}
 
     @app.get("/circuits/{circuit_id:circuit_id}", **reads)
+    @gate.guard
     def get_circuit(circuit_id: CircuitId, format: Literal["circat", "mib"] = "circat") -> Any:
         circuit = cat.get(circuit_id)
         if format == "mib":
@@ -124,18 +122,19 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
 
     some_refused = {207: {"description": "Some circuits refused: each result says which and why"}}
 
-    @app.post("/circuits:batch", status_code=201, dependencies=writes["dependencies"],
-              responses=writes["responses"] | some_refused)
+    @app.post("/circuits:batch", status_code=201, responses=writes["responses"] | some_refused)
     def import_batch(batch: Batch, response: Response) -> dict[str, Any]:
-        """Store many circuits, 50 to a transaction, each whole or not at all; per circuit its id or its problem."""
+        """Store many circuits, 50 to a transaction, each whole or not at all; per circuit its id and whether it
+        is new (``new: false``: already stored, nothing written), or its problem."""
         limits.check_batch(len(batch.circuits))
         results = cat.add_batch([_prepared(cat, raw) for raw in batch.circuits])
         refused = sum(isinstance(r, Exception) for r in results)
+        new = sum(not isinstance(r, Exception) and r.new for r in results)
         if refused:
             response.status_code = 207
-        return {"stored": len(results) - refused, "refused": refused,
+        return {"stored": new, "existing": len(results) - refused - new, "refused": refused,
                 "results": [{"index": i} | ({"problem": problems.item_problem(r)} if isinstance(r, Exception)
-                                            else {"id": r}) for i, r in enumerate(results)]}
+                                            else {"id": r.id, "new": r.new}) for i, r in enumerate(results)]}
 
     @app.post("/circuits/mib", status_code=201, **writes)
     def import_mib(
@@ -153,22 +152,26 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
         return Response(status_code=204)
 
     @app.get("/overlap", **reads)
+    @gate.guard
     def overlap(a: QueryName, b: QueryName) -> dict[str, Any]:
         return {"a": a, "b": b, "levels": [asdict(p) | {"n_shared": p.n_shared} for p in cat.overlap(a, b)]}
 
     ids_query = Query(min_length=2, max_length=limits.max_ids, description="circuit ids (repeat the parameter)")
 
     @app.get("/consensus", **reads)
+    @gate.guard
     def consensus(
         ids: Annotated[list[Name], ids_query], min_support: Annotated[int | None, Query(ge=1)] = None
     ) -> dict[str, Any]:
         return {"ids": ids, "levels": [asdict(c) for c in cat.consensus(ids, min_support)]}
 
     @app.get("/matrix", **reads)
+    @gate.guard
     def matrix(ids: Annotated[list[Name], ids_query]) -> dict[str, Any]:
         return asdict(cat.matrix(ids))
 
     @app.get("/diff", **reads)
+    @gate.guard
     def diff(a: QueryName, b: QueryName) -> dict[str, Any]:
         return {"a": a, "b": b, "only_in_a": {lvl.value: items for lvl, items in cat.difference(a, b).items()}}
 
@@ -177,10 +180,15 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
         level, ids = cat.containing(model, name)
         return {"model": model, "item": name, "level": level.value, "circuits": ids}
 
-    app.include_router(job_router(dispatcher, reads, writes, limits.max_page))
-    app.include_router(page_router(cat, reads, limits.max_ids))
+    app.include_router(job_router(dispatcher, settings, reads, writes, route_class))
+    app.include_router(page_router(cat, reads, limits, gate))
+    app.include_router(docs_router(app.title))
     app.state.catalogue = cat
     app.state.dispatcher = dispatcher
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    # outermost last: headers on every answer, HEAD as GET, timeout, keys before any body, then the body's size
+    app.add_middleware(BodyLimit, max_bytes=max(limits.max_body_bytes, limits.max_spec_bytes))
+    app.add_middleware(KeyGuard, settings=settings)
     app.add_middleware(Timeout, seconds=limits.request_timeout_s)
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(SecurityHeaders)
     return app

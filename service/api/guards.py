@@ -1,4 +1,4 @@
-"""Guards every request passes before a handler runs: body size, time, parameters, keys.
+"""Guards every request passes before a handler runs: body size, time, parameters (keys: ``access``).
 
 The body and timeout guards are plain ASGI middleware, so they hold for every route and
 answer with problem+json before any work is done (a body over the limit is never read).
@@ -7,7 +7,6 @@ answer with problem+json before any work is done (a body over the limit is never
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from fastapi import Request
 
 from service.api.problems import problem
+from service.cancel import cancellable
 from service.errors import LimitExceeded
 from service.limits import env_name
 
@@ -77,8 +77,8 @@ class BodyLimit:
 class Timeout:
     """Answer 503 when a request has not started its response within ``seconds``.
 
-    A handler running in a worker thread cannot be stopped: it runs on, bounded by the limits,
-    and what it answers later is dropped.
+    A handler running in a worker thread cannot be stopped from outside: its cancellation token
+    (``service.cancel``) is set, so its work stops at the next checkpoint, and what it answers is dropped.
     """
 
     def __init__(self, app: ASGIApp, seconds: float):
@@ -98,12 +98,14 @@ class Timeout:
                 started.set()
             await send(message)
 
-        task = asyncio.ensure_future(self.app(scope, receive, tracked))
+        with cancellable() as token:  # the task (and the threads it starts) inherit the token
+            task = asyncio.ensure_future(self.app(scope, receive, tracked))
         waiter = asyncio.ensure_future(started.wait())
         done, _ = await asyncio.wait({task, waiter}, timeout=self.seconds, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         if not done:
             timed_out = True
+            token.set()
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             task.cancel()
             detail = f"the request took longer than {self.seconds:g} s ({env_name('request_timeout_s')})"
@@ -133,25 +135,3 @@ def single_valued(multi: frozenset[str]) -> Callable[[Request], None]:
             )
 
     return check
-
-
-class Unauthorized(Exception):
-    """A request without the bearer key its route needs."""
-
-    def __init__(self, what: str):
-        super().__init__(f"{what} need 'Authorization: Bearer <key>'")
-
-
-def bearer(request: Request) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive), else ``None``."""
-    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def key_matches(given: str | None, *keys: str | None) -> bool:
-    """Constant-time comparison of ``given`` with each configured key."""
-    if given is None:
-        return False
-    raw = given.encode("utf-8", "surrogateescape")
-    return any(k is not None and hmac.compare_digest(raw, k.encode()) for k in keys)
-

@@ -1,21 +1,30 @@
-"""The job API: submit a discovery spec (202 + Location), follow it, list, cancel."""
+"""The job API: submit a discovery spec (202 + Location), follow it, list, cancel.
+
+A submitted spec is checked before anything is stored: its model must be one REST may name
+(``service.model_sources``) and its custom task within ``CIRCAT_MAX_TASK_BYTES``. Submissions and
+listings answer with the spec summarised (a custom task's lines counted and hashed); ``GET /jobs/{id}``
+gives the whole spec.
+"""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from service.api.problems import declared
+from service.config import Settings
 from service.jobs.dispatch import Dispatcher
 from service.jobs.spec import DiscoverySpec
-from service.jobs.store import Job, JobFilter, JobStatus
+from service.jobs.store import Job, JobFilter, JobStatus, JobSummary
 from service.limits import MAX_NAME_LENGTH
+from service.model_sources import check_rest_model
 
 JOB_ID = "^j[0-9a-f]{24}$"
 OptionalName = Annotated[str | None, Query(max_length=MAX_NAME_LENGTH)]
 
 
-class Submitted(Job):
+class Submitted(JobSummary):
     """A submitted job; ``new`` is false when an identical spec's job was returned instead."""
 
     new: bool
@@ -24,28 +33,30 @@ class Submitted(Job):
 class JobPage(BaseModel):
     """One page of jobs, newest first."""
 
-    items: list[Job]
+    items: list[JobSummary]
     total: int
     limit: int
     offset: int
 
 
-def job_router(dispatcher: Dispatcher, reads: dict[str, Any], writes: dict[str, Any], max_page: int) -> APIRouter:
+def job_router(dispatcher: Dispatcher, settings: Settings, reads: dict[str, Any], writes: dict[str, Any],
+               route_class: type[APIRoute]) -> APIRouter:
     """The /jobs routes over ``dispatcher``'s job database."""
-    router = APIRouter(tags=["jobs"])
-    jobs = dispatcher.jobs
+    router = APIRouter(tags=["jobs"], route_class=route_class)
+    jobs, max_page = dispatcher.jobs, settings.limits.max_page
     JobId = Annotated[str, Path(pattern=JOB_ID, description="j and 24 hex digits")]
 
-    @router.post("/jobs", status_code=202, response_model=Submitted, dependencies=writes["dependencies"],
+    @router.post("/jobs", status_code=202, response_model=Submitted,
                  responses={200: {"model": Submitted, "description": "the job of an identical spec"},
                             **declared(400, 401, 413, 422, 503)})
     def submit(spec: DiscoverySpec, response: Response,
                force: Annotated[bool, Query(description="a new job even if an identical spec has one")] = False,
                ) -> Submitted:
+        check_rest_model(spec.model, settings.model_roots, settings.hub_models)
         job, new = dispatcher.submit(spec, force)
         response.headers["Location"] = f"/jobs/{job.id}"
         response.status_code = 202 if new else 200
-        return Submitted(**job.model_dump(exclude={"error", "circuits"}), new=new)
+        return Submitted(spec=spec.summary(), new=new, **job.model_dump(exclude={"spec", "error", "circuits"}))
 
     @router.get("/jobs/{job_id}", response_model=Job, **reads)
     def get(job_id: JobId) -> Job:

@@ -13,10 +13,11 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 from pydantic import StringConstraints
 
+from service.api.heavy import HeavyGate
 from service.catalogue import Catalogue
 from service.circuit import CIRCUIT_ID
 from service.errors import CatalogueError, NotFound
-from service.limits import MAX_NAME_LENGTH
+from service.limits import MAX_NAME_LENGTH, Limits
 from service.overlap import OverlapError
 from service.report.diagram import DEFAULT_TOP_EDGES, DiagramOptions, circuit_svg
 from service.report.page import STYLE, report_html
@@ -26,32 +27,35 @@ CircuitId = Annotated[str, Path(pattern=f"^{CIRCUIT_ID}$", description="c and 23
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)]
 OptionalName = Annotated[str | None, Query(max_length=MAX_NAME_LENGTH)]
 Faithfulness = Annotated[float | None, Query(allow_inf_nan=False)]
-TopEdges = Annotated[int, Query(ge=1, le=100_000, description="edges drawn at most (largest |score| first)")]
 BROWSE_LIMIT = 200
 SVG = "image/svg+xml"
 
 
-def page_router(cat: Catalogue, reads: dict[str, Any], max_ids: int) -> APIRouter:
-    """Routes for the diagram, the report and the browse page."""
+def page_router(cat: Catalogue, reads: dict[str, Any], limits: Limits, gate: HeavyGate) -> APIRouter:
+    """Routes for the diagram, the report and the browse page; the diagram and the report are heavy work."""
     router = APIRouter()
-    pages = {"dependencies": reads["dependencies"], "response_class": HTMLResponse,
-             "responses": _html_errors(reads["responses"], 404, 422)}
+    pages = {"response_class": HTMLResponse, "responses": _html_errors(reads["responses"], 404, 422)}
+    most = min(limits.max_report_circuits, limits.max_ids)
+    TopEdges = Annotated[int, Query(ge=1, le=limits.max_top_edges, description="edges drawn at most per diagram "
+                                    "(largest |score| first; CIRCAT_MAX_TOP_EDGES)")]
 
-    @router.get("/circuits/{circuit_id:circuit_id}/diagram.svg", dependencies=reads["dependencies"],
-                response_class=Response,
+    @router.get("/circuits/{circuit_id:circuit_id}/diagram.svg", response_class=Response,
                 responses={**reads["responses"], 200: {"content": {SVG: {"schema": {"type": "string"}}}}})
+    @gate.guard
     def diagram(circuit_id: CircuitId, top_edges: TopEdges = DEFAULT_TOP_EDGES, node_view: bool = False) -> Response:
         svg = circuit_svg(cat.get(circuit_id), DiagramOptions(top_edges=top_edges, node_view=node_view))
         return Response(svg, media_type=SVG)
 
-    ids_query = Query(max_length=max_ids, description="circuit ids, repeated (default: the newest matching)")
+    ids_query = Query(max_length=most, description="circuit ids, repeated (default: the newest matching; at most "
+                                                   "CIRCAT_MAX_REPORT_CIRCUITS)")
 
     @router.get("/report", **pages)
+    @gate.guard
     def report(
         ids: Annotated[list[Name] | None, ids_query] = None,
         model: OptionalName = None, task: OptionalName = None, family: OptionalName = None,
         method: OptionalName = None, min_faithfulness: Faithfulness = None,
-        limit: Annotated[int, Query(ge=1, le=max_ids)] = 20, top_edges: TopEdges = DEFAULT_TOP_EDGES,
+        limit: Annotated[int, Query(ge=1, le=most)] = min(20, most), top_edges: TopEdges = DEFAULT_TOP_EDGES,
     ) -> HTMLResponse:
         try:
             circuits = cat.select(ids or [], CircuitFilter(model, task, family, method, min_faithfulness), limit)
@@ -68,7 +72,7 @@ def page_router(cat: Catalogue, reads: dict[str, Any], max_ids: int) -> APIRoute
     ) -> HTMLResponse:
         flt = CircuitFilter(model, task, family, method, min_faithfulness)
         items, total = cat.store.summaries(flt, BROWSE_LIMIT, 0)
-        return HTMLResponse(_browse_html(flt, items, total, max_ids))
+        return HTMLResponse(_browse_html(flt, items, total, most))
 
     return router
 

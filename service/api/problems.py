@@ -18,12 +18,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from service.api.bodies import BodyRefused
+from service.api.heavy import RETRY_AFTER_S, Busy
+from service.cancel import Cancelled
 from service.errors import CircuitInvalid, LimitExceeded, NotFound, StoreUnavailable
 from service.overlap import OverlapError
 
 log = logging.getLogger("circat.api")
 MEDIA = "application/problem+json"
-TOO_LARGE = frozenset({"CIRCAT_MAX_BODY_BYTES", "CIRCAT_MAX_ITEMS"})
+TOO_LARGE = frozenset({"CIRCAT_MAX_BODY_BYTES", "CIRCAT_MAX_SPEC_BYTES", "CIRCAT_MAX_JSON_VALUES", "CIRCAT_MAX_ITEMS"})
 
 
 class Problem(BaseModel):
@@ -63,7 +66,7 @@ _DESCRIPTIONS = {
     404: "No such circuit, model or job",
     413: "Request body or circuit over a configured limit",
     422: "Invalid parameters or body, a refused circuit (every problem named), or a limit exceeded",
-    503: "Store unreachable, or the request timed out",
+    503: "Store unreachable, the server busy with heavy requests (Retry-After), or the request timed out",
 }
 
 
@@ -73,14 +76,22 @@ def declared(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"description": _DESCRIPTIONS[s], "content": {MEDIA: {"schema": schema}}} for s in statuses}
 
 
-def add_problem_schema(app: FastAPI) -> None:
-    """Register the ``Problem`` schema in the app's OpenAPI components."""
+def add_problem_schema(app: FastAPI, bearer: bool = False) -> None:
+    """Register the ``Problem`` schema in the app's OpenAPI components; with ``bearer``, the bearer scheme
+    and, on every operation that declares 401, that it needs it."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             spec = build()
-            spec.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+            components = spec.setdefault("components", {})
+            components.setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+            if bearer:
+                components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+                for ops in spec["paths"].values():
+                    for op in ops.values():
+                        if "401" in op.get("responses", {}):
+                            op["security"] = [{"bearer": []}]
             app.openapi_schema = spec
         return app.openapi_schema
 
@@ -88,14 +99,24 @@ def add_problem_schema(app: FastAPI) -> None:
 
 
 def _allowed(request: Request) -> str:
-    """Every method some route serves at this path (for a truthful 405 ``Allow``)."""
+    """Every method some route serves at this path (for a truthful 405 ``Allow``; HEAD wherever GET is)."""
     methods: set[str] = set()
     for route in request.app.router.routes:
         for method in getattr(route, "methods", None) or ():
             match, _ = route.matches({**request.scope, "method": method})
             if match is Match.FULL:
                 methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
+
+
+def _body_problem(exc: BodyRefused) -> JSONResponse:
+    if exc.limit is not None:
+        return problem(**item_problem(exc.limit))
+    if exc.status_code == 400:
+        return problem(400, "Malformed request", str(exc.detail))
+    return problem(422, "Invalid request", str(exc.detail), errors=exc.errors)
 
 
 def _validation_errors(errors: Sequence[Any]) -> tuple[str, list[dict[str, str]]]:
@@ -118,9 +139,9 @@ def item_problem(exc: Exception) -> dict[str, Any]:
     return {"status": 422, "title": "Circuit refused", "detail": str(exc)}
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, bearer: bool = False) -> None:
     """Map catalogue errors, validation errors and the unexpected to problem+json."""
-    add_problem_schema(app)
+    add_problem_schema(app, bearer)
 
     @app.exception_handler(NotFound)
     async def not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -148,15 +169,22 @@ def install(app: FastAPI) -> None:
     async def unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
         return problem(503, "Catalogue store unavailable", str(exc))
 
+    @app.exception_handler(Busy)
+    async def busy(_: Request, exc: Busy) -> JSONResponse:
+        return problem(503, "Server busy", str(exc), headers={"Retry-After": str(RETRY_AFTER_S)},
+                       limit="CIRCAT_MAX_HEAVY")
+
+    @app.exception_handler(Cancelled)
+    async def cancelled(_: Request, exc: Cancelled) -> JSONResponse:
+        return problem(503, "Request timed out", str(exc))  # its answer was already sent; this one is dropped
+
     @app.exception_handler(HTTPException)
     async def http(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc, BodyRefused):
+            return _body_problem(exc)
         if exc.status_code == 405:
             return problem(405, "Method not allowed", f"{request.method} is not served here",
                            headers={"Allow": _allowed(request)})
-        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
-            return problem(400, "Malformed request", "the JSON body is nested too deeply")
-        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
-            return problem(400, "Malformed request", "the body is not valid UTF-8")
         return problem(exc.status_code, str(exc.detail), str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(Exception)

@@ -73,7 +73,7 @@ def import_(
                 if isinstance(outcome, Exception) and len(files) == 1:
                     raise outcome
                 results.append({"file": str(f)} | ({"error": str(outcome)} if isinstance(outcome, Exception)
-                                                   else {"id": outcome}))
+                                                   else {"id": outcome.id, "new": outcome.new}))
             tick(start + len(chunk), len(files), "files")
     failed = [r for r in results if "error" in r]
     if as_json:
@@ -262,23 +262,26 @@ def serve(
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.server import uvicorn_options
     from service.config import Settings
 
     settings = Settings.from_env()
-    if not _loopback(host) and not settings.api_key:
+    if not _loopback(host) and not settings.write_keys:
         fail(ValueError(f"refusing to serve on {host} without CIRCAT_API_KEY: set a key or bind 127.0.0.1"), False)
     with catalogue(store, False) as cat:
         child = None
         if worker and not settings.broker_url:
             # its own process, so torch stays out of the API; it exits when this one does
             child = subprocess.Popen([sys.executable, "-m", "workers", "worker", "--parent", str(os.getpid())])
+        options = uvicorn_options(settings.limits)
         try:
             if workers == 1:
-                uvicorn.run(create_app(cat.store, settings), host=host, port=port)
+                uvicorn.run(create_app(cat.store, settings), host=host, port=port, **options)
             else:  # each process builds its own app (and store connections) from the environment
                 if store:
                     os.environ["CIRCAT_STORE_URL"] = store
-                uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+                uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                            **options)
         finally:
             if child is not None:
                 child.terminate()

@@ -40,6 +40,7 @@ class Dispatcher:
 
     def __init__(self, jobs: JobStore, settings: Settings):
         self.jobs = jobs
+        self.limits = settings.limits
         self.broker_url = settings.broker_url
         self._celery: Any = None
         if self.broker_url:
@@ -49,7 +50,9 @@ class Dispatcher:
             self._celery.conf.update(celery_settings(self.broker_url, settings.job_time_limit_s))
 
     def submit(self, spec: DiscoverySpec, force: bool = False) -> tuple[Job, bool]:
-        """Record a job (or find the job of the same spec) and send a new one to the workers."""
+        """Record a job (or find the job of the same spec) and send a new one to the workers; a custom task over
+        ``CIRCAT_MAX_TASK_BYTES`` is refused before anything is stored."""
+        self.limits.check_task_bytes(spec.task_bytes())
         job, new = self.jobs.submit(spec, force)
         if new and self._celery is not None:
             try:

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -27,6 +28,8 @@ from service.tasks import TASKS
 from service.types import Ablation, Method, Metric, Search
 
 ORDER = re.compile(r"backward|forward|random:\d{1,9}")
+MAX_TOP_N = 2_500_000
+"""Most edges a top-n circuit may ask for (the largest graph the default limits admit)."""
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
 Text = Annotated[str, StringConstraints(max_length=4096)]
 
@@ -130,7 +133,7 @@ class DiscoverySpec(BaseModel):
     ablation: Ablation = Ablation.RESAMPLE
     per_position: bool = False
     metric: Metric | None = Field(default=None, description="default: the task's")
-    top_n: int | None = Field(default=None, ge=1)
+    top_n: int | None = Field(default=None, ge=1, le=MAX_TOP_N)
     signed: bool = False
     ig_steps: int | None = Field(default=None, ge=1, le=1000, description="eap-ig, ipe-approx: points the gradient "
                                  "is averaged over, from the clean input towards the ablated one (1: at the clean "
@@ -199,4 +202,34 @@ class DiscoverySpec(BaseModel):
     def spec_hash(self) -> str:
         """A stable hash of the canonical JSON."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:32]
+
+    def task_bytes(self) -> int:
+        """The UTF-8 size of a custom task's text (0 without one): what ``CIRCAT_MAX_TASK_BYTES`` bounds."""
+        return sum(len(t.encode("utf-8", "surrogatepass")) for line in self.task_lines or ()
+                   for t in (line.prompt, line.answer, line.corrupted_prompt, line.wrong_answer))
+
+    def summary(self) -> BaseModel:
+        """The spec as listings show it (``SpecSummary``): a custom task's lines summarised, not repeated."""
+        custom = None
+        if self.task_lines is not None:
+            lines = json.dumps([line.model_dump() for line in self.task_lines], sort_keys=True, separators=(",", ":"))
+            custom = CustomTask(lines=len(self.task_lines), bytes=self.task_bytes(),
+                                sha256=hashlib.sha256(lines.encode("utf-8", "surrogatepass")).hexdigest())
+        return SpecSummary(**self.model_dump(exclude={"task_lines"}), custom_task=custom)
+
+
+class CustomTask(BaseModel):
+    """A custom task as a listing shows it: how many lines, how much text, and the hash of the lines."""
+
+    model_config = ConfigDict(frozen=True)
+    lines: int
+    bytes: int
+    sha256: str
+
+
+SpecSummary = create_model(
+    "SpecSummary", __config__=ConfigDict(frozen=True), __doc__="A job spec with its custom task summarised.",
+    custom_task=(CustomTask | None, Field(default=None, description="a custom task's lines, summarised")),
+    **{name: (f.annotation, f) for name, f in DiscoverySpec.model_fields.items() if name != "task_lines"},
+)
 

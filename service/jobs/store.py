@@ -3,7 +3,8 @@
 Every state change is one conditional UPDATE, so concurrent workers and API processes agree:
 a queued job is claimed by exactly one worker; a spec identical to a queued, running or
 succeeded job is that job (a partial unique index on the spec hash holds under races), unless
-the submission is forced.
+the submission is forced. Each row keeps its spec's summary beside the spec, so listings never
+read a custom task's lines.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, computed_field
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.orm import defer
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from service.errors import NotFound, StoreUnavailable
-from service.jobs.spec import DiscoverySpec
+from service.jobs.spec import DiscoverySpec, SpecSummary
 from service.stores.sqlite import ensure_sqlite_dir
 
 
@@ -50,6 +52,7 @@ class JobRow(SQLModel, table=True):
     )
     id: str = Field(primary_key=True, max_length=32)
     spec: str
+    spec_summary: str | None = None
     spec_hash: str = Field(index=True, max_length=64)
     deduplicated: bool = True
     model: str = Field(index=True)
@@ -70,12 +73,11 @@ class JobRow(SQLModel, table=True):
     cancel_requested: bool = False
 
 
-class Job(BaseModel):
-    """A job record as the API and CLI show it: its spec, where it is, how it ended, its circuits."""
+class JobState(BaseModel):
+    """Where a job is, how it ended and its circuits: every field of a job record but its spec."""
 
     model_config = ConfigDict(frozen=True)
     id: str
-    spec: DiscoverySpec
     spec_hash: str
     status: JobStatus
     progress: float | None
@@ -104,15 +106,34 @@ class Job(BaseModel):
         return [f"/circuits/{c}" for c in self.circuit_ids]
 
     @staticmethod
+    def state_of(row: JobRow) -> dict[str, object]:
+        return {"id": row.id, "spec_hash": row.spec_hash, "status": JobStatus(row.status), "progress": row.progress,
+                "message": row.message, "error_type": row.error_type, "error_message": row.error_message,
+                "attempts": row.attempts, "worker": row.worker, "device": row.device,
+                "submitted_at": _utc(row.submitted_at), "started_at": _utc(row.started_at),
+                "finished_at": _utc(row.finished_at), "circuit_ids": json.loads(row.circuit_ids),
+                "cancel_requested": row.cancel_requested}
+
+
+class Job(JobState):
+    """A job record as the API and CLI show it: its whole spec, where it is, how it ended, its circuits."""
+
+    spec: DiscoverySpec
+
+    @staticmethod
     def of(row: JobRow) -> Job:
-        return Job(
-            id=row.id, spec=DiscoverySpec.model_validate_json(row.spec), spec_hash=row.spec_hash,
-            status=JobStatus(row.status), progress=row.progress, message=row.message, error_type=row.error_type,
-            error_message=row.error_message, attempts=row.attempts, worker=row.worker, device=row.device,
-            submitted_at=_utc(row.submitted_at), started_at=_utc(row.started_at),
-            finished_at=_utc(row.finished_at), circuit_ids=json.loads(row.circuit_ids),
-            cancel_requested=row.cancel_requested,
-        )
+        return Job(spec=DiscoverySpec.model_validate_json(row.spec), **JobState.state_of(row))
+
+
+class JobSummary(JobState):
+    """A job as listings show it: its spec with a custom task's lines summarised (the whole spec: ``Job``)."""
+
+    spec: SpecSummary  # type: ignore[valid-type]
+
+    @staticmethod
+    def of(row: JobRow) -> JobSummary:
+        summary = row.spec_summary or DiscoverySpec.model_validate_json(row.spec).summary().model_dump_json()
+        return JobSummary(spec=SpecSummary.model_validate_json(summary), **JobState.state_of(row))
 
 
 @dataclass(frozen=True)
@@ -148,6 +169,18 @@ class JobStore:
             sa.event.listen(self.engine, "connect", _sqlite_wal)
         with self._unavailable():
             SQLModel.metadata.create_all(self.engine, tables=[JobRow.__table__])
+            self._add_summary_column()
+
+    def _add_summary_column(self) -> None:
+        """Give a job table made before spec summaries their column (rows without one are summarised on read)."""
+        if "spec_summary" in {c["name"] for c in sa.inspect(self.engine).get_columns("jobs")}:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN spec_summary TEXT"))
+        except (OperationalError, ProgrammingError):  # another process added it a moment before
+            if "spec_summary" not in {c["name"] for c in sa.inspect(self.engine).get_columns("jobs")}:
+                raise
 
     @contextmanager
     def _unavailable(self) -> Iterator[None]:
@@ -168,7 +201,8 @@ class JobStore:
         if not force and (found := self._same_spec(digest)) is not None:
             return found, False
         job_id = "j" + secrets.token_hex(12)
-        row = JobRow(id=job_id, spec=spec.canonical_json(), spec_hash=digest,
+        row = JobRow(id=job_id, spec=spec.canonical_json(), spec_summary=spec.summary().model_dump_json(),
+                     spec_hash=digest,
                      deduplicated=not force, model=spec.model, task=spec.task, method=spec.method.value,
                      status=JobStatus.QUEUED, submitted_at=_now())
         try:
@@ -196,16 +230,16 @@ class JobStore:
                 raise NotFound(f"no job with id {job_id!r}")
             return Job.of(row)
 
-    def list(self, flt: JobFilter = JobFilter(), limit: int = 50, offset: int = 0) -> tuple[list[Job], int]:
-        """One page of jobs, newest first, and the total count."""
+    def list(self, flt: JobFilter = JobFilter(), limit: int = 50, offset: int = 0) -> tuple[list[JobSummary], int]:
+        """One page of jobs, newest first (their specs summarised), and the total count."""
         wanted = {"status": flt.status.value if flt.status else None, "model": flt.model, "task": flt.task,
                   "method": flt.method}
         conds = [getattr(JobRow, k) == v for k, v in wanted.items() if v is not None]
         with self._session() as s:
             total = s.exec(select(sa.func.count()).select_from(JobRow).where(*conds)).one()
-            rows = s.exec(select(JobRow).where(*conds).order_by(col(JobRow.submitted_at).desc(), col(JobRow.id))
-                          .offset(offset).limit(limit)).all()
-            return [Job.of(r) for r in rows], int(total)
+            rows = s.exec(select(JobRow).options(defer(JobRow.spec)).where(*conds)  # type: ignore[arg-type]
+                          .order_by(col(JobRow.submitted_at).desc(), col(JobRow.id)).offset(offset).limit(limit)).all()
+            return [JobSummary.of(r) for r in rows], int(total)
 
     def _update(self, job_id: str, when: Sequence[JobStatus], **values: object) -> bool:
         """Set ``values`` on the job if its status is one of ``when``; whether it was."""

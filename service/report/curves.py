@@ -11,8 +11,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
-from typing import Any
 
+from service.annotations import evaluation_of
 from service.circuit import Circuit
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -31,13 +31,14 @@ class StoredCurve:
 
 
 def stored_curves(circuit: Circuit) -> list[StoredCurve]:
-    """The faithfulness curves a circuit carries (none for node circuits and imports)."""
-    evaluation: dict[str, Any] = circuit.annotations.get("evaluation") or {}
+    """The faithfulness curves a circuit carries (none for node circuits and imports); its annotations must
+    fit their schema (``service.annotations``)."""
+    evaluation = evaluation_of(circuit.annotations)
     out = []
     for kind in ("absolute", "signed"):
-        curve = evaluation.get(f"curve_{kind}")
-        if isinstance(curve, dict) and curve.get("percents") and curve.get("faithfulness"):
-            out.append(StoredCurve(circuit.id, kind, tuple(curve["percents"]), tuple(curve["faithfulness"])))
+        curve = getattr(evaluation, f"curve_{kind}", None)
+        if curve is not None and curve.percents:
+            out.append(StoredCurve(circuit.id, kind, tuple(curve.percents), tuple(curve.faithfulness)))
     return out
 
 

@@ -14,6 +14,8 @@ from html import escape
 
 import numpy as np
 
+from service.annotations import problems as annotation_problems
+from service.cancel import checkpoint
 from service.circuit import Circuit
 from service.overlap import consensus, matrix
 from service.report.curves import curves_svg, stored_curves
@@ -39,19 +41,31 @@ KEY = ('<p class="key"><span style="color:#2f6db5">● head</span><span style="c
 
 
 def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edges: int = DEFAULT_TOP_EDGES) -> str:
-    """One self-contained HTML page for ``circuits``."""
+    """One self-contained HTML page for ``circuits``; a circuit whose annotations do not fit their schema
+    (stored before they were checked) is shown without its curves, and the page says why."""
     by_model: dict[str, list[Circuit]] = defaultdict(list)
     for c in circuits:
         by_model[c.provenance.model].append(c)
     labels = _labels(circuits)
-    body = [f"<h1>{escape(title)}</h1>", _provenance_table(circuits, labels)]
+    skipped = {c.id: found for c in circuits if (found := annotation_problems(c.annotations))}
+    body = [f"<h1>{escape(title)}</h1>", _provenance_table(circuits, labels), _skipped_note(skipped, labels)]
     for model, group in by_model.items():
+        checkpoint()
         body.append(f"<h2>{escape(model)}</h2>")
         body.append(_model_section(group, labels, top_edges))
-    body.append(_curves_section(circuits, labels))
+    body.append(_curves_section([c for c in circuits if c.id not in skipped], labels))
     body.append(_ablation_section(circuits, labels))
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>" + "".join(body) + "</body></html>")
+
+
+def _skipped_note(skipped: dict[str, list[str]], labels: dict[str, str]) -> str:
+    if not skipped:
+        return ""
+    items = "".join(f"<li>{escape(labels[cid])} ({cid}): {escape('; '.join(found[:5]))}</li>"
+                    for cid, found in skipped.items())
+    return f'<div class="skipped"><p>Curves not drawn for these circuits, whose annotations do not fit their ' \
+           f"schema:</p><ul>{items}</ul></div>"
 
 
 def _labels(circuits: list[Circuit]) -> dict[str, str]:
@@ -102,6 +116,7 @@ def _model_section(group: list[Circuit], labels: dict[str, str], top_edges: int)
         parts.append(_consensus_table(support, len(group)))
     figures = []
     for c in group:
+        checkpoint()
         svg = circuit_svg(c, DiagramOptions(top_edges=top_edges, shared=shared))
         figures.append(f"<figure>{svg}<figcaption>{escape(labels[c.id])} ({c.id})</figcaption></figure>")
     if support:

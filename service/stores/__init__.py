@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.stores.base import CircuitFilter, CircuitStore, CircuitSummary, Membership
+from service.stores.base import CircuitFilter, CircuitStore, CircuitSummary, Membership, Stored
 
-__all__ = ["CircuitFilter", "CircuitStore", "CircuitSummary", "Membership", "open_store"]
+__all__ = ["CircuitFilter", "CircuitStore", "CircuitSummary", "Membership", "Stored", "open_store"]
 
 
 def open_store(url: str | None = None) -> CircuitStore:

@@ -45,6 +45,14 @@ class CircuitFilter:
     min_faithfulness: float | None = None
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A circuit a write handled: its id, and whether the write added it (``False``: it was already stored)."""
+
+    id: str
+    new: bool
+
+
 @dataclass(frozen=True, eq=False)
 class Membership:
     """The in-graph item indices of one circuit, for the overlap algebra."""
@@ -60,8 +68,13 @@ class CircuitStore(ABC):
     """A catalogue of circuits. Writes are whole-or-nothing and idempotent by id."""
 
     @abstractmethod
+    def write_many(self, circuits: Sequence[Circuit]) -> list[Stored]:
+        """Store validated circuits in one transaction, all or none; per circuit, its id and whether it was
+        new (an existing id, or a second copy in ``circuits``, is a no-op)."""
+
     def put_many(self, circuits: Sequence[Circuit]) -> list[str]:
         """Store validated circuits in one transaction, all or none; their ids (an existing id: no-op)."""
+        return [s.id for s in self.write_many(circuits)]
 
     def put(self, circuit: Circuit) -> str:
         """Store one validated circuit in one transaction; return its id (existing id: no-op)."""

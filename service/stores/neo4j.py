@@ -26,6 +26,7 @@ from service.stores.base import (
     CircuitStore,
     CircuitSummary,
     Membership,
+    Stored,
     check_registered,
     pack_outside_scores,
     rebuild,
@@ -102,13 +103,13 @@ class Neo4jStore(CircuitStore):
             with self.driver.session(database=self.database) as s:
                 return s.execute_read(fn)
 
-    def put_many(self, circuits: Sequence[Circuit]) -> list[str]:
-        def work(tx: ManagedTransaction) -> None:
-            for c in sorted(circuits, key=lambda c: c.provenance.model):  # one lock order: no deadlocks
-                _put(tx, c)
+    def write_many(self, circuits: Sequence[Circuit]) -> list[Stored]:
+        def work(tx: ManagedTransaction) -> dict[int, bool]:
+            order = sorted(range(len(circuits)), key=lambda i: circuits[i].provenance.model)  # one lock order
+            return {i: _put(tx, circuits[i]) for i in order}
 
-        self._write(work)
-        return [c.id for c in circuits]
+        new = self._write(work)
+        return [Stored(c.id, new[i]) for i, c in enumerate(circuits)]
 
     def get(self, circuit_id: str) -> Circuit:
         def work(tx: ManagedTransaction) -> dict | None:  # items as one list each: a record per item is ~7x slower
@@ -213,8 +214,9 @@ class Neo4jStore(CircuitStore):
         self.driver.close()
 
 
-def _put(tx: ManagedTransaction, circuit: Circuit) -> None:
-    """Write one circuit in ``tx`` unless its id is stored: model, circuit node, components and edges by need.
+def _put(tx: ManagedTransaction, circuit: Circuit) -> bool:
+    """Write one circuit in ``tx`` unless its id is stored (then ``False``): model, circuit node, components and
+    edges by need.
 
     The model's node is locked first, so writers of one model take turns: the second writer of a circuit
     waits for the first to commit and then finds it stored, instead of failing on the id's constraint.
@@ -222,13 +224,14 @@ def _put(tx: ManagedTransaction, circuit: Circuit) -> None:
     cid, g, model = circuit.id, circuit.graph, circuit.provenance.model
     n_components = _lock_model(tx, model, circuit.shape)
     if tx.run("MATCH (c:Circuit {id: $id}) RETURN 1", id=cid).single():
-        return
+        return False
     if n_components != g.n_nodes:
         _register_components(tx, model, g)
     _create_circuit(tx, circuit, cid)
     _link(tx, cid, model, "Component", "HAS_NODE", circuit.node_mask, circuit.node_scores)
     if circuit.edge_mask is not None:
         _link_edges(tx, cid, model, g, circuit.edge_mask, circuit.edge_scores)
+    return True
 
 
 def _lock_model(tx: ManagedTransaction, model: str, shape: ModelShape) -> int | None:

@@ -21,6 +21,7 @@ from service.stores.base import (
     CircuitStore,
     CircuitSummary,
     Membership,
+    Stored,
     check_registered,
     pack_outside_scores,
     rebuild,
@@ -104,11 +105,9 @@ class SqliteStore(CircuitStore):
         sa.event.listen(self.engine, "connect", _pragmas)
         meta.create_all(self.engine)
 
-    def put_many(self, circuits: Sequence[Circuit]) -> list[str]:
+    def write_many(self, circuits: Sequence[Circuit]) -> list[Stored]:
         with self._write() as conn:
-            for c in circuits:
-                self._insert(conn, c)
-        return [c.id for c in circuits]
+            return [Stored(c.id, self._insert(conn, c)) for c in circuits]
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
@@ -122,10 +121,10 @@ class SqliteStore(CircuitStore):
             yield conn
             conn.commit()
 
-    def _insert(self, conn: sa.Connection, circuit: Circuit) -> None:
+    def _insert(self, conn: sa.Connection, circuit: Circuit) -> bool:
         cid = circuit.id
         if conn.execute(sa.select(circuits_t.c.id).where(circuits_t.c.id == cid)).first():
-            return
+            return False
         model = circuit.provenance.model
         row = conn.execute(sa.select(models_t).where(models_t.c.name == model)).first()
         if row is None:
@@ -137,6 +136,7 @@ class SqliteStore(CircuitStore):
             _insert_items(conn, nodes_t, rows)
         if circuit.edge_mask is not None and (rows := _rows(cid, circuit.edge_mask, circuit.edge_scores)):
             _insert_items(conn, edges_t, rows)
+        return True
 
     @staticmethod
     def _circuit_row(c: Circuit) -> dict:
