@@ -1,6 +1,6 @@
-"""A long API fuzz campaign: schemathesis with every check against a live server, per store, with and without
-the API key. Prints requests (from the server's access log), 5xx answers, check failures, idle and peak
-server memory.
+"""A long API fuzz campaign: schemathesis with every check against a live server, per store and key setting
+(no key, the API key, a read key alone). Prints requests (from the server's access log), 5xx answers, check
+failures, idle and peak server memory.
 
 Run with scripts/bench.sh fuzz [--examples 150] [--stores sqlite,neo4j] (the script starts Neo4j).
 """
@@ -30,16 +30,20 @@ def peak_mb(server: LiveServer) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def campaign(store: str, key: str | None, examples: int, work: Path) -> list[str]:
+KEYS = {"none": None, "API key": "CIRCAT_API_KEY", "read key": "CIRCAT_READ_KEY"}
+KEY = "campaign-key"
+
+
+def campaign(store: str, setting: str, examples: int, work: Path) -> list[str]:
     """One fuzz run; the row of figures it prints."""
-    url = f"sqlite:///{work / f'{store}-{bool(key)}.db'}" if store == "sqlite" else os.environ["CIRCAT_NEO4J_URI"]
+    var, tag = KEYS[setting], setting.replace(" ", "-")
+    url = f"sqlite:///{work / f'{store}-{tag}.db'}" if store == "sqlite" else os.environ["CIRCAT_NEO4J_URI"]
     if store == "neo4j":
         wipe_neo4j(url)
     cfg = work / "schemathesis.toml"
-    cfg.write_text(config(seed(url), key))
-    log = work / f"serve-{store}-{bool(key)}.log"
-    env = {"CIRCAT_DATABASE_URL": f"sqlite:///{work / f'jobs-{store}-{bool(key)}.db'}"}
-    env |= {"CIRCAT_API_KEY": key} if key else {}
+    cfg.write_text(config(seed(url), KEY if var else None))
+    log = work / f"serve-{store}-{tag}.log"
+    env = {"CIRCAT_DATABASE_URL": f"sqlite:///{work / f'jobs-{store}-{tag}.db'}"} | ({var: KEY} if var else {})
     with live_server(url, log, **env) as server:
         idle = server.rss_mb()
         t = time.perf_counter()
@@ -48,7 +52,7 @@ def campaign(store: str, key: str | None, examples: int, work: Path) -> list[str
         peak, health = peak_mb(server), server.health_seconds()
     statuses = re.findall(r'HTTP/1\.1" (\d{3})', log.read_text())
     server_errors = sum(s.startswith("5") for s in statuses)
-    return [store, "yes" if key else "no", str(run.generated), str(len(statuses)), str(server_errors),
+    return [store, setting, str(run.generated), str(len(statuses)), str(server_errors),
             str(run.failures), f"{idle:.0f}", f"{peak:.0f}", f"{peak - idle:.0f}", f"{health * 1000:.0f}",
             f"{seconds:.0f}"]
 
@@ -62,8 +66,8 @@ def main() -> None:
                   "growth MB", "/health ms", "seconds", title="API fuzz campaign (schemathesis --checks all)")
     with tempfile.TemporaryDirectory() as tmp:
         for store in args.stores.split(","):
-            for key in (None, "campaign-key"):
-                table.add_row(*campaign(store, key, args.examples, Path(tmp)))
+            for setting in KEYS:
+                table.add_row(*campaign(store, setting, args.examples, Path(tmp)))
     Console().print(table)
 
 

@@ -14,9 +14,7 @@ Run with scripts/bench.sh hostile [--stores sqlite,neo4j] [--body-mb 255] [--rep
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -32,48 +30,9 @@ from service.catalogue import Catalogue
 from service.graph import graph_for
 from service.stores import open_store
 from tests.helpers import GPT2
-from tests.live_server import LiveServer, live_server
+from tests.live_server import busy_after, live_server, poll_health, send_body
 
 KEY = "hostile-bench-key"
-
-
-def send_body(server: LiveServer, body: bytes) -> tuple[str, float]:
-    """POST ``body`` to /circuits without a key; the status line and the seconds until it arrived."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=120) as s:
-        s.sendall(f"POST /circuits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  f"Content-Length: {len(body)}\r\n\r\n".encode())
-        start = time.perf_counter()
-
-        def upload() -> None:
-            with contextlib.suppress(OSError):  # the server may stop reading once it has answered
-                view = memoryview(body)
-                for i in range(0, len(body), 1 << 20):
-                    s.sendall(view[i:i + (1 << 20)])
-
-        sender = threading.Thread(target=upload, daemon=True)
-        sender.start()
-        answer = b""
-        while b"\r\n" not in answer:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-        took = time.perf_counter() - start
-        return answer.split(b"\r\n", 1)[0].decode(errors="replace"), took
-
-
-def poll_health(server: LiveServer, stop: threading.Event, worst: list[float]) -> None:
-    """Time ``GET /health`` every 0.1 s until ``stop``; the slowest in ``worst[0]`` (30 s: no answer)."""
-    with httpx.Client(timeout=30) as client:
-        while not stop.is_set():
-            t = time.perf_counter()
-            try:
-                client.get(f"{server.url}/health")
-                took = time.perf_counter() - t
-            except httpx.HTTPError:
-                took = 30.0
-            worst[0] = max(worst[0], took)
-            time.sleep(0.1)
 
 
 def unauthenticated_body(url: str, log: Path, mb: int) -> None:
@@ -83,30 +42,13 @@ def unauthenticated_body(url: str, log: Path, mb: int) -> None:
         stop, worst = threading.Event(), [0.0]
         poller = threading.Thread(target=poll_health, args=(server, stop, worst))
         poller.start()
-        status, took = send_body(server, body)
+        status, took = send_body(server, "/circuits", body)
         time.sleep(2)  # the server's memory after the body was dealt with
         stop.set()
         poller.join()
         peak = peak_mb(server)
     print(f"  unauthenticated {len(body) / 1e6:.0f} MB body: '{status}' after {took:.2f} s; "
           f"slowest /health meanwhile {worst[0]:.2f} s; server memory {idle:.0f} MB idle, peak +{peak - idle:.0f} MB")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def busy_after(pid: int) -> float:
-    """Seconds until the process uses under 10 % of a core over half a second (at most 300 s)."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < 300:
-        before = cpu_seconds(pid)
-        time.sleep(0.5)
-        if cpu_seconds(pid) - before < 0.05:
-            return time.perf_counter() - start - 0.5
-    return 300.0
 
 
 def heavy_reports(url: str, log: Path, clients: int, top_edges: int) -> None:

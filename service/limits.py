@@ -30,7 +30,7 @@ class Limits:
     max_body_bytes: int = 256 * 1024 * 1024
     max_spec_bytes: int = 8 * 1024 * 1024
     max_task_bytes: int = 4 * 1024 * 1024
-    max_json_values: int = 10_000_000
+    max_json_values: int = 12_000_000
     max_ids: int = 100
     max_page: int = 1000
     max_batch: int = 1000
