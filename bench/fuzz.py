@@ -68,7 +68,7 @@ def main() -> None:
         for store in args.stores.split(","):
             for setting in KEYS:
                 table.add_row(*campaign(store, setting, args.examples, Path(tmp)))
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":

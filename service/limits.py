@@ -35,6 +35,7 @@ class Limits:
     max_page: int = 1000
     max_batch: int = 1000
     max_report_circuits: int = 20
+    max_expression_length: int = 4096
     max_top_edges: int = 5000
     max_heavy: int = 4
     max_connections: int = 256

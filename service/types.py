@@ -92,6 +92,15 @@ class Level(StrEnum):
     EDGE = "edge"
 
 
+class Mode(StrEnum):
+    """How a circuit is evaluated on a task."""
+
+    KEEP = "keep"
+    """everything outside the circuit ablated: its faithfulness"""
+    KNOCKOUT = "knockout"
+    """the circuit ablated inside the full model: the share of the behaviour left"""
+
+
 _HEAD = re.compile(r"a(\d+)\.h(\d+)")
 _MLP = re.compile(r"m(\d+)")
 _EDGE = re.compile(r"(?P<src>[^<>\s]+)->(?P<dst>[^<>\s]+?)(?:<(?P<port>[qkv])>)?")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import sqlalchemy as sa
 
 from service.errors import NotFound, StoreUnavailable
 from service.jobs.spec import DiscoverySpec, TaskFileError, parse_task_lines
@@ -158,3 +159,20 @@ def test_list_filters_and_pages(jobs):
 def test_unreachable_database_is_store_unavailable():
     with pytest.raises(StoreUnavailable, match="unreachable"):
         JobStore("postgresql+psycopg://nobody@127.0.0.1:9/jobs")
+
+
+def test_a_job_table_from_before_spec_summaries_gains_their_column(jobs):
+    """Tables made before listings summarised specs get the column when opened; their rows are summarised on read."""
+    lines = parse_task_lines('{"prompt": "a", "answer": " b", "corrupted_prompt": "c", "wrong_answer": " d"}\n', "t")
+    old, _ = jobs.submit(DiscoverySpec(model="toy", task="mine", task_lines=lines, method=Method.EAP))
+    with jobs.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN spec_summary"))
+    reopened = JobStore(jobs.url)
+    try:
+        (listed,), total = reopened.list()
+        assert total == 1 and listed.id == old.id and listed.spec.custom_task.lines == 1
+        assert reopened.get(old.id).spec.task_lines == lines
+        _, new = reopened.submit(SPEC)
+        assert new and reopened.list()[0][0].spec.custom_task is None
+    finally:
+        reopened.close()

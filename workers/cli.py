@@ -19,13 +19,14 @@ from service.progress import console_progress
 from service.stores import CircuitFilter
 from service.tasks import TASKS
 from service.types import Method
+from workers import evaluate_cli  # noqa: F401  (registers evaluate)
 from workers import spec_options as opts
 from workers.jobs.cli import need_worker  # also registers submit, jobs, wait, cancel, worker
 from workers.model_cli import models_app
 
 app.add_typer(models_app, name="models")
 
-DeviceOpt = Annotated[str | None, typer.Option(envvar="CIRCAT_DEVICE", help="cpu, cuda, cuda:1 ... (default: auto)")]
+DeviceOpt = opts.DeviceOpt
 
 
 @app.command()

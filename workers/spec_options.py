@@ -28,6 +28,7 @@ def model_argument(model: str) -> str:
 
 ModelOpt = Annotated[str, typer.Option("--model", help="'toy', a hub name, or a local Hugging Face directory",
                                        callback=model_argument)]
+DeviceOpt = Annotated[str | None, typer.Option(envvar="CIRCAT_DEVICE", help="cpu, cuda, cuda:1 ... (default: auto)")]
 TaskOpt = Annotated[str, typer.Option(help="a registered task or a JSONL file of the custom format")]
 MethodOpt = Annotated[Method, typer.Option(help="discovery method")]
 ThresholdOpt = Annotated[list[float] | None, typer.Option(

@@ -1,0 +1,44 @@
+"""``circat evaluate`` on the toy model: ids, expressions and item files, both modes, storing, clear refusals."""
+
+from __future__ import annotations
+
+import json
+
+from service.catalogue import Catalogue
+from service.stores import open_store
+from tests.helpers import edge_circuit
+from tests.test_discover_cli import run
+
+
+def test_evaluate_discovered_circuits_and_expressions(tmp_path):
+    found = json.loads(run("discover", "--model", "toy", "--task", "months", "--method", "eap", "--n", "8",
+                           "--threshold", "0.8", "--json").stdout)["circuits"][0]
+    items = tmp_path / "items.txt"
+    items.write_text("a3.h0, m3\nm2\n")
+    out = json.loads(run("evaluate", found["id"], f"{found['id']} & heads(L2-L3)", f"@{items}", "--model", "toy",
+                         "--task", "months", "--n", "8", "--json").stdout)
+    own, part, listed = out["results"]
+    assert own["value"] == found["faithfulness"] and own["level"] == "edge" and own["edges"] == found["edges"]
+    assert part["level"] == "node" and part["edges"] is None and listed["components"] == 3
+    assert out["metric"] == "logit_diff" and out["n_prompts"] == 8 and own["full_metric"] > own["empty_metric"]
+    gone = json.loads(run("evaluate", found["id"], "--model", "toy", "--task", "greater-than", "--n", "8",
+                          "--mode", "knockout", "--ablation", "zero", "--json", "--save").stdout)
+    assert gone["metric"] == "prob_diff" and gone["results"][0]["mode"] == "knockout"
+    stored = json.loads(run("export", gone["results"][0]["id"], "--format", "circat").stdout)
+    assert stored["method"] == "expression" and stored["params"]["derived_from"] == [found["id"]]
+    assert stored["task"] == "greater-than" and "faithfulness" not in stored  # knockout is no faithfulness
+
+
+def test_evaluate_refuses_bad_expressions_and_other_models(tmp_path):
+    with open_store() as store:
+        other = Catalogue(store).add(edge_circuit())  # a circuit of the model "tiny"
+    bad = json.loads(run("evaluate", f"{other} & heads(L1)", "--model", "toy", "--task", "months", "--json",
+                         ok=False).stdout)
+    assert "another model than 'toy'" in bad["error"] and other in bad["error"]
+    assert "position 6" in run("evaluate", "a1.h0 ? m2", "--model", "toy", "--task", "months", ok=False).output
+    missing = run("evaluate", "c" + "1" * 23, "--model", "toy", "--task", "months", ok=False).output
+    assert "no circuit with id" in missing
+    empty = run("evaluate", "m1 - m1", "--model", "toy", "--task", "months", "--save", "--json", ok=False).stdout
+    assert "selects nothing" in json.loads(empty)["error"]
+    assert "expression file not found" in run("evaluate", "@nope.txt", "--model", "toy", "--task", "months",
+                                              ok=False).output

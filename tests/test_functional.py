@@ -1,0 +1,159 @@
+"""Functional evaluation with known answers: the full and empty circuits, a discovery circuit on its own task,
+and an independent reference (plain forward hooks on the Hugging Face model, no patching engine) for keep and
+knockout at node level, on several circuits and tasks, with every ablation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2LMHeadModel
+
+from service.catalogue import Catalogue
+from service.circuit import Circuit, Provenance
+from service.graph import graph_for
+from service.jobs.evaluation import EvaluationSpec
+from service.jobs.spec import DiscoverySpec
+from service.types import Ablation, Level, Method, Mode, NodeKind
+from workers.discover import metric_for, prompts_for, run_discovery
+from workers.evaluation import expression_circuit, run_evaluation
+from workers.metrics import task_metric
+from workers.models import TOY_DIR
+from workers.tasks.encode import TaskBatch
+
+N = 16
+CIRCUITS = ["a1.h0, a2.h1, a3.h2, m1, m3", "heads(L2-L3) | mlps(L0-L1)", "layer(1), a3.h3, m2"]
+
+
+def _hf_model() -> GPT2LMHeadModel:
+    model = GPT2LMHeadModel.from_pretrained(TOY_DIR)
+    model.eval()
+    return model
+
+
+class Recorder:
+    """Each head's input to the output projection ``[b, p, heads * d_head]`` and each MLP's output, per layer."""
+
+    def __init__(self, model: GPT2LMHeadModel, tokens: torch.Tensor):
+        self.z: list[torch.Tensor] = []
+        self.mlp: list[torch.Tensor] = []
+        handles = []
+        for block in model.transformer.h:
+            handles.append(block.attn.c_proj.register_forward_pre_hook(lambda _, a: self.z.append(a[0].detach())))
+            handles.append(block.mlp.register_forward_hook(lambda _, __, out: self.mlp.append(out.detach())))
+        with torch.no_grad():
+            self.logits = model(tokens).logits
+        for h in handles:
+            h.remove()
+
+
+def _ablated(values: torch.Tensor, ablation: Ablation, lengths: torch.Tensor, per_position: bool) -> torch.Tensor:
+    """What an ablated source carries: zeros, the corrupted run's value, or its mean over valid positions."""
+    if ablation is Ablation.ZERO:
+        return torch.zeros_like(values)
+    if ablation is Ablation.RESAMPLE:
+        return values
+    valid = (torch.arange(values.shape[1])[None] < lengths[:, None]).to(values.dtype)[..., None]
+    if per_position:
+        return ((values * valid).sum(0, keepdim=True) / valid.sum(0, keepdim=True).clamp(min=1)).expand_as(values)
+    return ((values * valid).sum((0, 1), keepdim=True) / valid.sum()).expand_as(values)
+
+
+def reference_metric(model: GPT2LMHeadModel, batch: TaskBatch, dropped: set[str], ablation: Ablation,
+                     metric: str, per_position: bool = False) -> float:
+    """The task metric with the components ``dropped`` ablated, by forward hooks on the Hugging Face model."""
+    corrupted = Recorder(model, batch.corrupted)
+    clean = Recorder(model, batch.clean)
+    d_head = model.config.n_embd // model.config.n_head
+    handles = []
+    for layer, block in enumerate(model.transformer.h):
+        heads = [h for h in range(model.config.n_head) if f"a{layer}.h{h}" in dropped]
+        if heads:
+            z_ablated = _ablated(corrupted.z[layer], ablation, batch.corrupted_lengths, per_position)
+
+            def patch_heads(_, args, heads=heads, z_ablated=z_ablated):
+                z = args[0].clone()
+                for h in heads:
+                    z[..., h * d_head:(h + 1) * d_head] = z_ablated[..., h * d_head:(h + 1) * d_head]
+                return (z,)
+
+            handles.append(block.attn.c_proj.register_forward_pre_hook(patch_heads))
+        if f"m{layer}" in dropped:
+            out_ablated = _ablated(corrupted.mlp[layer], ablation, batch.corrupted_lengths, per_position)
+            handles.append(block.mlp.register_forward_hook(lambda _, __, out, a=out_ablated: a))
+    with torch.no_grad():
+        logits = model(batch.clean).logits
+    for h in handles:
+        h.remove()
+    last = torch.arange(len(batch))
+    final, reference = logits[last, batch.lengths - 1], clean.logits[last, batch.lengths - 1]
+    return float(task_metric(metric, final, batch, reference))
+
+
+def _components(selection) -> set[str]:
+    g = graph_for(selection.shape)
+    return set(g.names(Level.NODE, np.flatnonzero(selection.node_mask & g.component_mask)))
+
+
+@pytest.mark.parametrize("ablation", list(Ablation))
+def test_keep_and_knockout_equal_plain_hooks_on_the_hugging_face_model(sqlite_store, ablation):
+    cat, model = Catalogue(sqlite_store), _hf_model()
+    every = {n.name for n in graph_for(model_shape()).nodes if n.kind in (NodeKind.ATTENTION, NodeKind.MLP)}
+    for task in ("months", "greater-than", "ioi"):
+        batch = prompts_for("toy", task, None, N, 0, "float32", "cpu").batch
+        metric = metric_for(task, None).value
+        full = reference_metric(model, batch, set(), ablation, metric)
+        empty = reference_metric(model, batch, every, ablation, metric)
+        for mode in Mode:
+            spec = EvaluationSpec(expressions=tuple(CIRCUITS), model="toy", task=task, mode=mode, ablation=ablation,
+                                  n=N)
+            for result in run_evaluation(spec, cat).results:
+                kept = _components(result.selection)
+                dropped = every - kept if mode is Mode.KEEP else kept
+                expected = (reference_metric(model, batch, dropped, ablation, metric) - empty) / (full - empty)
+                assert result.value == pytest.approx(expected, abs=1e-4), (task, mode, result.selection.text)
+                assert result.full == pytest.approx(full, abs=1e-4) and result.empty == pytest.approx(empty, abs=1e-4)
+
+
+def model_shape():
+    from workers.models import load_model
+
+    return load_model("toy").shape
+
+
+def test_full_and_empty_circuits_have_known_values(sqlite_store):
+    cat = Catalogue(sqlite_store)
+    shape = model_shape()
+    g = graph_for(shape)
+    full = Circuit(Provenance(model="toy", task="months", method="all"), shape, node_mask=np.ones(g.n_nodes, bool),
+                   node_scores=np.full(g.n_nodes, np.nan), edge_mask=np.ones(g.n_edges, bool),
+                   edge_scores=np.ones(g.n_edges))
+    cid = cat.add(full)
+    texts = ("heads(all) | mlps(all)", "heads(all) - heads(all)", cid, f"{cid} - {cid}")
+    expected = {Mode.KEEP: [1.0, 0.0, 1.0, 0.0], Mode.KNOCKOUT: [0.0, 1.0, 0.0, 1.0]}
+    for mode, values in expected.items():
+        run = run_evaluation(EvaluationSpec(expressions=texts, model="toy", task="months", mode=mode, n=8), cat)
+        assert [r.selection.level for r in run.results] == [Level.NODE, Level.NODE, Level.EDGE, Level.EDGE]
+        assert [r.value for r in run.results] == pytest.approx(values, abs=1e-6), mode
+
+
+@pytest.mark.parametrize("method", [Method.EAP, Method.ABLATION])
+def test_a_discovery_circuit_on_its_own_task_gives_back_its_faithfulness(sqlite_store, method):
+    cat = Catalogue(sqlite_store)
+    spec = DiscoverySpec(model="toy", task="numerals", method=method, n=N, levels=(0.8,), ablation=Ablation.MEAN)
+    circuit = run_discovery(spec).circuits[0]
+    cid = cat.add(circuit)
+    run = run_evaluation(EvaluationSpec(expressions=(cid,), model="toy", task="numerals", ablation=Ablation.MEAN,
+                                        n=N), cat)
+    assert run.results[0].value == pytest.approx(circuit.provenance.faithfulness, abs=1e-6)
+    assert run.results[0].selection.level is (Level.EDGE if method is Method.EAP else Level.NODE)
+
+
+def test_an_expression_is_stored_as_a_circuit_that_names_what_it_came_from(sqlite_store):
+    cat = Catalogue(sqlite_store)
+    run = run_evaluation(EvaluationSpec(expressions=("heads(L2-L3) | m3",), model="toy", task="months", n=8), cat)
+    stored = cat.get(cat.add(expression_circuit(run, run.results[0])))
+    params = stored.provenance.params
+    assert stored.provenance.method == "expression" and params["expression"] == "(heads(L2-L3) | m3)"
+    assert params["derived_from"] == [] and stored.provenance.faithfulness == pytest.approx(run.results[0].value)
+    assert stored.n_nodes == run.results[0].selection.n_components

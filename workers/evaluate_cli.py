@@ -1,0 +1,96 @@
+"""``circat evaluate``: circuits or expressions evaluated on any task of a model, kept or knocked out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from service.cli.main import JsonOpt, StoreOpt, app, catalogue
+from service.cli.output import console, emit_json, fail, table
+from service.errors import CatalogueError
+from service.jobs.evaluation import EvaluationSpec
+from service.jobs.spec import problems_of
+from service.progress import console_progress
+from service.types import Ablation, Level, Mode
+from workers import spec_options as opts
+
+ExpressionArg = Annotated[list[str], typer.Argument(
+    help="circuit ids or expressions (A & B, A | B, A - B, shared(A, B, C; 2), heads(L0-L8), a9.h1,m9, ...); "
+         "@FILE reads a list of components and edges")]
+
+
+def expression_text(arg: str) -> str:
+    """An expression argument: ``@FILE`` becomes the file's items (one per line or comma-separated), joined."""
+    if not arg.startswith("@"):
+        return arg
+    path = Path(arg[1:])
+    if not path.is_file():
+        raise ValueError(f"expression file not found: {path}")
+    items = [i.strip() for line in path.read_text().splitlines() for i in line.split(",") if i.strip()]
+    if not items:
+        raise ValueError(f"expression file {path} lists no components or edges")
+    return ",".join(items)
+
+
+@app.command()
+def evaluate(
+    expressions: ExpressionArg,
+    model: opts.ModelOpt,
+    task: Annotated[str, typer.Option(help="a registered task")],
+    mode: Annotated[Mode, typer.Option(help="keep: the circuit alone (faithfulness); knockout: the model without "
+                                            "it (the share of the behaviour left)")] = Mode.KEEP,
+    metric: opts.MetricOpt = None,
+    ablation: opts.AblationOpt = Ablation.RESAMPLE,
+    per_position: opts.PerPositionOpt = False,
+    level: Annotated[Level | None, typer.Option(help="node or edge (default: node when any operand has no edges)")]
+    = None,
+    n: opts.NOpt = 64,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the prompts")] = 0,
+    dtype: opts.DtypeOpt = "float32",
+    device: opts.DeviceOpt = None,
+    save: Annotated[bool, typer.Option("--save", help="store each expression's circuit in the catalogue (method "
+                                                       "expression; --store names the catalogue)")]
+    = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate circuits or expressions on TASK of MODEL: faithfulness (keep) or what is left without them."""
+    from workers.jobs.cli import need_worker
+
+    need_worker(as_json)
+    from workers.evaluation import EvaluateError, expression_circuit, run_evaluation
+
+    try:
+        spec = EvaluationSpec(expressions=tuple(expression_text(e) for e in expressions), model=model, task=task,
+                              mode=mode, metric=metric, ablation=ablation, per_position=per_position, level=level,
+                              n=n, seed=seed, dtype=dtype)
+    except ValidationError as exc:
+        fail(ValueError(problems_of(exc)), as_json)
+    except ValueError as exc:
+        fail(exc, as_json)
+    with catalogue(store, as_json) as cat:
+        try:
+            with console_progress(f"evaluating on {task}", enabled=not as_json) as progress:
+                run = run_evaluation(spec, cat, device, progress)
+            ids = [cat.add(expression_circuit(run, r)) for r in run.results] if save else []
+        except (EvaluateError, CatalogueError, ValueError) as exc:
+            fail(exc, as_json)
+    _print(run, ids, as_json)
+
+
+def _print(run: Any, ids: list[str], as_json: bool) -> None:
+    rows = [{"expression": r.selection.text, "level": r.selection.level.value,
+             "components": r.selection.n_components, "edges": r.selection.n_edges if r.selection.edge_mask is not None
+             else None, "mode": r.mode.value, "value": r.value, "metric": r.metric, "full_metric": r.full,
+             "empty_metric": r.empty} | ({"id": ids[i]} if ids else {}) for i, r in enumerate(run.results)]
+    if as_json:
+        emit_json({"model": run.model, "task": run.spec.task, "metric": run.metric, "ablation": run.spec.ablation,
+                   "n_prompts": run.n_prompts, "seed": run.spec.seed, "results": rows})
+        return
+    what = "faithfulness (kept alone)" if run.spec.mode is Mode.KEEP else "share left (knocked out)"
+    table(f"{run.model} / {run.spec.task}: {what}, {run.metric}, {run.spec.ablation.value} ablation, "
+          f"{run.n_prompts} prompts", list(rows[0]), [list(r.values()) for r in rows])
+    console.print(f"full model {run.results[0].full:.4g}, empty {run.results[0].empty:.4g} ({run.metric})")

@@ -1,0 +1,76 @@
+"""One functional evaluation from names: expressions over the catalogue, on a model and task, kept or knocked out.
+
+Shared by ``circat evaluate`` and (through the same spec) the jobs to come. The prompts are discovery's for
+the same task, count and seed (``workers.discover.prompts_for``), so a discovery circuit evaluated on its
+own task with its own prompts, metric and ablation gives back the faithfulness stored with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.catalogue import Catalogue
+from service.circuit import Circuit, Provenance
+from service.errors import NotFound
+from service.expressions import ExpressionError, Selection, parse, select
+from service.jobs.evaluation import EvaluationSpec
+from service.progress import Progress, silent
+from service.tasks import family_of
+from workers.discover import INPUT_ERRORS, metric_for, prompts_for
+from workers.engine.functional import FunctionalResult, evaluate_selections
+from workers.engine.patching import PatchingEngine
+
+
+class EvaluateError(ValueError):
+    """An evaluation that cannot run: bad expression, model, task, prompts or parameters."""
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    """The spec as run (the model under its catalogue name, the metric in force) and a result per expression."""
+
+    spec: EvaluationSpec
+    model: str
+    metric: str
+    n_prompts: int
+    results: list[FunctionalResult]
+
+
+def run_evaluation(spec: EvaluationSpec, cat: Catalogue, device: str | None = None,
+                   progress: Progress = silent) -> EvaluationRun:
+    """Parse and select every expression, then evaluate them in one batch; ``EvaluateError`` for bad input."""
+    try:
+        metric = metric_for(spec.task, spec.metric)
+        prompts = prompts_for(spec.model, spec.task, None, spec.n, spec.seed, spec.dtype, device, progress)
+        model = prompts.model
+        selections = [select(parse(text, cat.limits.max_expression_length), model.name, model.shape,
+                             cat.store.memberships, spec.level, cat.limits.max_ids) for text in spec.expressions]
+        progress(0, None, "model, prompts and circuits ready")
+        engine = PatchingEngine(model, prompts.batch, spec.ablation, metric, spec.per_position)
+        results = evaluate_selections(engine, selections, spec.mode)
+    except NotFound:
+        raise
+    except (*INPUT_ERRORS, ExpressionError) as exc:
+        raise EvaluateError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from exc
+    return EvaluationRun(spec, model.name, metric.value, len(prompts.batch), results)
+
+
+def expression_circuit(run: EvaluationRun, result: FunctionalResult) -> Circuit:
+    """A selection as a catalogue circuit (method ``expression``): its provenance names the expression, the circuits
+    it was derived from and its faithfulness on the evaluated task (keep mode)."""
+    s: Selection = result.selection
+    spec = run.spec
+    if s.n_components == 0 and not s.n_edges:
+        raise EvaluateError(f"{s.text} selects nothing: an empty circuit cannot be stored")
+    params = {"expression": s.text, "derived_from": list(s.operands), "level": s.level.value,
+              "ablation": spec.ablation.value, "per_position": spec.per_position, "n_prompts": run.n_prompts,
+              "seed": spec.seed}
+    faithfulness = result.value if result.mode.value == "keep" else None
+    provenance = Provenance(model=run.model, task=spec.task, method="expression", task_family=family_of(spec.task),
+                            params=params, metric=run.metric, faithfulness=faithfulness)
+    n_nodes = len(s.node_mask)
+    edge_scores = None if s.edge_mask is None else np.full(len(s.edge_mask), np.nan)
+    return Circuit(provenance, s.shape, node_mask=s.node_mask, node_scores=np.full(n_nodes, np.nan),
+                   edge_mask=s.edge_mask, edge_scores=edge_scores)
