@@ -67,7 +67,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for store in args.stores.split(","):
             for setting in KEYS:
-                table.add_row(*campaign(store, setting, args.examples, Path(tmp)))
+                row = campaign(store, setting, args.examples, Path(tmp))
+                print(" | ".join(row), flush=True)  # each row as it finishes, then the table
+                table.add_row(*row)
     Console(width=200).print(table)
 
 

@@ -22,6 +22,7 @@ from service.models import KNOWN_SHAPES
 from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, matrix, pairwise
 from service.progress import Progress, silent
 from service.stores import CircuitFilter, CircuitStore, Stored
+from service.stores.base import EvaluationFilter, EvaluationRecord
 from service.types import Level, ModelShape
 
 
@@ -93,6 +94,15 @@ class Catalogue:
     def add_mib(self, mib: MibDocument, model: str, task: str, method: str, **provenance: Any) -> str:
         """Validate and store a MIB / EAP-IG circuit file with the provenance given."""
         return self.add_document(mib_to_document(mib, model, task, method, **provenance))
+
+    def add_evaluations(self, records: Sequence[EvaluationRecord]) -> list[Stored]:
+        """Store evaluation records (identical ones are no-ops); ``NotFound`` when one names a missing circuit."""
+        return self.store.put_evaluations(records)
+
+    def evaluations(self, flt: EvaluationFilter | None = None, limit: int = 50,
+                    offset: int = 0) -> tuple[list[EvaluationRecord], int]:
+        """One page of stored evaluations, newest first, and their total."""
+        return self.store.evaluations(flt or EvaluationFilter(), limit, offset)
 
     def get(self, circuit_id: str) -> Circuit:
         return self.store.get(circuit_id)

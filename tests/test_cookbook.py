@@ -10,6 +10,7 @@ from service.catalogue import Catalogue
 from service.documents import CircuitDocument
 from service.literature import literature_documents
 from service.schema_files import schema_dir
+from service.stores.base import EvaluationFilter, EvaluationRecord
 from service.stores.neo4j import Neo4jStore
 from tests.helpers import GPT2, edge_circuit
 
@@ -32,7 +33,7 @@ def loaded(neo4j_store: Neo4jStore) -> tuple[Neo4jStore, Catalogue, dict[str, st
 
 def test_the_cookbook_has_every_query_the_issue_asks_for():
     assert set(QUERIES) >= {"shared-components", "family-consensus", "uses-head", "subgraph",
-                            "edges-unique-to-task", "ranked-by-overlap"}
+                            "edges-unique-to-task", "ranked-by-overlap", "keeps-task", "transfer-matrix"}
     assert len(QUERIES) >= 6
 
 
@@ -91,3 +92,24 @@ def test_heads_in_every_method(loaded):
                                          nodes={h: {} for h in heads}))
     rows = run(store, "heads-in-every-method", model="gpt2", task="ioi")
     assert [r["head"] for r in rows] == ["a9.h9", "a10.h0"]
+
+
+def _record(circuit: str, task: str, value: float, mode: str = "keep") -> EvaluationRecord:
+    return EvaluationRecord(model="gpt2", task=task, expression=circuit, circuits=(circuit,), mode=mode,
+                            level="node", metric="logit_diff", ablation="resample", per_position=False,
+                            n_prompts=64, seed=0, value=value, metric_value=value, full_metric=1.0, empty_metric=0.0)
+
+
+def test_circuits_that_keep_a_task_and_the_transfer_matrix(loaded):
+    store, cat, ids = loaded
+    values = {("numerals", "months"): 0.85, ("months", "months"): 0.95, ("ioi", "months"): 0.1,
+              ("numerals", "numerals"): 0.9}
+    cat.add_evaluations([_record(ids[c], t, v) for (c, t), v in values.items()]
+                        + [_record(ids["ioi"], "months", 0.9, mode="knockout")])
+    rows = run(store, "keeps-task", task="months", at_least=0.8)
+    expected = [e for e in cat.evaluations(EvaluationFilter(task="months", mode="keep", min_value=0.8))[0]]
+    assert [(r["id"], r["keeps"]) for r in rows] == sorted(((e.circuits[0], e.value) for e in expected),
+                                                           key=lambda x: (-x[1], x[0]))
+    assert {r["found_for"] for r in rows} == {"numerals", "months"}
+    matrix = {(r["circuit"], r["task"]): r["faithfulness"] for r in run(store, "transfer-matrix", model="gpt2")}
+    assert matrix == {(ids[c], t): v for (c, t), v in values.items()}

@@ -42,3 +42,23 @@ def test_evaluate_refuses_bad_expressions_and_other_models(tmp_path):
     assert "selects nothing" in json.loads(empty)["error"]
     assert "expression file not found" in run("evaluate", "@nope.txt", "--model", "toy", "--task", "months",
                                               ok=False).output
+
+
+def test_evaluations_are_recorded_once_and_listed_by_cli_and_rest():
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+
+    args = ["evaluate", "heads(L2-L3) | m3", "layer(1)", "--model", "toy", "--task", "months", "--n", "8", "--json"]
+    first = json.loads(run(*args).stdout)["results"]
+    again = json.loads(run(*args).stdout)["results"]
+    assert [r["evaluation"] for r in first] == [r["evaluation"] for r in again]
+    listed = json.loads(run("evaluations", "--task", "months", "--json").stdout)
+    assert listed["total"] == 2 and {r["expression"] for r in listed["items"]} == {"(heads(L2-L3) | m3)", "layer(L1)"}
+    run("evaluate", "layer(1)", "--model", "toy", "--task", "months", "--n", "8", "--mode", "knockout")
+    with open_store() as store:
+        api = TestClient(create_app(store))
+        page = api.get("/evaluations", params={"mode": "knockout"}).json()
+        assert page["total"] == 1 and page["items"][0]["expression"] == "layer(L1)"
+        assert api.get("/evaluations", params={"min_value": 2}).json()["total"] == 0
+        assert api.get("/evaluations", params={"circuit": "nope"}).status_code == 422

@@ -12,6 +12,7 @@ from service.documents import CircuitDocument
 from service.errors import CircuitInvalid, NotFound
 from service.literature import literature_documents
 from service.stores import CircuitFilter, CircuitStore, Stored
+from service.stores.base import EvaluationFilter, EvaluationRecord
 from service.types import Level, ModelShape
 from tests.helpers import GPT2, SMALL, edge_circuit, node_circuit, same_circuit
 
@@ -265,3 +266,36 @@ def test_batch_refuses_a_bad_circuit_alone(store):
     for c in good:
         same_circuit(store.get(c.id), c)
     assert cat.add_batch(good, per_transaction=2) == [Stored(c.id, False) for c in good] and count(store) == 5
+
+
+def _evaluation(circuits: tuple[str, ...], task: str = "months", mode: str = "keep", value: float = 0.8,
+                expression: str | None = None) -> EvaluationRecord:
+    return EvaluationRecord(model="tiny", task=task, expression=expression or " & ".join(circuits) or "m1",
+                            circuits=circuits, mode=mode, level="node", metric="logit_diff", ablation="resample",
+                            per_position=False, n_prompts=16, seed=0, value=value, metric_value=2.0,
+                            full_metric=3.0, empty_metric=0.5)
+
+
+def test_evaluations_round_trip_are_idempotent_and_go_with_their_circuits(store):
+    cat = Catalogue(store)
+    a, b = cat.add(edge_circuit(seed=1)), cat.add(edge_circuit(seed=2))
+    records = [_evaluation((a,)), _evaluation((a, b), task="ioi", mode="knockout", value=0.3), _evaluation(())]
+    assert [s.new for s in cat.add_evaluations(records)] == [True, True, True]
+    assert [s.new for s in cat.add_evaluations([*records[:1], _evaluation((a,), value=0.1)])] == [False, False]
+    got, total = cat.evaluations()
+    assert total == 3 and {r.id for r in got} == {r.id for r in records}
+    back = {r.id: r for r in got}
+    for r in records:
+        stored = back[r.id]
+        assert stored.circuits == r.circuits and stored.value == r.value and stored.per_position is False
+        assert abs((stored.created_at - r.created_at).total_seconds()) < 1e-3
+    assert {r.task for r in cat.evaluations(EvaluationFilter(circuit=b))[0]} == {"ioi"}
+    assert cat.evaluations(EvaluationFilter(task="months", min_value=0.5))[1] == 2
+    assert cat.evaluations(EvaluationFilter(task="months", min_value=0.9))[1] == 0
+    assert cat.evaluations(EvaluationFilter(mode="knockout", model="tiny"))[1] == 1
+    missing = "c" + "9" * 23
+    with pytest.raises(NotFound, match=missing):
+        cat.add_evaluations([_evaluation((a,), task="other"), _evaluation((missing,))])
+    assert cat.evaluations()[1] == 3  # nothing of the refused call was stored
+    store.delete(a)
+    assert [r.circuits for r in cat.evaluations()[0]] == [()]  # evaluations that read a deleted circuit go with it

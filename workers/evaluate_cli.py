@@ -1,4 +1,5 @@
-"""``circat evaluate``: circuits or expressions evaluated on any task of a model, kept or knocked out."""
+"""``circat evaluate``: circuits or expressions evaluated on any task of a model, kept or knocked out; each
+evaluation is stored in the catalogue as a record of its own (``circat evaluations`` lists them)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def evaluate(
     from workers.jobs.cli import need_worker
 
     need_worker(as_json)
-    from workers.evaluation import EvaluateError, expression_circuit, run_evaluation
+    from workers.evaluation import EvaluateError, expression_circuit, records_of, run_evaluation
 
     try:
         spec = EvaluationSpec(expressions=tuple(expression_text(e) for e in expressions), model=model, task=task,
@@ -75,14 +76,15 @@ def evaluate(
         try:
             with console_progress(f"evaluating on {task}", enabled=not as_json) as progress:
                 run = run_evaluation(spec, cat, device, progress)
+            recorded = [s.id for s in cat.add_evaluations(records_of(run))]
             ids = [cat.add(expression_circuit(run, r)) for r in run.results] if save else []
         except (EvaluateError, CatalogueError, ValueError) as exc:
             fail(exc, as_json)
-    _print(run, ids, as_json)
+    _print(run, recorded, ids, as_json)
 
 
-def _print(run: Any, ids: list[str], as_json: bool) -> None:
-    rows = [{"expression": r.selection.text, "level": r.selection.level.value,
+def _print(run: Any, recorded: list[str], ids: list[str], as_json: bool) -> None:
+    rows = [{"evaluation": recorded[i], "expression": r.selection.text, "level": r.selection.level.value,
              "components": r.selection.n_components, "edges": r.selection.n_edges if r.selection.edge_mask is not None
              else None, "mode": r.mode.value, "value": r.value, "metric": r.metric, "full_metric": r.full,
              "empty_metric": r.empty} | ({"id": ids[i]} if ids else {}) for i, r in enumerate(run.results)]

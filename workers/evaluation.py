@@ -17,6 +17,7 @@ from service.errors import NotFound
 from service.expressions import ExpressionError, Selection, parse, select
 from service.jobs.evaluation import EvaluationSpec
 from service.progress import Progress, silent
+from service.stores.base import EvaluationRecord
 from service.tasks import family_of
 from workers.discover import INPUT_ERRORS, metric_for, prompts_for
 from workers.engine.functional import FunctionalResult, evaluate_selections
@@ -55,6 +56,16 @@ def run_evaluation(spec: EvaluationSpec, cat: Catalogue, device: str | None = No
     except (*INPUT_ERRORS, ExpressionError) as exc:
         raise EvaluateError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from exc
     return EvaluationRun(spec, model.name, metric.value, len(prompts.batch), results)
+
+
+def records_of(run: EvaluationRun) -> list[EvaluationRecord]:
+    """The catalogue's records of a run: one per expression, identified by what was evaluated and how."""
+    spec = run.spec
+    return [EvaluationRecord(model=run.model, task=spec.task, expression=r.selection.text,
+                             circuits=r.selection.operands, mode=r.mode.value, level=r.selection.level.value,
+                             metric=run.metric, ablation=spec.ablation.value, per_position=spec.per_position,
+                             n_prompts=run.n_prompts, seed=spec.seed, value=r.value, metric_value=r.metric,
+                             full_metric=r.full, empty_metric=r.empty) for r in run.results]
 
 
 def expression_circuit(run: EvaluationRun, result: FunctionalResult) -> Circuit:

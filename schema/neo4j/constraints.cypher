@@ -13,3 +13,5 @@ CREATE INDEX circuit_model IF NOT EXISTS FOR (c:Circuit) ON (c.model);
 CREATE INDEX circuit_task IF NOT EXISTS FOR (c:Circuit) ON (c.task);
 CREATE INDEX circuit_method IF NOT EXISTS FOR (c:Circuit) ON (c.method);
 CREATE INDEX circuit_created IF NOT EXISTS FOR (c:Circuit) ON (c.created_at);
+CREATE CONSTRAINT evaluation_id IF NOT EXISTS FOR (e:Evaluation) REQUIRE e.id IS UNIQUE;
+CREATE INDEX evaluation_model_task IF NOT EXISTS FOR (e:Evaluation) ON (e.model, e.task);

@@ -28,6 +28,8 @@ from service.jobs.spec import DiscoverySpec
 from service.jobs.store import JobStore
 from service.limits import MAX_NAME_LENGTH
 from service.stores import CircuitFilter, CircuitStore, open_store
+from service.stores.base import EvaluationFilter
+from service.types import Mode
 
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)]
 PathName = Annotated[str, Path(max_length=MAX_NAME_LENGTH)]
@@ -174,6 +176,21 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
     @gate.guard
     def diff(a: QueryName, b: QueryName) -> dict[str, Any]:
         return {"a": a, "b": b, "only_in_a": {lvl.value: items for lvl, items in cat.difference(a, b).items()}}
+
+    @app.get("/evaluations", **reads)
+    def list_evaluations(
+        circuit: Annotated[str | None, Query(pattern=f"^{CIRCUIT_ID}$", description="only those reading it")] = None,
+        model: OptionalName = None, task: OptionalName = None, mode: Mode | None = None,
+        min_value: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        limit: Annotated[int, Query(ge=1, le=limits.max_page)] = 50,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    ) -> dict[str, Any]:
+        """Stored functional evaluations (``circat evaluate``), newest first: expression, model, task, mode, level,
+        metric, ablation, prompts, the value (faithfulness when kept, the share left when knocked out) and the
+        metric values behind it."""
+        flt = EvaluationFilter(circuit, model, task, mode.value if mode else None, min_value)
+        items, total = cat.evaluations(flt, limit, offset)
+        return {"items": [asdict(r) | {"id": r.id} for r in items], "total": total, "limit": limit, "offset": offset}
 
     @app.get("/components/{model}/{name}/circuits", **reads)
     def membership(model: PathName, name: PathName) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from service.progress import console_progress
 from service.report.diagram import DEFAULT_TOP_EDGES
 from service.report.page import report_html
 from service.stores import CircuitFilter, open_store
+from service.stores.base import EvaluationFilter
+from service.types import Mode
 
 app = typer.Typer(help="Circuit Catalogue: discover, store and compare circuits of language models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -152,6 +154,25 @@ def list_(
     table(f"{total} circuit(s)", ["id", "model", "task", "method", "nodes", "edges", "faithfulness"],
           [[s.id, s.model, s.task, s.method, s.n_nodes, s.n_edges if s.has_edges else None, s.faithfulness]
            for s in items])
+
+
+@app.command()
+def evaluations(
+    circuit: Annotated[str | None, typer.Option(help="only evaluations that read this circuit")] = None,
+    model: str | None = None, task: str | None = None,
+    mode: Annotated[Mode | None, typer.Option(help="keep or knockout")] = None,
+    min_value: float | None = None, limit: int = 50, offset: int = 0,
+    store: StoreOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """List stored evaluations (``circat evaluate``), newest first, with filters."""
+    flt = EvaluationFilter(circuit, model, task, mode.value if mode else None, min_value)
+    with catalogue(store, as_json) as cat:
+        items, total = cat.evaluations(flt, limit, offset)
+    if as_json:
+        emit_json({"items": [r.__dict__ | {"id": r.id} for r in items], "total": total})
+        return
+    table(f"{total} evaluation(s)", ["id", "model", "task", "expression", "mode", "level", "value", "metric"],
+          [[r.id, r.model, r.task, r.expression, r.mode, r.level, r.value, r.metric] for r in items])
 
 
 @app.command()

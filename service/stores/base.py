@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,56 @@ class CircuitFilter:
     task_family: str | None = None
     method: str | None = None
     min_faithfulness: float | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """A stored functional evaluation: an expression (a circuit id is one) on one model's task, kept or knocked out.
+
+    Its id is a hash of what was evaluated and how (expression, model, task, mode, level, metric, ablation,
+    prompts' count and seed), not of the numbers or the time: storing it again is a no-op.
+    """
+
+    model: str
+    task: str
+    expression: str
+    circuits: tuple[str, ...]
+    """the stored circuits the expression reads"""
+    mode: str
+    level: str
+    metric: str
+    ablation: str
+    per_position: bool
+    n_prompts: int
+    seed: int
+    value: float
+    """faithfulness (keep) or the share of the behaviour left (knockout)"""
+    metric_value: float
+    full_metric: float
+    empty_metric: float
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def id(self) -> str:
+        key = [self.model, self.task, self.expression, self.mode, self.level, self.metric, self.ablation,
+               self.per_position, self.n_prompts, self.seed]
+        return "e" + hashlib.sha256(json.dumps(key).encode()).hexdigest()[:23]
+
+
+EVALUATION_FIELDS = ("model", "task", "expression", "mode", "level", "metric", "ablation", "per_position",
+                     "n_prompts", "seed", "value", "metric_value", "full_metric", "empty_metric")
+"""The stored columns (properties) of an evaluation besides its id, circuits and time."""
+
+
+@dataclass(frozen=True)
+class EvaluationFilter:
+    """Filters for listing evaluations; ``None`` means any."""
+
+    circuit: str | None = None
+    model: str | None = None
+    task: str | None = None
+    mode: str | None = None
+    min_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,8 +141,18 @@ class CircuitStore(ABC):
         """One page of summaries (newest first, then id) and the total count."""
 
     @abstractmethod
+    def put_evaluations(self, records: Sequence[EvaluationRecord]) -> list[Stored]:
+        """Store evaluation records in one transaction; an existing id is a no-op. ``NotFound`` (nothing stored)
+        when a record names a circuit the catalogue does not hold."""
+
+    @abstractmethod
+    def evaluations(self, flt: EvaluationFilter, limit: int = 50,
+                    offset: int = 0) -> tuple[list[EvaluationRecord], int]:
+        """One page of evaluations, newest first, and the total count."""
+
+    @abstractmethod
     def delete(self, circuit_id: str) -> None:
-        """Remove a circuit; ``NotFound`` when absent."""
+        """Remove a circuit and the evaluations that read it; ``NotFound`` when absent."""
 
     @abstractmethod
     def memberships(self, circuit_ids: list[str]) -> list[Membership]:

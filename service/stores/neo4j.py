@@ -3,7 +3,8 @@
 Graph model (schema/README.md): ``(:Model)-[:HAS_COMPONENT]->(:Component)``,
 ``(:Edge)-[:FROM]->(:Component)``, ``(:Edge)-[:TO {input}]->(:Component)``,
 ``(:Circuit)-[:HAS_NODE {score}]->(:Component)``, ``(:Circuit)-[:HAS_EDGE {score}]->(:Edge)``,
-``(:Circuit)-[:FOR_TASK]->(:Task)``, ``(:Circuit)-[:OF_MODEL]->(:Model)``.
+``(:Circuit)-[:FOR_TASK]->(:Task)``, ``(:Circuit)-[:OF_MODEL]->(:Model)``,
+``(:Evaluation)-[:OF {position}]->(:Circuit)``, ``(:Evaluation)-[:ON]->(:Task)``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from service.errors import NotFound, StoreUnavailable
 from service.graph import ModelGraph, graph_for
 from service.schema_files import cypher_statements
 from service.stores.base import (
+    EVALUATION_FIELDS,
     CircuitFilter,
     CircuitStore,
     CircuitSummary,
+    EvaluationFilter,
+    EvaluationRecord,
     Membership,
     Stored,
     check_registered,
@@ -153,8 +157,42 @@ class Neo4jStore(CircuitStore):
         rows, total = self._read(work)
         return [_summary(r) for r in rows], total
 
+    def put_evaluations(self, records: Sequence[EvaluationRecord]) -> list[Stored]:
+        named = sorted({c for r in records for c in r.circuits})
+
+        def work(tx: ManagedTransaction) -> list[bool]:
+            held = tx.run("UNWIND $ids AS id MATCH (c:Circuit {id: id}) RETURN collect(c.id) AS ids",
+                          ids=named).single()["ids"]
+            missing = [i for i in named if i not in set(held)]
+            if missing:
+                raise NotFound(f"no circuit with id(s) {', '.join(map(repr, missing))}")
+            return [_put_evaluation(tx, r) for r in records]
+
+        return [Stored(r.id, new) for r, new in zip(records, self._write(work), strict=True)]
+
+    def evaluations(self, flt: EvaluationFilter, limit: int = 50,
+                    offset: int = 0) -> tuple[list[EvaluationRecord], int]:
+        where = ("($model IS NULL OR e.model = $model) AND ($task IS NULL OR e.task = $task) "
+                 "AND ($mode IS NULL OR e.mode = $mode) AND ($min IS NULL OR e.value >= $min) "
+                 "AND ($circuit IS NULL OR EXISTS { (e)-[:OF]->(:Circuit {id: $circuit}) })")
+        params = {"model": flt.model, "task": flt.task, "mode": flt.mode, "min": flt.min_value,
+                  "circuit": flt.circuit}
+
+        def work(tx: ManagedTransaction) -> tuple[list[dict], int]:
+            total = tx.run(f"MATCH (e:Evaluation) WHERE {where} RETURN count(e) AS n", params).single()["n"]
+            rows = tx.run(f"MATCH (e:Evaluation) WHERE {where} WITH e ORDER BY e.created_at DESC, e.id "
+                          "SKIP $offset LIMIT $limit RETURN e {.*} AS e, COLLECT { MATCH (e)-[o:OF]->(c:Circuit) "
+                          "RETURN c.id ORDER BY o.position } AS circuits",
+                          params | {"offset": offset, "limit": limit}).data()
+            return rows, total
+
+        rows, total = self._read(work)
+        return [EvaluationRecord(**{f: r["e"][f] for f in EVALUATION_FIELDS}, circuits=tuple(r["circuits"]),
+                                 created_at=r["e"]["created_at"].to_native()) for r in rows], total
+
     def delete(self, circuit_id: str) -> None:
         def work(tx: ManagedTransaction) -> int:
+            tx.run("MATCH (:Circuit {id: $id})<-[:OF]-(e:Evaluation) DETACH DELETE e", id=circuit_id).consume()
             return tx.run("MATCH (c:Circuit {id: $id}) DETACH DELETE c RETURN count(*) AS n",
                           id=circuit_id).single()["n"]
 
@@ -231,6 +269,20 @@ def _put(tx: ManagedTransaction, circuit: Circuit) -> bool:
     _link(tx, cid, model, "Component", "HAS_NODE", circuit.node_mask, circuit.node_scores)
     if circuit.edge_mask is not None:
         _link_edges(tx, cid, model, g, circuit.edge_mask, circuit.edge_scores)
+    return True
+
+
+def _put_evaluation(tx: ManagedTransaction, r: EvaluationRecord) -> bool:
+    """Create one evaluation with its links unless its id is stored (then ``False``)."""
+    props = {f: getattr(r, f) for f in EVALUATION_FIELDS} | {"id": r.id, "circuits": list(r.circuits),
+                                                              "created_at": r.created_at}
+    created = tx.run("MERGE (e:Evaluation {id: $id}) ON CREATE SET e += $props, e.new = true "
+                     "WITH e, coalesce(e.new, false) AS new REMOVE e.new RETURN new", id=r.id, props=props).single()
+    if not created["new"]:
+        return False
+    tx.run("MATCH (e:Evaluation {id: $id}) MERGE (t:Task {name: $task}) CREATE (e)-[:ON]->(t) "
+           "WITH e UNWIND range(0, size($circuits) - 1) AS i MATCH (c:Circuit {id: $circuits[i]}) "
+           "CREATE (e)-[:OF {position: i}]->(c)", id=r.id, task=r.task, circuits=list(r.circuits)).consume()
     return True
 
 

@@ -17,9 +17,12 @@ from service.circuit import Circuit, Provenance
 from service.errors import NotFound, StoreUnavailable
 from service.graph import graph_for
 from service.stores.base import (
+    EVALUATION_FIELDS,
     CircuitFilter,
     CircuitStore,
     CircuitSummary,
+    EvaluationFilter,
+    EvaluationRecord,
     Membership,
     Stored,
     check_registered,
@@ -75,6 +78,32 @@ def _items_table(name: str) -> sa.Table:
 
 nodes_t = _items_table("circuit_nodes")
 edges_t = _items_table("circuit_edges")
+evaluations_t = sa.Table(
+    "evaluations", meta,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("model", sa.String, nullable=False, index=True),
+    sa.Column("task", sa.String, nullable=False, index=True),
+    sa.Column("expression", sa.Text, nullable=False),
+    sa.Column("mode", sa.String, nullable=False),
+    sa.Column("level", sa.String, nullable=False),
+    sa.Column("metric", sa.String, nullable=False),
+    sa.Column("ablation", sa.String, nullable=False),
+    sa.Column("per_position", sa.Boolean, nullable=False),
+    sa.Column("n_prompts", sa.Integer, nullable=False),
+    sa.Column("seed", sa.Integer, nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("metric_value", sa.Float, nullable=False),
+    sa.Column("full_metric", sa.Float, nullable=False),
+    sa.Column("empty_metric", sa.Float, nullable=False),
+    sa.Column("created_at", sa.String, nullable=False, index=True),
+)
+evaluation_circuits_t = sa.Table(
+    "evaluation_circuits", meta,
+    sa.Column("evaluation_id", sa.String, sa.ForeignKey("evaluations.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Index("evaluation_circuits_circuit", "circuit_id"),
+)
 
 
 def _rows(circuit_id: str, mask: np.ndarray, scores: np.ndarray) -> list[tuple[str, int, float | None]]:
@@ -197,8 +226,53 @@ class SqliteStore(CircuitStore):
             ).mappings().all()
         return [_summary(r) for r in rows], total
 
+    def put_evaluations(self, records: Sequence[EvaluationRecord]) -> list[Stored]:
+        with self._write() as conn:
+            named = sorted({c for r in records for c in r.circuits})
+            held = {r.id for r in conn.execute(sa.select(circuits_t.c.id).where(circuits_t.c.id.in_(named)))}
+            _require_all(named, held)
+            return [Stored(r.id, self._insert_evaluation(conn, r)) for r in records]
+
+    @staticmethod
+    def _insert_evaluation(conn: sa.Connection, r: EvaluationRecord) -> bool:
+        if conn.execute(sa.select(evaluations_t.c.id).where(evaluations_t.c.id == r.id)).first():
+            return False
+        row = {f: getattr(r, f) for f in EVALUATION_FIELDS} | {"id": r.id,
+                                                              "created_at": r.created_at.astimezone(UTC).isoformat()}
+        conn.execute(evaluations_t.insert().values(**row))
+        if r.circuits:
+            conn.execute(evaluation_circuits_t.insert(), [{"evaluation_id": r.id, "circuit_id": c, "position": i}
+                                                          for i, c in enumerate(r.circuits)])
+        return True
+
+    def evaluations(self, flt: EvaluationFilter, limit: int = 50,
+                    offset: int = 0) -> tuple[list[EvaluationRecord], int]:
+        e = evaluations_t.c
+        conds = [col == val for col, val in ((e.model, flt.model), (e.task, flt.task), (e.mode, flt.mode))
+                 if val is not None]
+        if flt.min_value is not None:
+            conds.append(e.value >= flt.min_value)
+        if flt.circuit is not None:
+            link = evaluation_circuits_t.c
+            conds.append(e.id.in_(sa.select(link.evaluation_id).where(link.circuit_id == flt.circuit)))
+        with self._connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(evaluations_t).where(*conds)).scalar_one()
+            rows = conn.execute(sa.select(evaluations_t).where(*conds).order_by(e.created_at.desc(), e.id)
+                                .limit(limit).offset(offset)).mappings().all()
+            link = evaluation_circuits_t.c
+            named: dict[str, list[str]] = {}
+            for eid, cid in conn.execute(sa.select(link.evaluation_id, link.circuit_id)
+                                         .where(link.evaluation_id.in_([r["id"] for r in rows]))
+                                         .order_by(link.evaluation_id, link.position)):
+                named.setdefault(eid, []).append(cid)
+        return [_evaluation(r, named.get(r["id"], [])) for r in rows], total
+
     def delete(self, circuit_id: str) -> None:
         with self._write() as conn:
+            link = evaluation_circuits_t.c
+            reading = [r[0] for r in conn.execute(sa.select(link.evaluation_id).where(link.circuit_id == circuit_id))]
+            conn.execute(evaluation_circuits_t.delete().where(link.evaluation_id.in_(reading)))
+            conn.execute(evaluations_t.delete().where(evaluations_t.c.id.in_(reading)))
             for table in (nodes_t, edges_t):
                 conn.execute(table.delete().where(table.c.circuit_id == circuit_id))
             if conn.execute(circuits_t.delete().where(circuits_t.c.id == circuit_id)).rowcount == 0:
@@ -284,6 +358,11 @@ def _require_all(asked: list[str], found: dict) -> None:
     missing = [i for i in asked if i not in found]
     if missing:
         raise NotFound(f"no circuit with id(s) {', '.join(map(repr, missing))}")
+
+
+def _evaluation(r: sa.RowMapping, circuits: list[str]) -> EvaluationRecord:
+    return EvaluationRecord(**{f: r[f] for f in EVALUATION_FIELDS}, circuits=tuple(circuits),
+                            created_at=datetime.fromisoformat(r["created_at"]))
 
 
 def _summary(r: sa.RowMapping) -> CircuitSummary:
