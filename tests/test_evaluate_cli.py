@@ -62,3 +62,19 @@ def test_evaluations_are_recorded_once_and_listed_by_cli_and_rest():
         assert page["total"] == 1 and page["items"][0]["expression"] == "layer(L1)"
         assert api.get("/evaluations", params={"min_value": 2}).json()["total"] == 0
         assert api.get("/evaluations", params={"circuit": "nope"}).status_code == 422
+
+
+def test_the_transfer_matrix_has_each_circuit_on_its_own_task_on_the_diagonal():
+    found = {t: json.loads(run("discover", "--model", "toy", "--task", t, "--method", "ablation", "--threshold", "0.8",
+                               "--n", "8", "--json").stdout)["circuits"][0] for t in ("numerals", "ioi")}
+    out = json.loads(run("transfer", "--model", "toy", "--method", "ablation", "--task", "numerals", "--task", "ioi",
+                         "--task", "months", "--expression", "layer(3)", "--n", "8", "--json").stdout)
+    rows = {r["expression"]: r for r in out["rows"]}
+    assert out["tasks"] == ["numerals", "ioi", "months"] and len(rows) == 3
+    for task, circuit in found.items():
+        row = rows[circuit["id"]]
+        assert row["own_task"] == task and row["values"][task] == circuit["faithfulness"]
+        assert set(row["values"]) == {"numerals", "ioi", "months"}
+    assert rows["layer(L3)"]["own_task"] is None
+    assert json.loads(run("evaluations", "--json").stdout)["total"] == 9
+    assert "no circuits of 'toy' stored by eap" in run("transfer", "--model", "toy", "--method", "eap", ok=False).output

@@ -1,5 +1,5 @@
-"""``circat evaluate``: circuits or expressions evaluated on any task of a model, kept or knocked out; each
-evaluation is stored in the catalogue as a record of its own (``circat evaluations`` lists them)."""
+"""``circat evaluate`` and ``circat transfer``: circuits or expressions evaluated on any task of a model, kept or
+knocked out; each evaluation is stored in the catalogue as a record of its own (``circat evaluations`` lists them)."""
 
 from __future__ import annotations
 
@@ -96,3 +96,63 @@ def _print(run: Any, recorded: list[str], ids: list[str], as_json: bool) -> None
     table(f"{run.model} / {run.spec.task}: {what}, {run.metric}, {run.spec.ablation.value} ablation, "
           f"{run.n_prompts} prompts", list(rows[0]), [list(r.values()) for r in rows])
     console.print(f"full model {run.results[0].full:.4g}, empty {run.results[0].empty:.4g} ({run.metric})")
+
+
+@app.command()
+def transfer(
+    model: opts.ModelOpt,
+    tasks: Annotated[list[str] | None, typer.Option("--task", help="columns, repeatable (default: every registered "
+                                                                  "task)")] = None,
+    circuits: Annotated[list[str] | None, typer.Option("--circuit", help="rows: stored circuit ids, repeatable")]
+    = None,
+    expressions: Annotated[list[str] | None, typer.Option("--expression", help="more rows after the circuits: "
+                                                                               "expressions, repeatable")] = None,
+    method: Annotated[str | None, typer.Option(help="without --circuit: the model's stored circuits of this "
+                                                    "method")] = None,
+    mode: Annotated[Mode, typer.Option(help="keep (faithfulness) or knockout (share left)")] = Mode.KEEP,
+    ablation: opts.AblationOpt = Ablation.RESAMPLE,
+    n: opts.NOpt = 64,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the prompts")] = 0,
+    device: opts.DeviceOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The transfer matrix of MODEL: circuits (rows; default: the model's stored circuits) and expressions
+    evaluated on tasks (columns), each cell stored as an evaluation; a circuit on its own task is marked *."""
+    from workers.jobs.cli import need_worker
+
+    need_worker(as_json)
+    from service.stores import CircuitFilter
+    from service.tasks import TASKS
+    from workers.evaluation import EvaluateError
+    from workers.models import ModelLoadError, load_model
+    from workers.transfer import transfer_matrix
+
+    columns = tuple(tasks or TASKS)
+    with catalogue(store, as_json) as cat:
+        try:
+            rows = list(circuits or [])
+            if not rows:
+                name = load_model(model, device).name
+                rows = [s.id for s in cat.store.summaries(CircuitFilter(model=name, method=method),
+                                                          cat.limits.max_ids)[0]]
+            rows += [expression_text(e) for e in expressions or ()]
+            if not rows:
+                raise ValueError(f"no circuits of {model!r} stored{f' by {method}' if method else ''}: give "
+                                 "--circuit or --expression")
+            spec = EvaluationSpec(expressions=tuple(rows), model=model, task=columns[0], mode=mode,
+                                  ablation=ablation, n=n, seed=seed)
+            with console_progress("transfer matrix", enabled=not as_json) as progress:
+                matrix = transfer_matrix(rows, columns, spec, cat, device, progress)
+        except ValidationError as exc:
+            fail(ValueError(problems_of(exc)), as_json)
+        except (EvaluateError, ModelLoadError, CatalogueError, ValueError) as exc:
+            fail(exc, as_json)
+    if as_json:
+        emit_json({"model": matrix.model, "mode": matrix.mode, "tasks": list(matrix.tasks),
+                   "rows": [r.__dict__ for r in matrix.rows]})
+        return
+    what = "faithfulness (kept alone)" if mode is Mode.KEEP else "share left (knocked out)"
+    table(f"Transfer matrix of {matrix.model}: {what}; * its own task", ["circuit", *matrix.tasks],
+          [[r.expression, *(f"{r.values[t]:.2f}{'*' if t == r.own_task else ''}" for t in matrix.tasks)]
+           for r in matrix.rows])
