@@ -16,7 +16,7 @@ from service.jobs.evaluation import EvaluationSpec
 from service.jobs.spec import DiscoverySpec
 from service.types import Ablation, Level, Method, Mode, NodeKind
 from workers.discover import metric_for, prompts_for, run_discovery
-from workers.evaluation import expression_circuit, run_evaluation
+from workers.evaluation import expression_circuit, run_components, run_evaluation, run_extension
 from workers.metrics import task_metric
 from workers.models import TOY_DIR
 from workers.tasks.encode import TaskBatch
@@ -157,3 +157,40 @@ def test_an_expression_is_stored_as_a_circuit_that_names_what_it_came_from(sqlit
     assert stored.provenance.method == "expression" and params["expression"] == "(heads(L2-L3) | m3)"
     assert params["derived_from"] == [] and stored.provenance.faithfulness == pytest.approx(run.results[0].value)
     assert stored.n_nodes == run.results[0].selection.n_components
+
+
+def test_component_effects_equal_separate_evaluations_in_one_pass_per_group(sqlite_store):
+    cat = Catalogue(sqlite_store)
+    base = "a1.h0, a2.h1, m1, m3"
+    spec = EvaluationSpec(expressions=(base,), model="toy", task="months", n=N)
+    ready, effects = run_components(spec, cat)
+    assert set(effects.passes.values()) == {1}  # the toy's 20 components fit one batch per group
+    removed = {c: f"({base}) - {c}" for c in ("a1.h0", "m3")}
+    added = {c: f"{base}, {c}" for c in ("a0.h0", "m2")}
+    sweeps = {"layer": f"{base}, heads(L0)", "upto": f"{base}, heads(L0-L2)"}
+    texts = (base, *removed.values(), *added.values(), *sweeps.values())
+    values = [r.value for r in run_evaluation(EvaluationSpec(expressions=texts, model="toy", task="months", n=N),
+                                              cat).results]
+    f = dict(zip(texts, values, strict=True))
+    assert effects.base == pytest.approx(f[base], abs=1e-6)
+    for c, text in removed.items():
+        assert effects.removed[c] == pytest.approx(f[base] - f[text], abs=1e-6)
+    for c, text in added.items():
+        assert effects.added[c] == pytest.approx(f[text] - f[base], abs=1e-6)
+    assert effects.layer_heads[0] == pytest.approx(f[sweeps["layer"]], abs=1e-6)
+    assert effects.heads_upto[2] == pytest.approx(f[sweeps["upto"]], abs=1e-6)
+    assert set(effects.removed) == {"a1.h0", "a2.h1", "m1", "m3"} and len(effects.added) == 16
+
+
+def test_extend_adds_the_best_component_first_and_stores_what_it_reached(sqlite_store):
+    cat = Catalogue(sqlite_store)
+    spec = EvaluationSpec(expressions=("m3",), model="toy", task="numerals", level=Level.NODE, n=N)
+    _, effects = run_components(spec, cat)
+    _, grown, circuit = run_extension(spec, 0.8, cat)
+    assert grown.added[0] == max(effects.added, key=effects.added.get)
+    assert grown.reached and grown.faithfulness[-1] >= 0.8 > grown.faithfulness[-2]
+    cid = cat.add(circuit)
+    stored = cat.get(cid)
+    assert stored.provenance.method == "extend" and stored.provenance.params["added"] == grown.added
+    again = run_evaluation(EvaluationSpec(expressions=(cid,), model="toy", task="numerals", n=N), cat).results[0]
+    assert again.value == pytest.approx(stored.provenance.faithfulness, abs=1e-6)

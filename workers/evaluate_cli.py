@@ -55,6 +55,9 @@ def evaluate(
     save: Annotated[bool, typer.Option("--save", help="store each expression's circuit in the catalogue (method "
                                                        "expression; --store names the catalogue)")]
     = False,
+    components: Annotated[bool, typer.Option("--components", help="one expression: each component removed alone, "
+                                                                  "each other added alone, the layer sweeps")]
+    = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -64,14 +67,11 @@ def evaluate(
     need_worker(as_json)
     from workers.evaluation import EvaluateError, expression_circuit, records_of, run_evaluation
 
-    try:
-        spec = EvaluationSpec(expressions=tuple(expression_text(e) for e in expressions), model=model, task=task,
-                              mode=mode, metric=metric, ablation=ablation, per_position=per_position, level=level,
-                              n=n, seed=seed, dtype=dtype)
-    except ValidationError as exc:
-        fail(ValueError(problems_of(exc)), as_json)
-    except ValueError as exc:
-        fail(exc, as_json)
+    spec = _spec(expressions, model, task, as_json, mode=mode, metric=metric, ablation=ablation,
+                 per_position=per_position, level=level, n=n, seed=seed, dtype=dtype)
+    if components:
+        _components(spec, store, device, as_json)
+        return
     with catalogue(store, as_json) as cat:
         try:
             with console_progress(f"evaluating on {task}", enabled=not as_json) as progress:
@@ -81,6 +81,80 @@ def evaluate(
         except (EvaluateError, CatalogueError, ValueError) as exc:
             fail(exc, as_json)
     _print(run, recorded, ids, as_json)
+
+
+def _spec(expressions: list[str], model: str, task: str, as_json: bool, **options: Any) -> EvaluationSpec:
+    try:
+        return EvaluationSpec(expressions=tuple(expression_text(e) for e in expressions), model=model, task=task,
+                              **options)
+    except ValidationError as exc:
+        fail(ValueError(problems_of(exc)), as_json)
+    except ValueError as exc:
+        fail(exc, as_json)
+
+
+def _components(spec: EvaluationSpec, store: str | None, device: str | None, as_json: bool) -> None:
+    from workers.evaluation import EvaluateError, run_components
+
+    with catalogue(store, as_json) as cat:
+        try:
+            with console_progress(f"components on {spec.task}", enabled=not as_json) as progress:
+                ready, effects = run_components(spec, cat, device, progress)
+        except (EvaluateError, CatalogueError, ValueError) as exc:
+            fail(exc, as_json)
+    if as_json:
+        emit_json({"model": ready.model, "task": spec.task, "expression": ready.selections[0].text,
+                   "metric": ready.metric, "n_prompts": ready.n_prompts} | effects.__dict__)
+        return
+    console.print(f"{ready.selections[0].text} on {ready.model} / {spec.task}: faithfulness {effects.base:.3f}")
+    ranked = sorted(effects.removed.items(), key=lambda kv: -abs(kv[1]))
+    table("each component removed alone (faithfulness lost)", ["component", "drop"], [list(kv) for kv in ranked])
+    ranked = sorted(effects.added.items(), key=lambda kv: -abs(kv[1]))[:20]
+    table("each other component added alone (faithfulness gained; top 20)", ["component", "gain"],
+          [list(kv) for kv in ranked])
+    table("whole layers of heads added", ["layer", "heads of L", "heads of 0..L"],
+          [[layer, effects.layer_heads[layer], effects.heads_upto[layer]] for layer in effects.layer_heads])
+
+
+@app.command()
+def extend(
+    expression: Annotated[str, typer.Argument(help="the circuit or expression to grow (@FILE: a list of items)")],
+    model: opts.ModelOpt,
+    task: Annotated[str, typer.Option(help="the task to grow it towards")],
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="the faithfulness to reach on TASK")] = 0.8,
+    metric: opts.MetricOpt = None,
+    ablation: opts.AblationOpt = Ablation.RESAMPLE,
+    n: opts.NOpt = 64,
+    seed: Annotated[int, typer.Option(min=0, help="seed of the prompts")] = 0,
+    device: opts.DeviceOpt = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Grow a circuit greedily (node level) until it reaches THRESHOLD on TASK: each step adds the component
+    with the largest gain (one batched pass over every candidate); the result is stored (method extend)."""
+    from workers.jobs.cli import need_worker
+
+    need_worker(as_json)
+    from workers.evaluation import EvaluateError, run_extension
+
+    spec = _spec([expression], model, task, as_json, metric=metric, ablation=ablation, level=Level.NODE, n=n,
+                 seed=seed)
+    with catalogue(store, as_json) as cat:
+        try:
+            with console_progress(f"extending on {task}", enabled=not as_json) as progress:
+                ready, grown, circuit = run_extension(spec, threshold, cat, device, progress)
+            cid = cat.add(circuit)
+        except (EvaluateError, CatalogueError, ValueError) as exc:
+            fail(exc, as_json)
+    steps = [{"added": name, "faithfulness": f} for name, f in zip(["(start)", *grown.added], grown.faithfulness,
+                                                                   strict=True)]
+    if as_json:
+        emit_json({"id": cid, "model": ready.model, "task": task, "expression": ready.selections[0].text,
+                   "reached": grown.reached, "passes": grown.passes, "steps": steps})
+        return
+    table(f"{ready.selections[0].text} grown on {ready.model} / {task} towards {threshold:g}", ["added",
+          "faithfulness"], [list(s.values()) for s in steps])
+    console.print(f"{'reached' if grown.reached else 'did not reach'} {threshold:g}; stored as {cid}")
 
 
 def _print(run: Any, recorded: list[str], ids: list[str], as_json: bool) -> None:

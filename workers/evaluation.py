@@ -7,6 +7,8 @@ own task with its own prompts, metric and ablation gives back the faithfulness s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +22,14 @@ from service.progress import Progress, silent
 from service.stores.base import EvaluationRecord
 from service.tasks import family_of
 from workers.discover import INPUT_ERRORS, metric_for, prompts_for
-from workers.engine.functional import FunctionalResult, evaluate_selections
+from workers.engine.functional import (
+    ComponentEffects,
+    Extension,
+    FunctionalResult,
+    component_effects,
+    evaluate_selections,
+    extend_selection,
+)
 from workers.engine.patching import PatchingEngine
 
 
@@ -39,10 +48,38 @@ class EvaluationRun:
     results: list[FunctionalResult]
 
 
-def run_evaluation(spec: EvaluationSpec, cat: Catalogue, device: str | None = None,
-                   progress: Progress = silent) -> EvaluationRun:
-    """Parse and select every expression, then evaluate them in one batch; ``EvaluateError`` for bad input."""
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """What every functional run starts from: the engine over the task's prompts and the selections."""
+
+    engine: PatchingEngine
+    selections: list[Selection]
+    metric: str
+
+    @property
+    def model(self) -> str:
+        return self.engine.model.name
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.engine.batch)
+
+
+@contextmanager
+def _input_errors() -> Iterator[None]:
+    """Report bad input (expression, model, task, prompts, parameters) as ``EvaluateError``; unknown ids as is."""
     try:
+        yield
+    except NotFound:
+        raise
+    except (*INPUT_ERRORS, ExpressionError) as exc:
+        raise EvaluateError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from exc
+
+
+def prepare(spec: EvaluationSpec, cat: Catalogue, device: str | None = None,
+            progress: Progress = silent) -> Prepared:
+    """Load the model and prompts, parse and select every expression over the catalogue, build the engine."""
+    with _input_errors():
         metric = metric_for(spec.task, spec.metric)
         prompts = prompts_for(spec.model, spec.task, None, spec.n, spec.seed, spec.dtype, device, progress)
         model = prompts.model
@@ -50,12 +87,49 @@ def run_evaluation(spec: EvaluationSpec, cat: Catalogue, device: str | None = No
                              cat.store.memberships, spec.level, cat.limits.max_ids) for text in spec.expressions]
         progress(0, None, "model, prompts and circuits ready")
         engine = PatchingEngine(model, prompts.batch, spec.ablation, metric, spec.per_position)
-        results = evaluate_selections(engine, selections, spec.mode)
-    except NotFound:
-        raise
-    except (*INPUT_ERRORS, ExpressionError) as exc:
-        raise EvaluateError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from exc
-    return EvaluationRun(spec, model.name, metric.value, len(prompts.batch), results)
+    return Prepared(engine, selections, metric.value)
+
+
+def run_evaluation(spec: EvaluationSpec, cat: Catalogue, device: str | None = None,
+                   progress: Progress = silent) -> EvaluationRun:
+    """Parse and select every expression, then evaluate them in one batch; ``EvaluateError`` for bad input."""
+    ready = prepare(spec, cat, device, progress)
+    with _input_errors():
+        results = evaluate_selections(ready.engine, ready.selections, spec.mode)
+    return EvaluationRun(spec, ready.model, ready.metric, ready.n_prompts, results)
+
+
+def run_components(spec: EvaluationSpec, cat: Catalogue, device: str | None = None,
+                   progress: Progress = silent) -> tuple[Prepared, ComponentEffects]:
+    """Component importance inside the one expression of ``spec`` (node level) on its task."""
+    if len(spec.expressions) != 1:
+        raise EvaluateError("component importance takes one circuit or expression")
+    ready = prepare(spec, cat, device, progress)
+    with _input_errors():
+        return ready, component_effects(ready.engine, ready.selections[0])
+
+
+def run_extension(spec: EvaluationSpec, level: float, cat: Catalogue, device: str | None = None,
+                  progress: Progress = silent) -> tuple[Prepared, Extension, Circuit]:
+    """Grow the one expression of ``spec`` on its task to ``level``; the grown circuit (method ``extend``),
+    with its faithfulness and provenance (the expression, the circuits it derives from, what was added)."""
+    if len(spec.expressions) != 1:
+        raise EvaluateError("extend grows one circuit or expression")
+    ready = prepare(spec, cat, device, progress)
+    with _input_errors():
+        grown = extend_selection(ready.engine, ready.selections[0], level)
+    s = ready.selections[0]
+    params = _params(s, spec, ready.n_prompts) | {"level": level, "added": grown.added, "reached": grown.reached}
+    provenance = Provenance(model=ready.model, task=spec.task, method="extend", task_family=family_of(spec.task),
+                            params=params, metric=ready.metric, faithfulness=grown.faithfulness[-1])
+    n = len(grown.node_mask)
+    return ready, grown, Circuit(provenance, s.shape, node_mask=grown.node_mask, node_scores=np.full(n, np.nan))
+
+
+def _params(s: Selection, spec: EvaluationSpec, n_prompts: int) -> dict[str, object]:
+    """The provenance of a circuit made from an expression: what it came from and the prompts it was judged on."""
+    return {"expression": s.text, "derived_from": list(s.operands), "ablation": spec.ablation.value,
+            "per_position": spec.per_position, "n_prompts": n_prompts, "seed": spec.seed}
 
 
 def records_of(run: EvaluationRun) -> list[EvaluationRecord]:
@@ -75,9 +149,7 @@ def expression_circuit(run: EvaluationRun, result: FunctionalResult) -> Circuit:
     spec = run.spec
     if s.n_components == 0 and not s.n_edges:
         raise EvaluateError(f"{s.text} selects nothing: an empty circuit cannot be stored")
-    params = {"expression": s.text, "derived_from": list(s.operands), "level": s.level.value,
-              "ablation": spec.ablation.value, "per_position": spec.per_position, "n_prompts": run.n_prompts,
-              "seed": spec.seed}
+    params = _params(s, spec, run.n_prompts) | {"items": s.level.value}  # "level" is a faithfulness target
     faithfulness = result.value if result.mode.value == "keep" else None
     provenance = Provenance(model=run.model, task=spec.task, method="expression", task_family=family_of(spec.task),
                             params=params, metric=run.metric, faithfulness=faithfulness)

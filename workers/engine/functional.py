@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from service.expressions import Selection
-from service.types import Level, Mode
+from service.types import Level, Mode, NodeKind
 from workers.engine.evaluate import Baselines, EdgeEvaluator, masks_per_run
 from workers.engine.patching import PatchingEngine
 
@@ -80,3 +80,97 @@ def evaluate_selections(engine: PatchingEngine, selections: Sequence[Selection],
 
 def _result(selection: Selection, mode: Mode, metric: float, base: Baselines) -> FunctionalResult:
     return FunctionalResult(selection, mode, float(base.faithfulness(metric)), metric, base.full, base.empty)
+
+
+@dataclass(frozen=True)
+class ComponentEffects:
+    """Inside one circuit, at node level: what each component does, and what whole layers of heads add."""
+
+    base: float
+    """the circuit's faithfulness"""
+    removed: dict[str, float]
+    """per component of the circuit: the faithfulness lost when it alone is removed"""
+    added: dict[str, float]
+    """per component outside it: the faithfulness gained when it alone is added"""
+    layer_heads: dict[int, float]
+    """per layer L: the faithfulness with every head of L added"""
+    heads_upto: dict[int, float]
+    """per layer L: the faithfulness with every head of layers 0..L added"""
+    passes: dict[str, int]
+    """batched forward passes per group of masks"""
+
+
+def component_effects(engine: PatchingEngine, selection: Selection) -> ComponentEffects:
+    """Every component of ``selection`` removed alone, every other added alone, and the seeds' layer sweeps:
+    one batched pass of masks per group (more only past the memory budget)."""
+    graph = engine.layout.graph
+    components = graph.component_mask
+    kept = selection.node_mask & components
+    inside, outside = np.flatnonzero(kept), np.flatnonzero(components & ~kept)
+    heads = np.array([n.kind is NodeKind.ATTENTION for n in graph.nodes])
+    layer_of = np.array([-1 if n.layer is None else n.layer for n in graph.nodes])
+    layers = range(graph.shape.n_layers)
+    groups = {
+        "removed": [_with(kept, i, False) for i in inside],
+        "added": [_with(kept, i, True) for i in outside],
+        "layer_heads": [kept | (heads & (layer_of == layer)) for layer in layers],
+        "heads_upto": [kept | (heads & (layer_of <= layer)) for layer in layers],
+    }
+    chunk = masks_per_run(engine)
+    base_values = node_metrics(engine, np.stack([np.ones(graph.n_nodes, bool), ~components,
+                                                 kept | ~components]))
+    base = Baselines(float(base_values[0]), float(base_values[1]))
+    f = {name: np.asarray(base.faithfulness(node_metrics(engine, np.stack(masks) | ~components)))
+         for name, masks in groups.items() if masks}
+    start = float(base.faithfulness(base_values[2]))
+    return ComponentEffects(
+        start,
+        {graph.nodes[i].name: start - float(v) for i, v in zip(inside, f.get("removed", []), strict=True)},
+        {graph.nodes[i].name: float(v) - start for i, v in zip(outside, f.get("added", []), strict=True)},
+        dict(zip(layers, map(float, f["layer_heads"]), strict=True)),
+        dict(zip(layers, map(float, f["heads_upto"]), strict=True)),
+        {name: -(-len(masks) // chunk) for name, masks in groups.items()},
+    )
+
+
+def _with(mask: np.ndarray, i: int, value: bool) -> np.ndarray:
+    out = mask.copy()
+    out[i] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Extension:
+    """A circuit grown greedily towards a level on a task: what was added, in order, and where it got."""
+
+    node_mask: np.ndarray
+    added: list[str]
+    faithfulness: list[float]
+    """before the first addition, then after each"""
+    reached: bool
+    passes: int
+
+
+def extend_selection(engine: PatchingEngine, selection: Selection, level: float,
+                     max_added: int | None = None) -> Extension:
+    """Add, one at a time, the component whose addition gives the largest faithfulness, until ``level`` is reached
+    (or nothing is left, or ``max_added``); each step is one batched pass over every candidate."""
+    graph = engine.layout.graph
+    components = graph.component_mask
+    kept = selection.node_mask & components
+    values = node_metrics(engine, np.stack([np.ones(graph.n_nodes, bool), ~components, kept | ~components]))
+    base = Baselines(float(values[0]), float(values[1]))
+    history, added, passes = [float(base.faithfulness(values[2]))], [], 1
+    chunk = masks_per_run(engine)
+    while history[-1] < level and (max_added is None or len(added) < max_added):
+        candidates = np.flatnonzero(components & ~kept)
+        if not len(candidates):
+            break
+        masks = np.stack([_with(kept, i, True) for i in candidates]) | ~components
+        f = np.asarray(base.faithfulness(node_metrics(engine, masks)))
+        passes += -(-len(masks) // chunk)
+        best = int(np.argmax(f))
+        kept = _with(kept, int(candidates[best]), True)
+        added.append(graph.nodes[candidates[best]].name)
+        history.append(float(f[best]))
+    return Extension(kept | ~components, added, history, history[-1] >= level, passes)
