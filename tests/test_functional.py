@@ -163,7 +163,7 @@ def test_component_effects_equal_separate_evaluations_in_one_pass_per_group(sqli
     cat = Catalogue(sqlite_store)
     base = "a1.h0, a2.h1, m1, m3"
     spec = EvaluationSpec(expressions=(base,), model="toy", task="months", n=N)
-    ready, effects = run_components(spec, cat)
+    _, effects = run_components(spec, cat)
     assert set(effects.passes.values()) == {1}  # the toy's 20 components fit one batch per group
     removed = {c: f"({base}) - {c}" for c in ("a1.h0", "m3")}
     added = {c: f"{base}, {c}" for c in ("a0.h0", "m2")}
