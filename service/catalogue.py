@@ -104,6 +104,17 @@ class Catalogue:
         """One page of stored evaluations, newest first, and their total."""
         return self.store.evaluations(flt or EvaluationFilter(), limit, offset)
 
+    def evaluations_of(self, circuits: Sequence[Circuit]) -> list[EvaluationRecord]:
+        """The stored evaluations that read only these circuits (a circuit, or expressions over them), newest first."""
+        ids = {c.id for c in circuits}
+        found: dict[str, EvaluationRecord] = {}
+        for cid in ids:
+            checkpoint()
+            for r in self.store.evaluations(EvaluationFilter(circuit=cid), self.limits.max_page)[0]:
+                if set(r.circuits) <= ids:
+                    found[r.id] = r
+        return sorted(found.values(), key=lambda r: r.created_at, reverse=True)
+
     def get(self, circuit_id: str) -> Circuit:
         return self.store.get(circuit_id)
 

@@ -139,6 +139,17 @@ def test_the_demo_runs_through_jobs_and_reuses_them(tmp_path):
                 for m in ("ablation", "eap-ig")]
         nodes = [{name for name, item in d["nodes"].items() if item.get("in_graph", True)} for d in docs]
         assert set(kept) == (nodes[0] & nodes[1]) - {"input", "logits"}, task
+    function = first["function"]
+    assert function["method"] == "ablation" and set(function["carries"]) == set(first["tasks"])
+    for mode in ("keep", "knockout"):
+        assert len(function[mode]) == 6 and function[mode][-1]["expression"] == function["shared"]
+    for row in function["keep"][:-1]:  # each circuit on its own task gives back its stored faithfulness
+        task = row["own_task"]
+        assert row["values"][task] == pytest.approx(first["faithfulness"][f"{task}/ablation"], abs=1e-9)
+    shared = function["keep"][-1]["values"]
+    assert function["carries"] == {t: shared[t] >= 0.5 for t in first["tasks"]}
+    html = report.read_text()
+    assert html.count('class="transfer"') == 2 and 'class="cell own"' in html
     jobs = json.loads(run("jobs", "--status", "succeeded", "--json").stdout)
     assert jobs["total"] == 10
     second = json.loads(run("demo", "--n", "8", "--json", "--report-out", str(report)).stdout)

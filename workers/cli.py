@@ -177,7 +177,7 @@ def demo(
         lit = literature_demo(cat, as_json)
         shown = list(lit["circuits"].values())
         if literature:
-            lit["report"] = write_report(cat.select(shown, CircuitFilter()), report_out, as_json)
+            lit["report"] = write_report(cat, cat.select(shown, CircuitFilter()), report_out, as_json)
             if as_json:
                 emit_json(lit)
             return
@@ -190,7 +190,7 @@ def demo(
         except (CatalogueError, ModelLoadError, ValueError) as exc:
             fail(exc, as_json)
         shown += report["circuits"].values()
-        report["report"] = write_report(cat.select(shown, CircuitFilter()), report_out, as_json)
+        report["report"] = write_report(cat, cat.select(shown, CircuitFilter()), report_out, as_json)
     if as_json:
         emit_json({"literature": lit, **report})
 

@@ -1,7 +1,10 @@
 """``circat demo``: discovery jobs for the sequence, comparison and IOI tasks with two methods, then
 the overlap report: per method the Jaccard matrix, the sub-circuit the sequence tasks share and
-what greater-than and IOI share with it; per task, what every method's circuit keeps. On a model
-other than the toy, the tasks it is not competent at (held-out accuracy below 0.6) are left out.
+what greater-than and IOI share with it; per task, what every method's circuit keeps. Then the
+functional answer: the transfer matrix (keep and knockout) of the first method's circuits and of the
+shared sub-circuit over every task, and per task whether that sub-circuit carries it (keeps at least
+half of it). On a model other than the toy, the tasks it is not competent at (held-out accuracy
+below 0.6) are left out.
 
 Specs are idempotent: a second run finds the finished jobs and only prints the report.
 """
@@ -15,11 +18,13 @@ from typing import Any
 from service.catalogue import Catalogue
 from service.cli.output import console, table
 from service.jobs.client import job_client
+from service.jobs.evaluation import EvaluationSpec
 from service.jobs.spec import DiscoverySpec
 from service.progress import console_progress
-from service.types import Method
+from service.types import Method, Mode
 from workers.jobs.cli import wait_for
 from workers.models import TOY
+from workers.transfer import transfer_matrix
 
 SEQUENCES = ("numerals", "number-words", "months")
 TASKS = (*SEQUENCES, "greater-than", "ioi")
@@ -27,6 +32,8 @@ TOY_METHODS = (Method.ABLATION, Method.EAP_IG)
 MODEL_METHODS = (Method.EAP, Method.EAP_IG)
 """a real model's default: node ablation tries each of its ~300 components in turn, too slow on a CPU"""
 LEVEL = 0.8
+CARRIES = 0.5
+"""the share of a task the shared sub-circuit must keep to be said to carry it"""
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,44 @@ def jobs_demo(cat: Catalogue, demo: DemoPlan, n: int, as_json: bool) -> dict[str
     report = overlap_report(cat, circuits, demo)
     report["jobs"] = {f"{s.task}/{s.method.value}": {"id": j["id"], "new": sub["new"]}
                       for s, j, sub in zip(specs, finished, submitted, strict=True)}
+    report["function"] = function_report(cat, circuits, demo, n, as_json)
     if not as_json:
         _print(report, demo)
+        _print_function(report["function"], demo)
     return report
+
+
+def function_report(cat: Catalogue, circuits: dict[tuple[str, str], str], demo: DemoPlan, n: int,
+                    quiet: bool = False) -> dict[str, Any]:
+    """The transfer matrices (keep, knockout) of the first method's circuits and the sequence tasks' shared
+    sub-circuit over every task, stored as evaluations; per task, whether the shared sub-circuit carries it."""
+    method = demo.methods[0].value
+    rows = [circuits[(t, method)] for t in demo.tasks]
+    shared = f"shared({', '.join(circuits[(t, method)] for t in demo.sequences)}; {len(demo.sequences)})"
+    out: dict[str, Any] = {"method": method}
+    with console_progress("transfer matrices", enabled=not quiet) as progress:
+        for mode in Mode:
+            spec = EvaluationSpec(expressions=(*rows, shared), model=demo.model, task=demo.tasks[0], mode=mode, n=n)
+            matrix = transfer_matrix([*rows, shared], demo.tasks, spec, cat, progress=progress)
+            out[mode.value] = [r.__dict__ for r in matrix.rows]
+    kept = out[Mode.KEEP.value][-1]
+    out["shared"] = kept["expression"]
+    out["carries"] = {t: kept["values"][t] >= CARRIES for t in demo.tasks}
+    return out
+
+
+def _print_function(function: dict[str, Any], demo: DemoPlan) -> None:
+    for mode, what in ((Mode.KEEP, "faithfulness, kept alone"), (Mode.KNOCKOUT, "share left, knocked out")):
+        rows = function[mode.value]
+        table(f"{function['method']} circuits on every task ({what}; * its own task; last row: the shared "
+              "sub-circuit)", ["circuit", *demo.tasks],
+              [[r["own_task"] or "shared", *(f"{r['values'][t]:.2f}{'*' if t == r['own_task'] else ''}"
+                                              for t in demo.tasks)] for r in rows])
+    kept = function[Mode.KEEP.value][-1]["values"]
+    for t, carried in function["carries"].items():
+        verdict = "carries it" if carried else "does not carry it"
+        console.print(f"  {t}: the sub-circuit the sequence tasks share keeps {kept[t]:.2f} of it: {verdict} "
+                      f"(at least {CARRIES:.0%})")
 
 
 def overlap_report(cat: Catalogue, circuits: dict[tuple[str, str], str], demo: DemoPlan) -> dict[str, Any]:

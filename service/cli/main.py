@@ -226,19 +226,23 @@ def report(
     top_edges: Annotated[int, typer.Option(min=1, help="edges drawn per diagram")] = DEFAULT_TOP_EDGES,
     store: StoreOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Write one self-contained HTML report: provenance, diagrams, overlap heatmaps, consensus, curves."""
+    """Write one self-contained HTML report: provenance, diagrams, overlap heatmaps, consensus, transfer
+    matrices of stored evaluations, curves."""
     with catalogue(store, as_json) as cat:
         circuits = cat.select(ids or [], CircuitFilter(model, task, family, method, min_faithfulness), limit)
-    if not circuits:
-        fail(ValueError("no circuit matches: give ids or looser filters"), as_json)
-    path = write_report(circuits, out, as_json, top_edges)
+        if not circuits:
+            fail(ValueError("no circuit matches: give ids or looser filters"), as_json)
+        path = write_report(cat, circuits, out, as_json, top_edges)
     if as_json:
         emit_json({"path": path, "circuits": [c.id for c in circuits]})
 
 
-def write_report(circuits: list[Circuit], out: Path, as_json: bool, top_edges: int = DEFAULT_TOP_EDGES) -> str:
-    """Write the HTML report of ``circuits`` to ``out`` and say where (unless ``as_json``); its path."""
-    out.write_text(report_html(circuits, top_edges=top_edges), encoding="utf-8")
+def write_report(cat: Catalogue, circuits: list[Circuit], out: Path, as_json: bool,
+                 top_edges: int = DEFAULT_TOP_EDGES) -> str:
+    """Write the HTML report of ``circuits`` (and their stored evaluations) to ``out`` and say where (unless
+    ``as_json``); its path."""
+    out.write_text(report_html(circuits, top_edges=top_edges, evaluations=cat.evaluations_of(circuits)),
+                   encoding="utf-8")
     if not as_json:
         console.print(f"report of {len(circuits)} circuit(s) written to {out}")
     return str(out)

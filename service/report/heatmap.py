@@ -50,7 +50,7 @@ def heatmap_svg(labels: list[str], values: list[list[float | None]], title: str)
 def _cell(row: int, col: int, x: float, y: float, v: float, pair: str, label: bool) -> str:
     text = "n/a" if np.isnan(v) else f"{v:.2f}"
     out = (f'<rect class="cell" data-row="{row}" data-col="{col}" x="{x:.1f}" y="{y:.1f}" width="{CELL - 1}" '
-           f'height="{CELL - 1}" fill="{_colour(v)}"><title>{escape(pair)}: {text}</title></rect>')
+           f'height="{CELL - 1}" fill="{colour(v)}"><title>{escape(pair)}: {text}</title></rect>')
     if label and not np.isnan(v):
         ink = "#ffffff" if v > 0.6 else "#222222"
         out += (f'<text x="{x + CELL / 2 - 0.5:.1f}" y="{y + CELL / 2 + 3:.1f}" text-anchor="middle" font-size="8" '
@@ -58,7 +58,7 @@ def _cell(row: int, col: int, x: float, y: float, v: float, pair: str, label: bo
     return out
 
 
-def _colour(v: float) -> str:
+def colour(v: float) -> str:
     """White (0) to dark blue (1); light grey where there is no value."""
     if np.isnan(v):
         return "#eeeeee"

@@ -9,6 +9,7 @@ ringed in gold.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from html import escape
 
@@ -21,7 +22,8 @@ from service.overlap import consensus, matrix
 from service.report.curves import curves_svg, stored_curves
 from service.report.diagram import DEFAULT_TOP_EDGES, DiagramOptions, circuit_svg
 from service.report.heatmap import heatmap_svg
-from service.stores.base import Membership
+from service.report.transfer import transfer_svg, transfer_views
+from service.stores.base import EvaluationRecord, Membership
 from service.types import Level
 
 STYLE = """
@@ -40,9 +42,11 @@ KEY = ('<p class="key"><span style="color:#2f6db5">● head</span><span style="c
        '<span>q solid, k dashed, v dotted</span><span style="color:#e0a800">◯ shared by all</span></p>')
 
 
-def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edges: int = DEFAULT_TOP_EDGES) -> str:
-    """One self-contained HTML page for ``circuits``; a circuit whose annotations do not fit their schema
-    (stored before they were checked) is shown without its curves, and the page says why."""
+def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edges: int = DEFAULT_TOP_EDGES,
+                evaluations: Sequence[EvaluationRecord] = ()) -> str:
+    """One self-contained HTML page for ``circuits`` (with the transfer matrices of their stored ``evaluations``);
+    a circuit whose annotations do not fit their schema (stored before they were checked) is shown without
+    its curves, and the page says why."""
     by_model: dict[str, list[Circuit]] = defaultdict(list)
     for c in circuits:
         by_model[c.provenance.model].append(c)
@@ -53,6 +57,7 @@ def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edge
         checkpoint()
         body.append(f"<h2>{escape(model)}</h2>")
         body.append(_model_section(group, labels, top_edges))
+    body.append(_function_section(circuits, evaluations, labels))
     body.append(_curves_section([c for c in circuits if c.id not in skipped], labels))
     body.append(_ablation_section(circuits, labels))
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
@@ -142,6 +147,17 @@ def _consensus_table(support: dict[str, int], n: int) -> str:
                    f"style=\"width:{80 * k / n:.0f}px\"></span></td></tr>" for name, k in support.items())
     return (f"<h3>Consensus</h3><p>Components by how many of the {n} circuits hold them.</p>"
             f"<table class=\"consensus\"><tr><th>component</th><th>support</th><th></th></tr>{rows}</table>")
+
+
+def _function_section(circuits: list[Circuit], evaluations: Sequence[EvaluationRecord],
+                      labels: dict[str, str]) -> str:
+    views = transfer_views(evaluations, labels, {c.id: c.provenance.task for c in circuits})
+    if not views:
+        return ""
+    return ("<h2>Function: the transfer matrix</h2><p>Each circuit (and each stored expression over them) evaluated "
+            "on each task: kept alone (its faithfulness there) and knocked out of the full model (the share of the "
+            "behaviour left). Outlined: the task the circuit was found for.</p><div class=\"figures\">"
+            + "".join(transfer_svg(v) for v in views) + "</div>")
 
 
 def _curves_section(circuits: list[Circuit], labels: dict[str, str]) -> str:
