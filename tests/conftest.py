@@ -81,6 +81,23 @@ def store(request: pytest.FixtureRequest) -> CircuitStore:
     return request.getfixturevalue(f"{request.param}_store")
 
 
+@pytest.fixture
+def redis(tmp_path):
+    """A real redis-server on loopback, stopped by its pid."""
+    from tests.servers import redis_server
+
+    with redis_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def env(tmp_path, redis) -> dict[str, str]:
+    """What Celery workers and the dispatcher share: broker, job database, catalogue."""
+    return {"CIRCAT_BROKER_URL": redis.url, "CIRCAT_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+            "CIRCAT_STORE_URL": f"sqlite:///{tmp_path / 'cat.db'}", "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1"}  # two worker processes share this machine's two cores
+
+
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def tiny(request, tmp_path_factory):
     """A random 3-layer, 4-head model of each architecture the known-answer tests run on."""

@@ -20,11 +20,12 @@ from service.stores import open_store
 # Operations whose valid answers include 413/422 for schema-valid input, because what makes the
 # input valid depends on stored data, which JSON Schema cannot say: item names must exist in the
 # model's graph (whose shape is registered or given), compared circuits must share one model,
-# min_support must not exceed the number of ids, a job's task must be registered unless its lines are given.
+# min_support must not exceed the number of ids, a job's task must be registered unless its lines are given,
+# an evaluation's expressions must parse and name stored circuits of one model.
 SEMANTIC = [
     ("POST", "^/circuits$"), ("POST", "^/circuits/mib$"), ("GET", "^/components/"),
     ("GET", "^/overlap$"), ("GET", "^/diff$"), ("GET", "^/consensus$"), ("GET", "^/matrix$"),
-    ("POST", "^/jobs$"),
+    ("POST", "^/jobs$"), ("POST", "^/evaluations$"),
 ]
 
 

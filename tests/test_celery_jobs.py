@@ -18,24 +18,10 @@ from service.jobs.store import Job, JobStatus, JobStore
 from service.stores import CircuitFilter, open_store
 from service.types import Method
 from tests.live_server import free_port
-from tests.servers import Redis, pool_children, redis_server, wait_until, worker_process
+from tests.servers import Redis, pool_children, wait_until, worker_process
 
 pytestmark = pytest.mark.redis
 TINY = DiscoverySpec(model="toy", task="ioi", method=Method.EAP, n=4)
-
-
-@pytest.fixture
-def redis(tmp_path):
-    with redis_server(tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def env(tmp_path, redis: Redis) -> dict[str, str]:
-    """What the workers and the dispatcher share: broker, job database, catalogue."""
-    return {"CIRCAT_BROKER_URL": redis.url, "CIRCAT_DATABASE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
-            "CIRCAT_STORE_URL": f"sqlite:///{tmp_path / 'cat.db'}", "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1"}  # two worker processes share this machine's two cores
 
 
 def dispatcher(env: dict[str, str]) -> Dispatcher:

@@ -186,7 +186,7 @@ def test_extend_adds_the_best_component_first_and_stores_what_it_reached(sqlite_
     cat = Catalogue(sqlite_store)
     spec = EvaluationSpec(expressions=("m3",), model="toy", task="numerals", level=Level.NODE, n=N)
     _, effects = run_components(spec, cat)
-    _, grown, circuit = run_extension(spec, 0.8, cat)
+    _, grown, circuit = run_extension(EvaluationSpec(**spec.model_dump() | {"kind": "extend", "threshold": 0.8}), cat)
     assert grown.added[0] == max(effects.added, key=effects.added.get)
     assert grown.reached and grown.faithfulness[-1] >= 0.8 > grown.faithfulness[-2]
     cid = cat.add(circuit)

@@ -108,8 +108,9 @@ def function_report(cat: Catalogue, circuits: dict[tuple[str, str], str], demo: 
     out: dict[str, Any] = {"method": method}
     with console_progress("transfer matrices", enabled=not quiet) as progress:
         for mode in Mode:
-            spec = EvaluationSpec(expressions=(*rows, shared), model=demo.model, task=demo.tasks[0], mode=mode, n=n)
-            matrix = transfer_matrix([*rows, shared], demo.tasks, spec, cat, progress=progress)
+            spec = EvaluationSpec(kind="transfer", expressions=(*rows, shared), model=demo.model, tasks=demo.tasks,
+                                  mode=mode, n=n)
+            matrix = transfer_matrix(spec, cat, progress=progress)
             out[mode.value] = [r.__dict__ for r in matrix.rows]
     kept = out[Mode.KEEP.value][-1]
     out["shared"] = kept["expression"]

@@ -18,6 +18,8 @@ from service.progress import console_progress
 from service.types import Ablation, Level, Mode
 from workers import spec_options as opts
 
+SubmitOpt = Annotated[bool, typer.Option("--submit", help="queue it as a job instead of running it here")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="with --submit: wait for the job, with a progress bar")]
 ExpressionArg = Annotated[list[str], typer.Argument(
     help="circuit ids or expressions (A & B, A | B, A - B, shared(A, B, C; 2), heads(L0-L8), a9.h1,m9, ...); "
          "@FILE reads a list of components and edges")]
@@ -58,6 +60,8 @@ def evaluate(
     components: Annotated[bool, typer.Option("--components", help="one expression: each component removed alone, "
                                                                   "each other added alone, the layer sweeps")]
     = False,
+    submit: SubmitOpt = False,
+    wait: WaitOpt = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -69,6 +73,9 @@ def evaluate(
 
     spec = _spec(expressions, model, task, as_json, mode=mode, metric=metric, ablation=ablation,
                  per_position=per_position, level=level, n=n, seed=seed, dtype=dtype)
+    if submit:
+        _submitted(spec, wait, as_json)
+        return
     if components:
         _components(spec, store, device, as_json)
         return
@@ -91,6 +98,28 @@ def _spec(expressions: list[str], model: str, task: str, as_json: bool, **option
         fail(ValueError(problems_of(exc)), as_json)
     except ValueError as exc:
         fail(exc, as_json)
+
+
+def _submitted(spec: EvaluationSpec, wait: bool, as_json: bool) -> None:
+    """Queue ``spec`` as a job (through the API when ``CIRCAT_API_URL`` is set); print its id, or wait for it."""
+    from service.jobs.client import job_client
+    from workers.jobs.cli import wait_for
+
+    try:
+        job = job_client().submit(spec)
+    except (CatalogueError, ValueError, OSError) as exc:
+        fail(exc, as_json)
+    if not wait:
+        emit_json(job) if as_json else console.print(job["id"])
+        return
+    (result,) = wait_for([job["id"]], as_json)
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(f"{result['id']}: {result['status']}; evaluations {', '.join(result['evaluation_ids']) or '-'}; "
+                      f"circuits {', '.join(result['circuit_ids']) or '-'}")
+    if result["status"] != "succeeded":
+        raise typer.Exit(1)
 
 
 def _components(spec: EvaluationSpec, store: str | None, device: str | None, as_json: bool) -> None:
@@ -121,12 +150,14 @@ def extend(
     expression: Annotated[str, typer.Argument(help="the circuit or expression to grow (@FILE: a list of items)")],
     model: opts.ModelOpt,
     task: Annotated[str, typer.Option(help="the task to grow it towards")],
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="the faithfulness to reach on TASK")] = 0.8,
+    threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="the faithfulness to reach on TASK")] = 0.8,
     metric: opts.MetricOpt = None,
     ablation: opts.AblationOpt = Ablation.RESAMPLE,
     n: opts.NOpt = 64,
     seed: Annotated[int, typer.Option(min=0, help="seed of the prompts")] = 0,
     device: opts.DeviceOpt = None,
+    submit: SubmitOpt = False,
+    wait: WaitOpt = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -137,12 +168,15 @@ def extend(
     need_worker(as_json)
     from workers.evaluation import EvaluateError, run_extension
 
-    spec = _spec([expression], model, task, as_json, metric=metric, ablation=ablation, level=Level.NODE, n=n,
-                 seed=seed)
+    spec = _spec([expression], model, task, as_json, kind="extend", metric=metric, ablation=ablation,
+                 level=Level.NODE, threshold=threshold, n=n, seed=seed)
+    if submit:
+        _submitted(spec, wait, as_json)
+        return
     with catalogue(store, as_json) as cat:
         try:
             with console_progress(f"extending on {task}", enabled=not as_json) as progress:
-                ready, grown, circuit = run_extension(spec, threshold, cat, device, progress)
+                ready, grown, circuit = run_extension(spec, cat, device, progress)
             cid = cat.add(circuit)
         except (EvaluateError, CatalogueError, ValueError) as exc:
             fail(exc, as_json)
@@ -188,6 +222,8 @@ def transfer(
     n: opts.NOpt = 64,
     seed: Annotated[int, typer.Option(min=0, help="seed of the prompts")] = 0,
     device: opts.DeviceOpt = None,
+    submit: SubmitOpt = False,
+    wait: WaitOpt = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -214,10 +250,13 @@ def transfer(
             if not rows:
                 raise ValueError(f"no circuits of {model!r} stored{f' by {method}' if method else ''}: give "
                                  "--circuit or --expression")
-            spec = EvaluationSpec(expressions=tuple(rows), model=model, task=columns[0], mode=mode,
+            spec = EvaluationSpec(kind="transfer", expressions=tuple(rows), model=model, tasks=columns, mode=mode,
                                   ablation=ablation, n=n, seed=seed)
+            if submit:
+                _submitted(spec, wait, as_json)
+                return
             with console_progress("transfer matrix", enabled=not as_json) as progress:
-                matrix = transfer_matrix(rows, columns, spec, cat, device, progress)
+                matrix = transfer_matrix(spec, cat, device, progress)
         except ValidationError as exc:
             fail(ValueError(problems_of(exc)), as_json)
         except (EvaluateError, ModelLoadError, CatalogueError, ValueError) as exc:

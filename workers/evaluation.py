@@ -32,6 +32,9 @@ from workers.engine.functional import (
 )
 from workers.engine.patching import PatchingEngine
 
+DEFAULT_THRESHOLD = 0.8
+"""the faithfulness ``extend`` grows a circuit to, unless the spec says"""
+
 
 class EvaluateError(ValueError):
     """An evaluation that cannot run: bad expression, model, task, prompts or parameters."""
@@ -79,6 +82,8 @@ def _input_errors() -> Iterator[None]:
 def prepare(spec: EvaluationSpec, cat: Catalogue, device: str | None = None,
             progress: Progress = silent) -> Prepared:
     """Load the model and prompts, parse and select every expression over the catalogue, build the engine."""
+    if spec.task is None:
+        raise EvaluateError(f"a {spec.kind} spec names no task to evaluate on")
     with _input_errors():
         metric = metric_for(spec.task, spec.metric)
         prompts = prompts_for(spec.model, spec.task, None, spec.n, spec.seed, spec.dtype, device, progress)
@@ -109,12 +114,13 @@ def run_components(spec: EvaluationSpec, cat: Catalogue, device: str | None = No
         return ready, component_effects(ready.engine, ready.selections[0])
 
 
-def run_extension(spec: EvaluationSpec, level: float, cat: Catalogue, device: str | None = None,
+def run_extension(spec: EvaluationSpec, cat: Catalogue, device: str | None = None,
                   progress: Progress = silent) -> tuple[Prepared, Extension, Circuit]:
-    """Grow the one expression of ``spec`` on its task to ``level``; the grown circuit (method ``extend``),
-    with its faithfulness and provenance (the expression, the circuits it derives from, what was added)."""
+    """Grow the one expression of ``spec`` on its task to its threshold (default 0.8); the grown circuit (method
+    ``extend``), with its faithfulness and provenance (the expression, the circuits it derives from, what was added)."""
     if len(spec.expressions) != 1:
         raise EvaluateError("extend grows one circuit or expression")
+    level = spec.threshold or DEFAULT_THRESHOLD
     ready = prepare(spec, cat, device, progress)
     with _input_errors():
         grown = extend_selection(ready.engine, ready.selections[0], level)

@@ -8,7 +8,6 @@ circuit knows its own task, which marks the diagonal (the circuit on the task it
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.catalogue import Catalogue
@@ -38,14 +37,15 @@ class TransferMatrix:
     evaluation_ids: list[str]
 
 
-def transfer_matrix(rows: Sequence[str], tasks: Sequence[str], spec: EvaluationSpec, cat: Catalogue,
-                    device: str | None = None, progress: Progress = silent) -> TransferMatrix:
-    """Evaluate every row on every task as ``spec`` says (its ``task`` and ``expressions`` are replaced)."""
+def transfer_matrix(spec: EvaluationSpec, cat: Catalogue, device: str | None = None,
+                    progress: Progress = silent) -> TransferMatrix:
+    """Evaluate every expression of a ``transfer`` spec on each of its tasks; every cell stored as an evaluation."""
+    rows, tasks = spec.expressions, spec.columns
     runs: list[EvaluationRun] = []
     ids: list[str] = []
     for i, task in enumerate(tasks):
         progress(i, len(tasks), f"on {task}")
-        column = EvaluationSpec(**spec.model_dump() | {"expressions": tuple(rows), "task": task})
+        column = EvaluationSpec(**spec.model_dump() | {"kind": "evaluate", "task": task, "tasks": None})
         run = run_evaluation(column, cat, device)
         ids += [s.id for s in cat.add_evaluations(records_of(run))]
         runs.append(run)

@@ -12,6 +12,7 @@ from service.api import problems
 from service.api.access import KeyGuard
 from service.api.bodies import body_route
 from service.api.docs import docs_router
+from service.api.evaluations import evaluation_router
 from service.api.guards import BodyLimit, Timeout, single_valued
 from service.api.headers import HeadAsGet, SecurityHeaders
 from service.api.heavy import HeavyGate
@@ -24,12 +25,11 @@ from service.config import Settings
 from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
 from service.errors import CatalogueError
 from service.jobs.dispatch import Dispatcher
+from service.jobs.evaluation import EvaluationSpec
 from service.jobs.spec import DiscoverySpec
 from service.jobs.store import JobStore
 from service.limits import MAX_NAME_LENGTH
 from service.stores import CircuitFilter, CircuitStore, open_store
-from service.stores.base import EvaluationFilter
-from service.types import Mode
 
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)]
 PathName = Annotated[str, Path(max_length=MAX_NAME_LENGTH)]
@@ -75,7 +75,7 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
     cat = Catalogue(store or open_store(settings.store_url), limits)
     dispatcher = Dispatcher(jobs or JobStore(settings.database_url), settings)
     gate = HeavyGate(limits.max_heavy)
-    route_class = body_route(limits, gate, {DiscoverySpec: "max_spec_bytes"})
+    route_class = body_route(limits, gate, {DiscoverySpec: "max_spec_bytes", EvaluationSpec: "max_spec_bytes"})
     app = FastAPI(title="Circuit Catalogue", version=__version__,
                   description="Circuits of language models: store, compare, exchange (MIB format). "
                               "Every error is application/problem+json (RFC 9457).",
@@ -177,27 +177,13 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
     def diff(a: QueryName, b: QueryName) -> dict[str, Any]:
         return {"a": a, "b": b, "only_in_a": {lvl.value: items for lvl, items in cat.difference(a, b).items()}}
 
-    @app.get("/evaluations", **reads)
-    def list_evaluations(
-        circuit: Annotated[str | None, Query(pattern=f"^{CIRCUIT_ID}$", description="only those reading it")] = None,
-        model: OptionalName = None, task: OptionalName = None, mode: Mode | None = None,
-        min_value: Annotated[float | None, Query(allow_inf_nan=False)] = None,
-        limit: Annotated[int, Query(ge=1, le=limits.max_page)] = 50,
-        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    ) -> dict[str, Any]:
-        """Stored functional evaluations (``circat evaluate``), newest first: expression, model, task, mode, level,
-        metric, ablation, prompts, the value (faithfulness when kept, the share left when knocked out) and the
-        metric values behind it."""
-        flt = EvaluationFilter(circuit, model, task, mode.value if mode else None, min_value)
-        items, total = cat.evaluations(flt, limit, offset)
-        return {"items": [asdict(r) | {"id": r.id} for r in items], "total": total, "limit": limit, "offset": offset}
-
     @app.get("/components/{model}/{name}/circuits", **reads)
     def membership(model: PathName, name: PathName) -> dict[str, Any]:
         level, ids = cat.containing(model, name)
         return {"model": model, "item": name, "level": level.value, "circuits": ids}
 
     app.include_router(job_router(dispatcher, settings, reads, writes, route_class))
+    app.include_router(evaluation_router(cat, dispatcher, settings, reads, writes, route_class))
     app.include_router(page_router(cat, reads, limits, gate))
     app.include_router(docs_router(app.title))
     app.state.catalogue = cat

@@ -7,14 +7,14 @@ from typing import Any, Protocol
 from service.config import Settings
 from service.errors import NotFound, StoreUnavailable
 from service.jobs.dispatch import Dispatcher
-from service.jobs.spec import DiscoverySpec
-from service.jobs.store import JobFilter, JobStore
+from service.jobs.evaluation import EvaluationSpec
+from service.jobs.store import AnySpec, JobFilter, JobStore
 
 
 class JobClient(Protocol):
     """Submit, follow, list and cancel jobs; each answer is the job's JSON view."""
 
-    def submit(self, spec: DiscoverySpec, force: bool = False) -> dict[str, Any]: ...
+    def submit(self, spec: AnySpec, force: bool = False) -> dict[str, Any]: ...
     def get(self, job_id: str) -> dict[str, Any]: ...
     def list(self, flt: JobFilter, limit: int, offset: int) -> dict[str, Any]: ...
     def cancel(self, job_id: str) -> dict[str, Any]: ...
@@ -26,7 +26,7 @@ class DirectJobs:
     def __init__(self, settings: Settings):
         self.dispatcher = Dispatcher(JobStore(settings.database_url), settings)
 
-    def submit(self, spec: DiscoverySpec, force: bool = False) -> dict[str, Any]:
+    def submit(self, spec: AnySpec, force: bool = False) -> dict[str, Any]:
         job, new = self.dispatcher.submit(spec, force)
         return job.model_dump(mode="json") | {"new": new}
 
@@ -66,8 +66,9 @@ class ApiJobs:
             raise ValueError(f"{r.status_code}: {body.get('detail', r.text)} {body.get('errors') or ''}".strip())
         return r.json()
 
-    def submit(self, spec: DiscoverySpec, force: bool = False) -> dict[str, Any]:
-        return self._call("POST", "/jobs", params={"force": force}, content=spec.canonical_json(),
+    def submit(self, spec: AnySpec, force: bool = False) -> dict[str, Any]:
+        path = "/evaluations" if isinstance(spec, EvaluationSpec) else "/jobs"
+        return self._call("POST", path, params={"force": force}, content=spec.canonical_json(),
                           headers={"content-type": "application/json"})
 
     def get(self, job_id: str) -> dict[str, Any]:

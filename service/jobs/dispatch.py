@@ -11,8 +11,7 @@ from typing import Any
 
 from service.config import Settings
 from service.errors import StoreUnavailable
-from service.jobs.spec import DiscoverySpec
-from service.jobs.store import Job, JobStore
+from service.jobs.store import AnySpec, Job, JobStore
 
 QUEUE = "circat"
 TASK_NAME = "circat.run_job"
@@ -49,7 +48,7 @@ class Dispatcher:
             self._celery = Celery("circat-dispatch")
             self._celery.conf.update(celery_settings(self.broker_url, settings.job_time_limit_s))
 
-    def submit(self, spec: DiscoverySpec, force: bool = False) -> tuple[Job, bool]:
+    def submit(self, spec: AnySpec, force: bool = False) -> tuple[Job, bool]:
         """Record a job (or find the job of the same spec) and send a new one to the workers; a custom task over
         ``CIRCAT_MAX_TASK_BYTES`` is refused before anything is stored."""
         self.limits.check_task_bytes(spec.task_bytes())

@@ -24,8 +24,12 @@ from sqlalchemy.orm import defer
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from service.errors import NotFound, StoreUnavailable
+from service.jobs.evaluation import EvaluationSpec
 from service.jobs.spec import DiscoverySpec, SpecSummary
 from service.stores.sqlite import ensure_sqlite_dir
+
+AnySpec = DiscoverySpec | EvaluationSpec
+"""what a job runs: a discovery, or a functional run (evaluate, extend, transfer)"""
 
 
 class JobStatus(StrEnum):
@@ -70,6 +74,7 @@ class JobRow(SQLModel, table=True):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     circuit_ids: str = "[]"
+    evaluation_ids: str | None = None
     cancel_requested: bool = False
 
 
@@ -91,6 +96,8 @@ class JobState(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     circuit_ids: list[str]
+    evaluation_ids: list[str]
+    """a functional job's stored evaluations"""
     cancel_requested: bool
 
     @computed_field  # type: ignore[prop-decorator]
@@ -112,28 +119,36 @@ class JobState(BaseModel):
                 "attempts": row.attempts, "worker": row.worker, "device": row.device,
                 "submitted_at": _utc(row.submitted_at), "started_at": _utc(row.started_at),
                 "finished_at": _utc(row.finished_at), "circuit_ids": json.loads(row.circuit_ids),
-                "cancel_requested": row.cancel_requested}
+                "evaluation_ids": json.loads(row.evaluation_ids or "[]"), "cancel_requested": row.cancel_requested}
+
+
+def spec_of(text: str) -> AnySpec:
+    """A stored spec: a functional one by its ``kind``, else a discovery."""
+    data = json.loads(text)
+    return EvaluationSpec.model_validate(data) if "kind" in data else DiscoverySpec.model_validate(data)
 
 
 class Job(JobState):
     """A job record as the API and CLI show it: its whole spec, where it is, how it ended, its circuits."""
 
-    spec: DiscoverySpec
+    spec: DiscoverySpec | EvaluationSpec
 
     @staticmethod
     def of(row: JobRow) -> Job:
-        return Job(spec=DiscoverySpec.model_validate_json(row.spec), **JobState.state_of(row))
+        return Job(spec=spec_of(row.spec), **JobState.state_of(row))
 
 
 class JobSummary(JobState):
     """A job as listings show it: its spec with a custom task's lines summarised (the whole spec: ``Job``)."""
 
-    spec: SpecSummary  # type: ignore[valid-type]
+    spec: SpecSummary | EvaluationSpec  # type: ignore[valid-type]
 
     @staticmethod
     def of(row: JobRow) -> JobSummary:
-        summary = row.spec_summary or DiscoverySpec.model_validate_json(row.spec).summary().model_dump_json()
-        return JobSummary(spec=SpecSummary.model_validate_json(summary), **JobState.state_of(row))
+        summary = row.spec_summary or spec_of(row.spec).summary().model_dump_json()
+        data = json.loads(summary)
+        spec = EvaluationSpec.model_validate(data) if "kind" in data else SpecSummary.model_validate(data)
+        return JobSummary(spec=spec, **JobState.state_of(row))
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,10 @@ class JobFilter:
     model: str | None = None
     task: str | None = None
     method: str | None = None
+
+
+ADDED_COLUMNS = ("spec_summary", "evaluation_ids")
+"""columns added after the first job tables were made: nullable text, added on open where missing"""
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -169,17 +188,18 @@ class JobStore:
             sa.event.listen(self.engine, "connect", _sqlite_wal)
         with self._unavailable():
             SQLModel.metadata.create_all(self.engine, tables=[JobRow.__table__])
-            self._add_summary_column()
+            for column in ADDED_COLUMNS:
+                self._add_column(column)
 
-    def _add_summary_column(self) -> None:
-        """Give a job table made before spec summaries their column (rows without one are summarised on read)."""
-        if "spec_summary" in {c["name"] for c in sa.inspect(self.engine).get_columns("jobs")}:
+    def _add_column(self, name: str) -> None:
+        """Give a job table made before ``name`` existed that column (its rows read it as empty)."""
+        if name in {c["name"] for c in sa.inspect(self.engine).get_columns("jobs")}:
             return
         try:
             with self.engine.begin() as conn:
-                conn.execute(sa.text("ALTER TABLE jobs ADD COLUMN spec_summary TEXT"))
+                conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {name} TEXT"))
         except (OperationalError, ProgrammingError):  # another process added it a moment before
-            if "spec_summary" not in {c["name"] for c in sa.inspect(self.engine).get_columns("jobs")}:
+            if name not in {c["name"] for c in sa.inspect(self.engine).get_columns("jobs")}:
                 raise
 
     @contextmanager
@@ -195,7 +215,7 @@ class JobStore:
         with self._unavailable(), Session(self.engine) as s:
             yield s
 
-    def submit(self, spec: DiscoverySpec, force: bool = False) -> tuple[Job, bool]:
+    def submit(self, spec: AnySpec, force: bool = False) -> tuple[Job, bool]:
         """A new queued job for ``spec``, or the queued/running/succeeded job of the same spec; ``(job, new)``."""
         digest = spec.spec_hash()
         if not force and (found := self._same_spec(digest)) is not None:
@@ -203,7 +223,8 @@ class JobStore:
         job_id = "j" + secrets.token_hex(12)
         row = JobRow(id=job_id, spec=spec.canonical_json(), spec_summary=spec.summary().model_dump_json(),
                      spec_hash=digest,
-                     deduplicated=not force, model=spec.model, task=spec.task, method=spec.method.value,
+                     deduplicated=not force, model=spec.model, task=spec.task or ",".join(spec.columns),
+                     method=str(getattr(spec.method, "value", spec.method)),
                      status=JobStatus.QUEUED, submitted_at=_now())
         try:
             with self._session() as s:
@@ -276,10 +297,11 @@ class JobStore:
             s.commit()
         return not cancel
 
-    def succeed(self, job_id: str, circuit_ids: list[str]) -> bool:
-        """A running job finished with these circuits."""
+    def succeed(self, job_id: str, circuit_ids: list[str], evaluation_ids: list[str] | None = None) -> bool:
+        """A running job finished with these circuits (and, a functional job, these evaluations)."""
         return self._update(job_id, (JobStatus.RUNNING,), status=JobStatus.SUCCEEDED.value, progress=1.0,
-                            message="done", circuit_ids=json.dumps(circuit_ids), finished_at=_now())
+                            message="done", circuit_ids=json.dumps(circuit_ids),
+                            evaluation_ids=json.dumps(evaluation_ids or []), finished_at=_now())
 
     def fail(self, job_id: str, error_type: str, message: str) -> bool:
         """A running or queued job failed with this error (type and message, never a traceback)."""

@@ -1,5 +1,5 @@
-"""Running one job: claim it, discover through the same code path as ``circat discover``, store the
-circuits, record the outcome. Shared by the local worker and the Celery task.
+"""Running one job: claim it, discover (or evaluate, extend, transfer) through the same code path as the CLI,
+store the circuits and evaluations, record the outcome. Shared by the local worker and the Celery task.
 
 A job's circuits are content-addressed and stored in one transaction, so running a job twice (a
 redelivery after a worker died) stores the same circuits once, and a failed write stores none. When
@@ -20,10 +20,14 @@ from service.catalogue import Catalogue
 from service.circuit import Circuit
 from service.config import Settings
 from service.errors import NotFound, StoreUnavailable
+from service.jobs.evaluation import EvaluationSpec
 from service.jobs.store import Job, JobStore
 from service.limits import Limits
+from service.progress import Progress
 from service.stores import CircuitStore, open_store
 from workers.discover import DiscoverError, run_discovery
+from workers.evaluation import EvaluateError, records_of, run_evaluation, run_extension
+from workers.transfer import transfer_matrix
 
 log = logging.getLogger("circat.worker")
 PROGRESS_EVERY_S = 0.25
@@ -106,14 +110,20 @@ def run_claimed(ctx: WorkerContext, job: Job) -> None:
             raise JobCancelled
 
     try:
-        run = run_discovery(job.spec, ctx.device, progress)
-        progress(1, 1, "storing circuits")
-        ids = _store(ctx, run.circuits)
+        if isinstance(job.spec, EvaluationSpec):
+            ids, evaluations = _functional(ctx, job.spec, progress)
+        else:
+            run = run_discovery(job.spec, ctx.device, progress)
+            progress(1, 1, "storing circuits")
+            ids, evaluations = _store(ctx, run.circuits), []
     except JobCancelled:
         ctx.jobs.cancelled(job.id)
         return
-    except DiscoverError as exc:
-        ctx.jobs.fail(job.id, "DiscoverError", str(exc))
+    except (DiscoverError, EvaluateError) as exc:
+        ctx.jobs.fail(job.id, type(exc).__name__, str(exc))
+        return
+    except NotFound as exc:
+        ctx.jobs.fail(job.id, "NotFound", str(exc))
         return
     except StoreUnavailable as exc:
         ctx.jobs.fail(job.id, "StoreUnavailable", f"catalogue store unreachable after {ctx.store_retries} retries: "
@@ -123,7 +133,19 @@ def run_claimed(ctx: WorkerContext, job: Job) -> None:
         log.exception("job %s failed", job.id)
         ctx.jobs.fail(job.id, type(exc).__name__, str(exc) or repr(exc))
         return
-    ctx.jobs.succeed(job.id, ids)
+    ctx.jobs.succeed(job.id, ids, evaluations)
+
+
+def _functional(ctx: WorkerContext, spec: EvaluationSpec, progress: Progress) -> tuple[list[str], list[str]]:
+    """Run a functional job on the worker's catalogue; the circuits it stored (extend) and its evaluations."""
+    cat = Catalogue(ctx.catalogue.get(), Limits.from_env())
+    if spec.kind == "transfer":
+        return [], transfer_matrix(spec, cat, ctx.device, progress).evaluation_ids
+    if spec.kind == "extend":
+        _, _, circuit = run_extension(spec, cat, ctx.device, progress)
+        return _store(ctx, [circuit]), []
+    run = run_evaluation(spec, cat, ctx.device, progress)
+    return [], [s.id for s in cat.add_evaluations(records_of(run))]
 
 
 def _store(ctx: WorkerContext, circuits: list[Circuit]) -> list[str]:

@@ -1,0 +1,103 @@
+"""Functional results over REST: submit an evaluation, extension or transfer (a job), list evaluations, and the
+transfer matrix of a model from the evaluations stored (never computed in the request).
+
+A submitted spec is checked before anything is queued: its model as ``POST /jobs`` checks it, every expression
+parsed, every circuit it names stored and of one model, within ``CIRCAT_MAX_EXPRESSION_LENGTH`` and
+``CIRCAT_MAX_IDS``; a refusal is 422 naming the problem.
+"""
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from fastapi.routing import APIRoute
+
+from service.api.jobs import Submitted
+from service.api.problems import declared
+from service.catalogue import Catalogue
+from service.circuit import CIRCUIT_ID
+from service.config import Settings
+from service.errors import NotFound
+from service.expressions import ExpressionError, circuit_ids, parse
+from service.jobs.dispatch import Dispatcher
+from service.jobs.evaluation import EvaluationSpec
+from service.limits import MAX_NAME_LENGTH
+from service.model_sources import check_rest_model
+from service.stores.base import EvaluationFilter, EvaluationRecord
+from service.types import Mode
+
+OptionalName = Annotated[str | None, Query(max_length=MAX_NAME_LENGTH)]
+
+
+def evaluation_router(cat: Catalogue, dispatcher: Dispatcher, settings: Settings, reads: dict[str, Any],
+                      writes: dict[str, Any], route_class: type[APIRoute]) -> APIRouter:
+    """``POST /evaluations``, ``GET /evaluations`` and ``GET /transfer`` over ``cat`` and the job database."""
+    router = APIRouter(tags=["evaluations"], route_class=route_class)
+    limits = settings.limits
+
+    @router.post("/evaluations", status_code=202, response_model=Submitted,
+                 responses={200: {"model": Submitted, "description": "the job of an identical spec"},
+                            **declared(400, 401, 413, 422, 503)})
+    def submit(spec: EvaluationSpec, response: Response,
+               force: Annotated[bool, Query(description="a new job even if an identical spec has one")] = False,
+               ) -> Submitted:
+        """Queue a functional job (evaluate, extend or transfer): 202 with its ``Location``; the results are stored
+        evaluations (``GET /evaluations``) and, for extend, a circuit."""
+        check_rest_model(spec.model, settings.model_roots, settings.hub_models)
+        _check_expressions(cat, spec)
+        job, new = dispatcher.submit(spec, force)
+        response.headers["Location"] = f"/jobs/{job.id}"
+        response.status_code = 202 if new else 200
+        return Submitted(spec=spec, new=new, **job.model_dump(exclude={"spec", "error", "circuits"}))
+
+    @router.get("/evaluations", **reads)
+    def list_evaluations(
+        circuit: Annotated[str | None, Query(pattern=f"^{CIRCUIT_ID}$", description="only those reading it")] = None,
+        model: OptionalName = None, task: OptionalName = None, mode: Mode | None = None,
+        min_value: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        limit: Annotated[int, Query(ge=1, le=limits.max_page)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    ) -> dict[str, Any]:
+        """Stored functional evaluations, newest first: expression, model, task, mode, level, metric, ablation,
+        prompts, the value (faithfulness when kept, the share left when knocked out) and the metric values."""
+        flt = EvaluationFilter(circuit, model, task, mode.value if mode else None, min_value)
+        items, total = cat.evaluations(flt, limit, offset)
+        return {"items": [_view(r) for r in items], "total": total, "limit": limit, "offset": offset}
+
+    @router.get("/transfer", **reads)
+    def transfer(model: Annotated[str, Query(max_length=MAX_NAME_LENGTH)], mode: Mode = Mode.KEEP) -> dict[str, Any]:
+        """The transfer matrix of ``model`` from its stored evaluations: per expression (a circuit id is one) its value
+        on each task, the newest evaluation per cell; at most ``CIRCAT_MAX_PAGE`` evaluations are read."""
+        records, total = cat.evaluations(EvaluationFilter(model=model, mode=mode.value), limits.max_page)
+        cells: dict[tuple[str, str], float] = {}
+        for r in records:
+            cells.setdefault((r.expression, r.task), r.value)
+        rows = list(dict.fromkeys(e for e, _ in cells))
+        return {"model": model, "mode": mode.value, "tasks": sorted({t for _, t in cells}),
+                "rows": [{"expression": e, "values": {t: v for (x, t), v in cells.items() if x == e}} for e in rows],
+                "truncated": total > len(records)}
+
+    return router
+
+
+def _view(r: EvaluationRecord) -> dict[str, Any]:
+    return asdict(r) | {"id": r.id}
+
+
+def _check_expressions(cat: Catalogue, spec: EvaluationSpec) -> None:
+    """Parse every expression; every circuit named must be stored, and all of them of one model."""
+    ids: list[str] = []
+    for text in spec.expressions:
+        try:
+            ids += circuit_ids(parse(text, cat.limits.max_expression_length))
+        except ExpressionError as exc:
+            raise ExpressionError(f"expression {text[:80]!r}: {exc}") from None
+    ids = list(dict.fromkeys(ids))
+    cat.limits.check_ids(len(ids))
+    try:
+        members = cat.store.memberships(ids) if ids else []
+    except NotFound as exc:
+        raise ExpressionError(str(exc)) from None
+    models = sorted({m.model for m in members})
+    if len(models) > 1:
+        raise ExpressionError(f"the expressions name circuits of several models ({', '.join(models)})")
