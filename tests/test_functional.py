@@ -194,3 +194,50 @@ def test_extend_adds_the_best_component_first_and_stores_what_it_reached(sqlite_
     assert stored.provenance.method == "extend" and stored.provenance.params["added"] == grown.added
     again = run_evaluation(EvaluationSpec(expressions=(cid,), model="toy", task="numerals", n=N), cat).results[0]
     assert again.value == pytest.approx(stored.provenance.faithfulness, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def two_paths(tmp_path_factory) -> str:
+    """a0.h0 carries number words and months, a0.h1 greater-than (``tests.tiny_models.save_two_paths``)."""
+    from tests.tiny_models import TOKENIZER, save_two_paths
+    from workers.tasks import Split, get_task
+    from workers.tasks.encode import encode
+    from workers.tasks.render import for_tokenizer
+
+    def answer_tokens(tasks: tuple[str, ...]) -> set[int]:
+        out: set[int] = set()
+        for t in tasks:
+            b = encode(for_tokenizer(get_task(t), TOKENIZER).examples(64, seed=0, split=Split.ALL), TOKENIZER)
+            out |= set(b.answers[b.answer_mask].tolist()) | set(b.wrongs[b.wrong_mask].tolist())
+        return out
+
+    sequences, other = answer_tokens(PLANTED_SEQUENCES), answer_tokens(("greater-than",))
+    assert not sequences & other
+    return str(save_two_paths(tmp_path_factory.mktemp("two-paths"), sequences, other))
+
+
+PLANTED_SEQUENCES = ("number-words", "months")
+
+
+def _values(cat: Catalogue, model: str, texts: tuple[str, ...], task: str, mode: Mode = Mode.KEEP,
+            metric: str | None = None) -> list[float]:
+    spec = EvaluationSpec(expressions=texts, model=model, task=task, mode=mode, metric=metric, n=N)
+    return [r.value for r in run_evaluation(spec, cat).results]
+
+
+def test_planted_paths_carry_their_own_tasks(sqlite_store, two_paths):
+    cat = Catalogue(sqlite_store)
+    found = [run_discovery(DiscoverySpec(model=two_paths, task=t, method=Method.ABLATION, n=N, levels=(0.8,)))
+             .circuits[0] for t in PLANTED_SEQUENCES]
+    ids = [cat.add(c) for c in found]
+    assert all(set(c.node_names) - {"input", "logits"} == {"a0.h0"} for c in found)
+    shared = f"shared({', '.join(ids)}; {len(ids)})"
+    for task in PLANTED_SEQUENCES:  # the shared sub-circuit keeps them; the other path's knockout leaves them
+        assert _values(cat, two_paths, (shared, "a0.h1"), task) == pytest.approx([1.0, 0.0], abs=1e-3)
+        assert _values(cat, two_paths, ("a0.h1",), task, Mode.KNOCKOUT) == pytest.approx([1.0], abs=1e-3)
+    # on the logit difference: greater-than's own metric, the probability difference, normalises over every logit
+    gt = _values(cat, two_paths, (shared, "a0.h1"), "greater-than", metric="logit_diff")
+    assert gt == pytest.approx([0.0, 1.0], abs=1e-3)
+    spec = EvaluationSpec(kind="extend", expressions=("a0.h1",), model=two_paths, task="months", threshold=0.8, n=N)
+    _, grown, _ = run_extension(spec, cat)
+    assert grown.added == ["a0.h0"] and grown.reached

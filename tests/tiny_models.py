@@ -68,3 +68,34 @@ SAVERS = {"gpt2": save_gpt2, "llama": save_llama}
 
 def load(path: Path) -> LoadedModel:
     return load_model(str(path), device="cpu")
+
+
+def save_two_paths(path: Path, first_tokens: set[int], second_tokens: set[int], seed: int = 5) -> Path:
+    """Two planted task paths: a 2-layer GPT-2 (linear norms) whose only live components are a0.h0 and a0.h1.
+
+    a0.h0 writes only along ``a`` and a0.h1 only along ``b`` (orthonormal, both orthogonal to the ones vector,
+    so the affine final norm keeps them apart); the unembedding of ``first_tokens`` is made orthogonal to ``b``
+    and that of ``second_tokens`` orthogonal to ``a``. So the logits of the first tokens move with a0.h0 alone
+    and those of the second with a0.h1 alone: each head carries exactly the tasks whose answers are its tokens.
+    """
+    live = {(0, 0), (0, 1)}
+    silent = tuple((layer, h) for layer in range(2) for h in range(4) if (layer, h) not in live)
+    save_gpt2(path, n_layer=2, n_head=4, n_embd=32, seed=seed, silent_heads=silent, silent_mlps=(0, 1),
+              linear_norms=True)
+    model = GPT2LMHeadModel.from_pretrained(path)
+    a, b = torch.zeros(32), torch.zeros(32)
+    a[0], a[1], b[2], b[3] = 1, -1, 1, -1
+    a, b = a / a.norm(), b / b.norm()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        proj = model.transformer.h[0].attn.c_proj
+        for head, direction in ((0, a), (1, b)):
+            rows = slice(head * 8, (head + 1) * 8)
+            proj.weight[rows] = 100 * torch.randn(8, 1, generator=generator) * direction[None]
+        proj.bias.zero_()
+        unembed = model.lm_head.weight  # tied with the token embedding
+        for tokens, away in ((first_tokens, b), (second_tokens, a)):
+            for t in tokens:
+                unembed[t] -= (unembed[t] @ away) * away
+    model.save_pretrained(path)
+    return path

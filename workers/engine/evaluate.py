@@ -52,10 +52,10 @@ def masks_per_run(engine: PatchingEngine) -> int:
     """How many edge masks fit one batched forward within the memory budget."""
     b, p = engine.batch.clean.shape
     per_mask = b * p * engine.n_sources * engine.model.shape.d_model * engine.model.dtype.itemsize * 3
-    return max(1, _budget(engine.model.device) // per_mask)
+    return max(1, budget(engine.model.device) // per_mask)
 
 
-def _budget(device: torch.device) -> int:
+def budget(device: torch.device) -> int:
     """Bytes the masked runs may take: ``MASK_BUDGET_BYTES``, or a quarter of a GPU's free memory."""
     if device.type != "cuda":
         return MASK_BUDGET_BYTES

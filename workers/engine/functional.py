@@ -19,7 +19,7 @@ import torch
 
 from service.expressions import Selection
 from service.types import Level, Mode, NodeKind
-from workers.engine.evaluate import Baselines, EdgeEvaluator, masks_per_run
+from workers.engine.evaluate import Baselines, EdgeEvaluator, budget, masks_per_run
 from workers.engine.patching import PatchingEngine
 
 
@@ -45,10 +45,20 @@ def keep_mask(selection: Selection, mode: Mode, component_mask: np.ndarray) -> n
     return (chosen if mode is Mode.KEEP else ~chosen & component_mask) | ~component_mask
 
 
+def node_masks_per_run(engine: PatchingEngine) -> int:
+    """How many node masks fit one batched forward within the memory budget: a node-masked run holds no
+    per-source buffer (edge runs do), only a forward's activations: the residual-sized tensors of a layer (MLP
+    hidden included, about 8 x d_model per token) and its attention scores."""
+    b, p = engine.batch.clean.shape
+    shape, size = engine.model.shape, engine.model.dtype.itemsize
+    per_mask = b * p * (8 * shape.d_model + 2 * shape.n_heads * p) * size
+    return max(masks_per_run(engine), budget(engine.model.device) // per_mask)
+
+
 def node_metrics(engine: PatchingEngine, masks: np.ndarray) -> np.ndarray:
     """The metric of every node mask (rows), batched within the engine's memory budget."""
     out = []
-    chunk = masks_per_run(engine)
+    chunk = node_masks_per_run(engine)
     for start in range(0, len(masks), chunk):
         keep = torch.as_tensor(masks[start:start + chunk], dtype=torch.float32)
         out.append(engine.evaluate_nodes(keep).cpu())
@@ -116,7 +126,7 @@ def component_effects(engine: PatchingEngine, selection: Selection) -> Component
         "layer_heads": [kept | (heads & (layer_of == layer)) for layer in layers],
         "heads_upto": [kept | (heads & (layer_of <= layer)) for layer in layers],
     }
-    chunk = masks_per_run(engine)
+    chunk = node_masks_per_run(engine)
     base_values = node_metrics(engine, np.stack([np.ones(graph.n_nodes, bool), ~components,
                                                  kept | ~components]))
     base = Baselines(float(base_values[0]), float(base_values[1]))
@@ -161,7 +171,7 @@ def extend_selection(engine: PatchingEngine, selection: Selection, level: float,
     values = node_metrics(engine, np.stack([np.ones(graph.n_nodes, bool), ~components, kept | ~components]))
     base = Baselines(float(values[0]), float(values[1]))
     history, added, passes = [float(base.faithfulness(values[2]))], [], 1
-    chunk = masks_per_run(engine)
+    chunk = node_masks_per_run(engine)
     while history[-1] < level and (max_added is None or len(added) < max_added):
         candidates = np.flatnonzero(components & ~kept)
         if not len(candidates):
