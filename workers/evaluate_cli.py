@@ -51,7 +51,7 @@ def evaluate(
     level: Annotated[Level | None, typer.Option(help="node or edge (default: node when any operand has no edges)")]
     = None,
     n: opts.NOpt = 64,
-    seed: Annotated[int, typer.Option(min=0, help="seed of the prompts")] = 0,
+    seed: opts.SeedOpt = 0,
     dtype: opts.DtypeOpt = "float32",
     device: opts.DeviceOpt = None,
     save: Annotated[bool, typer.Option("--save", help="store each expression's circuit in the catalogue (method "
@@ -154,7 +154,7 @@ def extend(
     metric: opts.MetricOpt = None,
     ablation: opts.AblationOpt = Ablation.RESAMPLE,
     n: opts.NOpt = 64,
-    seed: Annotated[int, typer.Option(min=0, help="seed of the prompts")] = 0,
+    seed: opts.SeedOpt = 0,
     device: opts.DeviceOpt = None,
     submit: SubmitOpt = False,
     wait: WaitOpt = False,
@@ -220,7 +220,7 @@ def transfer(
     mode: Annotated[Mode, typer.Option(help="keep (faithfulness) or knockout (share left)")] = Mode.KEEP,
     ablation: opts.AblationOpt = Ablation.RESAMPLE,
     n: opts.NOpt = 64,
-    seed: Annotated[int, typer.Option(min=0, help="seed of the prompts")] = 0,
+    seed: opts.SeedOpt = 0,
     device: opts.DeviceOpt = None,
     submit: SubmitOpt = False,
     wait: WaitOpt = False,

@@ -42,6 +42,7 @@ IgStepsOpt = Annotated[int | None, typer.Option(min=1, help=DiscoverySpec.model_
 OrderOpt = Annotated[list[str] | None, typer.Option(
     help="ablation sweep order(s): backward, forward, random:SEED (repeatable)")]
 NOpt = Annotated[int, typer.Option(min=1, help="prompts")]
+SeedOpt = Annotated[int, typer.Option(min=0, help="seed of the prompts")]
 DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16")]
 
 

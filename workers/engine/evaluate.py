@@ -10,6 +10,7 @@ the search for each level's circuit never pay twice for one mask.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -63,14 +64,16 @@ def budget(device: torch.device) -> int:
     return max(MASK_BUDGET_BYTES, free // 4)
 
 
+def batched_metrics(evaluate: Callable[[torch.Tensor], torch.Tensor], masks: np.ndarray, chunk: int) -> np.ndarray:
+    """``evaluate`` (an engine's metric of a batch of masks) over every row of ``masks``, ``chunk`` masks a run."""
+    out = [evaluate(torch.as_tensor(masks[start:start + chunk], dtype=torch.float32)).cpu()
+           for start in range(0, len(masks), chunk)]
+    return torch.cat(out).double().numpy()
+
+
 def edge_metrics(engine: PatchingEngine, masks: np.ndarray) -> np.ndarray:
     """The metric of every edge mask (rows of ``masks``), batched within the memory budget."""
-    out = []
-    chunk = masks_per_run(engine)
-    for start in range(0, len(masks), chunk):
-        keep = torch.as_tensor(masks[start:start + chunk], dtype=torch.float32)
-        out.append(engine.evaluate_edges(keep).cpu())
-    return torch.cat(out).double().numpy()
+    return batched_metrics(engine.evaluate_edges, masks, masks_per_run(engine))
 
 
 @dataclass

@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from service.expressions import Selection
 from service.types import Level, Mode, NodeKind
-from workers.engine.evaluate import Baselines, EdgeEvaluator, budget, masks_per_run
+from workers.engine.evaluate import Baselines, EdgeEvaluator, batched_metrics, budget, masks_per_run
 from workers.engine.patching import PatchingEngine
 
 
@@ -57,12 +56,7 @@ def node_masks_per_run(engine: PatchingEngine) -> int:
 
 def node_metrics(engine: PatchingEngine, masks: np.ndarray) -> np.ndarray:
     """The metric of every node mask (rows), batched within the engine's memory budget."""
-    out = []
-    chunk = node_masks_per_run(engine)
-    for start in range(0, len(masks), chunk):
-        keep = torch.as_tensor(masks[start:start + chunk], dtype=torch.float32)
-        out.append(engine.evaluate_nodes(keep).cpu())
-    return torch.cat(out).double().numpy()
+    return batched_metrics(engine.evaluate_nodes, masks, node_masks_per_run(engine))
 
 
 def evaluate_selections(engine: PatchingEngine, selections: Sequence[Selection],
