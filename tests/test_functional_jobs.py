@@ -55,6 +55,9 @@ def test_evaluate_extend_and_transfer_jobs_run_on_the_embedded_worker():
     tr = json.loads(run("transfer", "--model", "toy", "--expression", "layer(1)", "--task", "months", "--task", "ioi",
                         "--n", "8", "--submit", "--wait", "--json").stdout)
     assert tr["status"] == "succeeded" and len(tr["evaluation_ids"]) == 4  # the extended circuit and layer(1)
+    run("jobs")  # the table lists functional jobs too
+    listed = json.loads(run("jobs", "--json").stdout)["items"]
+    assert {j["spec"]["kind"] for j in listed} == {"evaluate", "extend", "transfer"}
     with open_store() as store:
         api = TestClient(create_app(store))
         matrix = api.get("/transfer", params={"model": "toy"}).json()

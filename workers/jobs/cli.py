@@ -167,8 +167,13 @@ def _run_queued_here(settings: Settings, stop: threading.Event) -> None:
 
 def _print_jobs(items: list[dict[str, Any]], title: str = "jobs") -> None:
     table(title, ["id", "status", "model", "task", "method", "progress", "circuits", "error"],
-          [[j["id"], j["status"], j["spec"]["model"], j["spec"]["task"], j["spec"]["method"],
+          [[j["id"], j["status"], j["spec"]["model"], _tasks(j["spec"]), j["spec"].get("method") or j["spec"]["kind"],
             j["progress"], len(j["circuit_ids"]), (j["error"] or {}).get("message")] for j in items])
+
+
+def _tasks(spec: dict[str, Any]) -> str:
+    """A job's task: a discovery's or an evaluation's, or a transfer's columns."""
+    return spec.get("task") or ",".join(spec.get("tasks") or ["every task"])
 
 
 def _exit_unless_succeeded(results: list[dict[str, Any]]) -> None:
