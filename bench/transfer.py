@@ -1,6 +1,7 @@
 """Transfer-matrix benchmark (figures, not a timed test): ``--rows`` circuits x the six tasks, and component importance.
 
-Run with scripts/bench.sh transfer [--model toy|smollm2-135m] [--rows 10] [--size 50] [--n 32] [--device cpu].
+Run with scripts/bench.sh transfer [--model toy|smollm2-135m] [--rows 10] [--size 50] [--n 32] [--device cpu]
+[--skip-components].
 Rows are node circuits of ``--size`` random components each (seeded), given as expressions; the model is
 loaded once before timing. Printed per run:
 
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32, help="prompts per task")
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-components", action="store_true", help="the transfer matrix only")
     args = parser.parse_args()
     model = load_model(args.model, args.device)
     rows = rows_of(model.shape, args.rows, args.size, args.seed)
@@ -95,6 +97,8 @@ def main() -> None:
         print(f"transfer matrix {len(rows)} x {len(TASKS)}: {wall:.2f} s; masked forwards it needs, batched: "
               f"{masked:.2f} s (ratio {wall / masked:.2f}); one plain forward per cell: {plain:.2f} s "
               f"(ratio {wall / plain:.2f}); masked runs alone / plain per cell: {masked / plain:.2f}")
+        if args.skip_components:
+            return
         prompts = prompts_for(args.model, "ioi", None, args.n, 0, "float32", args.device)
         engine = PatchingEngine(model, prompts.batch, spec.ablation, metric_for("ioi", None))
         selection = select(parse(rows[0]), model.name, model.shape, store.memberships, Level.NODE)

@@ -150,8 +150,10 @@ class PatchingEngine:
         return weighted.sum((1, 2), keepdim=True) / valid.sum()
 
     def metric_of(self, final: torch.Tensor) -> torch.Tensor:
-        """The task metric of each mask's ``[mask, batch, vocab]`` final logits -> ``[mask]``."""
-        return torch.stack([task_metric(self.metric, f, self.batch, self.clean_final) for f in final])
+        """The task metric of each mask's ``[mask, batch, vocab]`` final logits -> ``[mask]`` (only KL reads the clean
+        run's logits, so no other metric makes the clean run)."""
+        reference = self.clean_final if self.metric is Metric.KL else None
+        return torch.stack([task_metric(self.metric, f, self.batch, reference) for f in final])
 
     @torch.no_grad()
     def run_nodes(self, keep: torch.Tensor) -> torch.Tensor:
