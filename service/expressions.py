@@ -110,7 +110,7 @@ class _Parser:
         if len(text) > max_length:
             raise ExpressionError(f"the expression has {len(text):,} characters; at most {max_length:,} "
                                   "(CIRCAT_MAX_EXPRESSION_LENGTH)")
-        self.text, self.tokens = text, self._tokenize(text)
+        self.tokens = self._tokenize(text)
         self.i = 0
 
     @staticmethod
@@ -150,11 +150,15 @@ class _Parser:
         return e
 
     def _list(self) -> Expr:
+        return _join(self._unions())
+
+    def _unions(self) -> list[Expr]:
+        """Comma-separated unions: a list's parts, or ``shared``'s operands."""
         parts = [self._union()]
         while (tok := self._peek()) is not None and tok[1] == ",":
             self._take(",")
             parts.append(self._union())
-        return _join(parts)
+        return parts
 
     def _union(self) -> Expr:
         e = self._inter()
@@ -188,10 +192,7 @@ class _Parser:
     def _call(self, name: str) -> Expr:
         self._take("(")
         if name == "shared":
-            parts = [self._union()]
-            while (tok := self._peek()) is not None and tok[1] == ",":
-                self._take(",")
-                parts.append(self._union())
+            parts = self._unions()
             self._take(";")
             _, k, at = self._take(kind="range")
             if not k.isdigit() or int(k) < 1:
@@ -273,12 +274,9 @@ def select(expr: Expr, model: str, shape: ModelShape, members: Callable[[list[st
         raise ExpressionError(f"edge level needs every operand to have edges; these have none: {', '.join(node_only)}")
     chosen = level or (Level.NODE if node_only else Level.EDGE)
     value = _evaluate(expr, graph, found, chosen)
-    nodes = value.nodes | ~graph.component_mask
-    if chosen is Level.EDGE:
-        assert value.edges is not None
-        nodes = graph.endpoint_mask(value.edges) | ~graph.component_mask
-    return Selection(text_of(expr), model, shape, chosen, nodes, value.edges if chosen is Level.EDGE else None,
-                     tuple(ids))
+    edges = value.edges if chosen is Level.EDGE else None
+    nodes = (value.nodes if edges is None else graph.endpoint_mask(edges)) | ~graph.component_mask
+    return Selection(text_of(expr), model, shape, chosen, nodes, edges, tuple(ids))
 
 
 def _check_names(expr: Expr, graph: ModelGraph) -> None:

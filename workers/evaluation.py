@@ -21,6 +21,7 @@ from service.jobs.evaluation import EvaluationSpec
 from service.progress import Progress, silent
 from service.stores.base import EvaluationRecord
 from service.tasks import family_of
+from service.types import Mode
 from workers.discover import INPUT_ERRORS, metric_for, prompts_for
 from workers.engine.functional import (
     ComponentEffects,
@@ -118,8 +119,6 @@ def run_extension(spec: EvaluationSpec, cat: Catalogue, device: str | None = Non
                   progress: Progress = silent) -> tuple[Prepared, Extension, Circuit]:
     """Grow the one expression of ``spec`` on its task to its threshold (default 0.8); the grown circuit (method
     ``extend``), with its faithfulness and provenance (the expression, the circuits it derives from, what was added)."""
-    if len(spec.expressions) != 1:
-        raise EvaluateError("extend grows one circuit or expression")
     level = spec.threshold or DEFAULT_THRESHOLD
     ready = prepare(spec, cat, device, progress)
     with _input_errors():
@@ -156,7 +155,7 @@ def expression_circuit(run: EvaluationRun, result: FunctionalResult) -> Circuit:
     if s.n_components == 0 and not s.n_edges:
         raise EvaluateError(f"{s.text} selects nothing: an empty circuit cannot be stored")
     params = _params(s, spec, run.n_prompts) | {"items": s.level.value}  # "level" is a faithfulness target
-    faithfulness = result.value if result.mode.value == "keep" else None
+    faithfulness = result.value if result.mode is Mode.KEEP else None
     provenance = Provenance(model=run.model, task=spec.task, method="expression", task_family=family_of(spec.task),
                             params=params, metric=run.metric, faithfulness=faithfulness)
     n_nodes = len(s.node_mask)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine, Mapping
+from contextlib import nullcontext
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
@@ -93,10 +94,7 @@ class BoundedJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             raw = await self.body()
-            if len(raw) > BIG_BODY:
-                with self.gate.slot():
-                    self._json = await run_in_threadpool(parse_body, raw, self.model, self.limits.max_json_values)
-            else:
+            with self.gate.slot() if len(raw) > BIG_BODY else nullcontext():
                 self._json = await run_in_threadpool(parse_body, raw, self.model, self.limits.max_json_values)
         return self._json
 

@@ -6,13 +6,12 @@ parsed, every circuit it names stored and of one model, within ``CIRCAT_MAX_EXPR
 ``CIRCAT_MAX_IDS``; a refusal is 422 naming the problem.
 """
 
-from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.routing import APIRoute
 
-from service.api.jobs import Submitted
+from service.api.jobs import Submitted, submitted
 from service.api.problems import declared
 from service.catalogue import Catalogue
 from service.circuit import CIRCUIT_ID
@@ -22,8 +21,8 @@ from service.expressions import ExpressionError, circuit_ids, parse
 from service.jobs.dispatch import Dispatcher
 from service.jobs.evaluation import EvaluationSpec
 from service.limits import MAX_NAME_LENGTH
-from service.model_sources import check_rest_model
-from service.stores.base import EvaluationFilter, EvaluationRecord
+from service.report.transfer import newest_cells
+from service.stores.base import EvaluationFilter
 from service.types import Mode
 
 OptionalName = Annotated[str | None, Query(max_length=MAX_NAME_LENGTH)]
@@ -43,12 +42,7 @@ def evaluation_router(cat: Catalogue, dispatcher: Dispatcher, settings: Settings
                ) -> Submitted:
         """Queue a functional job (evaluate, extend or transfer): 202 with its ``Location``; the results are stored
         evaluations (``GET /evaluations``) and, for extend, a circuit."""
-        check_rest_model(spec.model, settings.model_roots, settings.hub_models)
-        _check_expressions(cat, spec)
-        job, new = dispatcher.submit(spec, force)
-        response.headers["Location"] = f"/jobs/{job.id}"
-        response.status_code = 202 if new else 200
-        return Submitted(spec=spec, new=new, **job.model_dump(exclude={"spec", "error", "circuits"}))
+        return submitted(dispatcher, settings, spec, force, response, lambda: _check_expressions(cat, spec))
 
     @router.get("/evaluations", **reads)
     def list_evaluations(
@@ -62,26 +56,21 @@ def evaluation_router(cat: Catalogue, dispatcher: Dispatcher, settings: Settings
         prompts, the value (faithfulness when kept, the share left when knocked out) and the metric values."""
         flt = EvaluationFilter(circuit, model, task, mode.value if mode else None, min_value)
         items, total = cat.evaluations(flt, limit, offset)
-        return {"items": [_view(r) for r in items], "total": total, "limit": limit, "offset": offset}
+        return {"items": [r.view() for r in items], "total": total, "limit": limit, "offset": offset}
 
     @router.get("/transfer", **reads)
     def transfer(model: Annotated[str, Query(max_length=MAX_NAME_LENGTH)], mode: Mode = Mode.KEEP) -> dict[str, Any]:
         """The transfer matrix of ``model`` from its stored evaluations: per expression (a circuit id is one) its value
         on each task, the newest evaluation per cell; at most ``CIRCAT_MAX_PAGE`` evaluations are read."""
         records, total = cat.evaluations(EvaluationFilter(model=model, mode=mode.value), limits.max_page)
-        cells: dict[tuple[str, str], float] = {}
-        for r in records:
-            cells.setdefault((r.expression, r.task), r.value)
-        rows = list(dict.fromkeys(e for e, _ in cells))
+        cells = newest_cells(records, mode.value)
+        rows: dict[str, dict[str, float]] = {}
+        for (expression, task), value in cells.items():
+            rows.setdefault(expression, {})[task] = value
         return {"model": model, "mode": mode.value, "tasks": sorted({t for _, t in cells}),
-                "rows": [{"expression": e, "values": {t: v for (x, t), v in cells.items() if x == e}} for e in rows],
-                "truncated": total > len(records)}
+                "rows": [{"expression": e, "values": v} for e, v in rows.items()], "truncated": total > len(records)}
 
     return router
-
-
-def _view(r: EvaluationRecord) -> dict[str, Any]:
-    return asdict(r) | {"id": r.id}
 
 
 def _check_expressions(cat: Catalogue, spec: EvaluationSpec) -> None:

@@ -6,6 +6,7 @@ listings answer with the spec summarised (a custom task's lines counted and hash
 gives the whole spec.
 """
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -16,7 +17,7 @@ from service.api.problems import declared
 from service.config import Settings
 from service.jobs.dispatch import Dispatcher
 from service.jobs.spec import DiscoverySpec
-from service.jobs.store import Job, JobFilter, JobStatus, JobSummary
+from service.jobs.store import AnySpec, Job, JobFilter, JobStatus, JobSummary
 from service.limits import MAX_NAME_LENGTH
 from service.model_sources import check_rest_model
 
@@ -28,6 +29,19 @@ class Submitted(JobSummary):
     """A submitted job; ``new`` is false when an identical spec's job was returned instead."""
 
     new: bool
+
+
+def submitted(dispatcher: Dispatcher, settings: Settings, spec: AnySpec, force: bool, response: Response,
+              then_check: Callable[[], None] | None = None) -> Submitted:
+    """Queue ``spec`` once its model is one REST may name (and ``then_check`` passes): 202 with the job's
+    ``Location`` (200 for the job of an identical spec), the spec summarised."""
+    check_rest_model(spec.model, settings.model_roots, settings.hub_models)
+    if then_check is not None:
+        then_check()
+    job, new = dispatcher.submit(spec, force)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    response.status_code = 202 if new else 200
+    return Submitted(spec=spec.summary(), new=new, **job.model_dump(exclude={"spec", "error", "circuits"}))
 
 
 class JobPage(BaseModel):
@@ -52,11 +66,7 @@ def job_router(dispatcher: Dispatcher, settings: Settings, reads: dict[str, Any]
     def submit(spec: DiscoverySpec, response: Response,
                force: Annotated[bool, Query(description="a new job even if an identical spec has one")] = False,
                ) -> Submitted:
-        check_rest_model(spec.model, settings.model_roots, settings.hub_models)
-        job, new = dispatcher.submit(spec, force)
-        response.headers["Location"] = f"/jobs/{job.id}"
-        response.status_code = 202 if new else 200
-        return Submitted(spec=spec.summary(), new=new, **job.model_dump(exclude={"spec", "error", "circuits"}))
+        return submitted(dispatcher, settings, spec, force, response)
 
     @router.get("/jobs/{job_id}", response_model=Job, **reads)
     def get(job_id: JobId) -> Job:

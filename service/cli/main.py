@@ -169,7 +169,7 @@ def evaluations(
     with catalogue(store, as_json) as cat:
         items, total = cat.evaluations(flt, limit, offset)
     if as_json:
-        emit_json({"items": [r.__dict__ | {"id": r.id} for r in items], "total": total})
+        emit_json({"items": [r.view() for r in items], "total": total})
         return
     table(f"{total} evaluation(s)", ["id", "model", "task", "expression", "mode", "level", "value", "metric"],
           [[r.id, r.model, r.task, r.expression, r.mode, r.level, r.value, r.metric] for r in items])

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, computed_field
@@ -122,10 +123,11 @@ class JobState(BaseModel):
                 "evaluation_ids": json.loads(row.evaluation_ids or "[]"), "cancel_requested": row.cancel_requested}
 
 
-def spec_of(text: str) -> AnySpec:
-    """A stored spec: a functional one by its ``kind``, else a discovery."""
+def spec_of(text: str, discovery: type[BaseModel] = DiscoverySpec) -> Any:
+    """A stored spec (or its summary, with ``discovery=SpecSummary``): a functional one by its ``kind``, else a
+    discovery."""
     data = json.loads(text)
-    return EvaluationSpec.model_validate(data) if "kind" in data else DiscoverySpec.model_validate(data)
+    return EvaluationSpec.model_validate(data) if "kind" in data else discovery.model_validate(data)
 
 
 class Job(JobState):
@@ -146,9 +148,7 @@ class JobSummary(JobState):
     @staticmethod
     def of(row: JobRow) -> JobSummary:
         summary = row.spec_summary or spec_of(row.spec).summary().model_dump_json()
-        data = json.loads(summary)
-        spec = EvaluationSpec.model_validate(data) if "kind" in data else SpecSummary.model_validate(data)
-        return JobSummary(spec=spec, **JobState.state_of(row))
+        return JobSummary(spec=spec_of(summary, SpecSummary), **JobState.state_of(row))
 
 
 @dataclass(frozen=True)

@@ -28,16 +28,22 @@ class TransferView:
     own: list[str | None]
 
 
+def newest_cells(records: Sequence[EvaluationRecord], mode: str) -> dict[tuple[str, str], float]:
+    """The value of each (expression, task) in ``mode``, from the newest of its records (``records`` newest first)."""
+    cells: dict[tuple[str, str], float] = {}
+    for r in records:
+        if r.mode == mode:
+            cells.setdefault((r.expression, r.task), r.value)
+    return cells
+
+
 def transfer_views(records: Sequence[EvaluationRecord], labels: dict[str, str],
                    own_task: dict[str, str]) -> list[TransferView]:
     """The keep and knockout matrices of ``records`` (newest record per cell), rows labelled by ``labels``
     (a circuit id's label; ids inside an expression are replaced by their labels too)."""
     views = []
     for mode in ("keep", "knockout"):
-        cells: dict[tuple[str, str], float] = {}
-        for r in records:  # newest first: the first value of a cell wins
-            if r.mode == mode:
-                cells.setdefault((r.expression, r.task), r.value)
+        cells = newest_cells(records, mode)
         if not cells:
             continue
         order = {cid: i for i, cid in enumerate(labels)}  # the report's circuits first, in its order

@@ -6,7 +6,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +79,10 @@ class EvaluationRecord:
         key = [self.model, self.task, self.expression, self.mode, self.level, self.metric, self.ablation,
                self.per_position, self.n_prompts, self.seed]
         return "e" + hashlib.sha256(json.dumps(key).encode()).hexdigest()[:23]
+
+    def view(self) -> dict[str, Any]:
+        """The record as the CLI and the API show it: every field and its id."""
+        return asdict(self) | {"id": self.id}
 
 
 EVALUATION_FIELDS = ("model", "task", "expression", "mode", "level", "metric", "ablation", "per_position",

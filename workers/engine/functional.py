@@ -120,21 +120,30 @@ def component_effects(engine: PatchingEngine, selection: Selection) -> Component
         "layer_heads": [kept | (heads & (layer_of == layer)) for layer in layers],
         "heads_upto": [kept | (heads & (layer_of <= layer)) for layer in layers],
     }
-    chunk = node_masks_per_run(engine)
-    base_values = node_metrics(engine, np.stack([np.ones(graph.n_nodes, bool), ~components,
-                                                 kept | ~components]))
-    base = Baselines(float(base_values[0]), float(base_values[1]))
+    base, start = _baselines_and_start(engine, kept)
     f = {name: np.asarray(base.faithfulness(node_metrics(engine, np.stack(masks) | ~components)))
          for name, masks in groups.items() if masks}
-    start = float(base.faithfulness(base_values[2]))
     return ComponentEffects(
         start,
         {graph.nodes[i].name: start - float(v) for i, v in zip(inside, f.get("removed", []), strict=True)},
         {graph.nodes[i].name: float(v) - start for i, v in zip(outside, f.get("added", []), strict=True)},
         dict(zip(layers, map(float, f["layer_heads"]), strict=True)),
         dict(zip(layers, map(float, f["heads_upto"]), strict=True)),
-        {name: -(-len(masks) // chunk) for name, masks in groups.items()},
+        {name: _passes(engine, len(masks)) for name, masks in groups.items()},
     )
+
+
+def _baselines_and_start(engine: PatchingEngine, kept: np.ndarray) -> tuple[Baselines, float]:
+    """The node baselines and the faithfulness of the components ``kept``, from one batch of three masks."""
+    components = engine.layout.graph.component_mask
+    values = node_metrics(engine, np.stack([np.ones(len(kept), bool), ~components, kept | ~components]))
+    base = Baselines(float(values[0]), float(values[1]))
+    return base, float(base.faithfulness(values[2]))
+
+
+def _passes(engine: PatchingEngine, n_masks: int) -> int:
+    """Batched forward passes ``node_metrics`` makes for ``n_masks`` node masks."""
+    return -(-n_masks // node_masks_per_run(engine))
 
 
 def _with(mask: np.ndarray, i: int, value: bool) -> np.ndarray:
@@ -155,24 +164,21 @@ class Extension:
     passes: int
 
 
-def extend_selection(engine: PatchingEngine, selection: Selection, level: float,
-                     max_added: int | None = None) -> Extension:
+def extend_selection(engine: PatchingEngine, selection: Selection, level: float) -> Extension:
     """Add, one at a time, the component whose addition gives the largest faithfulness, until ``level`` is reached
-    (or nothing is left, or ``max_added``); each step is one batched pass over every candidate."""
+    (or nothing is left); each step is one batched pass over every candidate."""
     graph = engine.layout.graph
     components = graph.component_mask
     kept = selection.node_mask & components
-    values = node_metrics(engine, np.stack([np.ones(graph.n_nodes, bool), ~components, kept | ~components]))
-    base = Baselines(float(values[0]), float(values[1]))
-    history, added, passes = [float(base.faithfulness(values[2]))], [], 1
-    chunk = node_masks_per_run(engine)
-    while history[-1] < level and (max_added is None or len(added) < max_added):
+    base, start = _baselines_and_start(engine, kept)
+    history, added, passes = [start], [], 1
+    while history[-1] < level:
         candidates = np.flatnonzero(components & ~kept)
         if not len(candidates):
             break
         masks = np.stack([_with(kept, i, True) for i in candidates]) | ~components
         f = np.asarray(base.faithfulness(node_metrics(engine, masks)))
-        passes += -(-len(masks) // chunk)
+        passes += _passes(engine, len(masks))
         best = int(np.argmax(f))
         kept = _with(kept, int(candidates[best]), True)
         added.append(graph.nodes[candidates[best]].name)
