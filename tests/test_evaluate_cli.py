@@ -78,3 +78,19 @@ def test_the_transfer_matrix_has_each_circuit_on_its_own_task_on_the_diagonal():
     assert rows["layer(L3)"]["own_task"] is None
     assert json.loads(run("evaluations", "--json").stdout)["total"] == 9
     assert "no circuits of 'toy' stored by eap" in run("transfer", "--model", "toy", "--method", "eap", ok=False).output
+
+
+def test_components_write_their_report_and_extend_grows_edges(tmp_path):
+    found = json.loads(run("discover", "--model", "toy", "--task", "months", "--method", "eap", "--n", "8",
+                           "--threshold", "0.8", "--json").stdout)["circuits"][0]
+    out = json.loads(run("evaluate", f"{found['id']} & heads(all)", "--model", "toy", "--task", "numerals",
+                         "--n", "8", "--components", "--report-out", str(tmp_path / "r.html"), "--json").stdout)
+    html = (tmp_path / "r.html").read_text()
+    assert out["report"] == str(tmp_path / "r.html") and found["id"] in html and 'data-group="drop"' in html
+    assert all(name in html for name in out["removed"])
+    grown = json.loads(run("extend", "input->a3.h0<v>, a3.h0->logits", "--model", "toy", "--task", "months",
+                           "--level", "edge", "--threshold", "0.3", "--candidates", "8", "--n", "8",
+                           "--json").stdout)
+    assert grown["level"] == "edge" and grown["reached"] and "->" in grown["steps"][1]["added"]
+    stored = json.loads(run("export", grown["id"], "--format", "circat").stdout)
+    assert stored["method"] == "extend" and stored["params"]["candidates"] == 8 and stored["edges"]

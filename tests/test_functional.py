@@ -196,6 +196,57 @@ def test_extend_adds_the_best_component_first_and_stores_what_it_reached(sqlite_
     assert again.value == pytest.approx(stored.provenance.faithfulness, abs=1e-6)
 
 
+def test_extend_at_edge_level_adds_the_best_edge_first_and_stores_an_edge_circuit(sqlite_store):
+    cat = Catalogue(sqlite_store)
+    graph = graph_for(_toy_shape())
+    path = ["input->a3.h0<v>", "a3.h0->logits"]
+    _, near, _ = run_extension(EvaluationSpec(kind="extend", expressions=(", ".join(path),), model="toy",
+                                              task="months", level=Level.EDGE, threshold=0.3, candidates=8, n=8), cat)
+    start = path + near.added[:-1]  # one edge short of 0.3
+    spec = EvaluationSpec(kind="extend", expressions=(", ".join(start),), model="toy", task="months",
+                          level=Level.EDGE, threshold=0.3, candidates=0, n=8)
+    _, grown, circuit = run_extension(spec, cat)
+    assert grown.level is Level.EDGE and grown.reached and grown.faithfulness[0] < 0.3 <= grown.faithfulness[-1]
+    outside = [e for e in (graph.edge_name(i) for i in range(graph.n_edges)) if e not in start]
+    texts = tuple(f"{', '.join(start)}, {e}" for e in outside)
+    values = [r.value for k in range(0, len(texts), 100) for r in run_evaluation(EvaluationSpec(
+        expressions=texts[k:k + 100], model="toy", task="months", level=Level.EDGE, n=8), cat).results]
+    assert values[outside.index(grown.added[0])] == pytest.approx(max(values), abs=1e-6)
+    assert grown.faithfulness[1] == pytest.approx(max(values), abs=1e-6)
+    stored = cat.get(cat.add(circuit))
+    assert stored.has_edges and set(stored.edge_names) == {*start, *grown.added}
+    assert stored.provenance.params["items"] == "edge" and stored.provenance.params["candidates"] == 0
+    again = run_evaluation(EvaluationSpec(expressions=(stored.id,), model="toy", task="months", n=8), cat).results[0]
+    assert again.selection.level is Level.EDGE and again.value == pytest.approx(grown.faithfulness[-1], abs=1e-6)
+
+
+def test_edge_extend_evaluates_only_its_shortlist_of_edges_by_attribution(sqlite_store):
+    from workers.engine.attribution import edge_attribution
+
+    cat = Catalogue(sqlite_store)
+    start = ["input->a3.h0<v>", "a3.h0->logits"]
+    spec = EvaluationSpec(kind="extend", expressions=(", ".join(start),), model="toy", task="months",
+                          level=Level.EDGE, threshold=0.3, candidates=4, n=8)
+    ready, grown, _ = run_extension(spec, cat)
+    graph = ready.engine.layout.graph
+    score = dict(zip((graph.edge_name(i) for i in range(graph.n_edges)),
+                     np.abs(edge_attribution(ready.engine).numpy()), strict=True))
+    held = set(start)
+    for edge in grown.added:  # each step's edge is one of the 4 best-scored edges not yet held
+        remaining = sorted((e for e in score if e not in held), key=lambda e: -score[e])
+        assert score[edge] >= score[remaining[3]]
+        held.add(edge)
+    assert grown.passes == 3 + len(grown.added)  # 4 masks fit one batch: one pass per step
+    with pytest.raises(ValueError, match="candidates applies to extend"):
+        EvaluationSpec(expressions=("m3",), model="toy", task="months", candidates=4)
+
+
+def _toy_shape():
+    from workers.models import load_model
+
+    return load_model("toy").shape
+
+
 @pytest.fixture(scope="module")
 def two_paths(tmp_path_factory) -> str:
     """a0.h0 carries number words and months, a0.h1 greater-than (``tests.tiny_models.save_two_paths``)."""

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from service.api.app import create_app
 from service.circuit import Circuit, Provenance
+from service.effects import ComponentEffects, EffectsView
 from service.graph import graph_for
 from service.literature import literature_documents
 from service.report.diagram import DiagramOptions, circuit_svg
@@ -114,6 +115,19 @@ def test_report_draws_curves_of_discovered_circuits():
     c = Circuit(**{**c.__dict__, "annotations": {"evaluation": {"curve_absolute": curve, "curve_signed": curve}}})
     html = report_html([c, edge_circuit(seed=1)])
     assert html.count('class="curve"') == 2 and html.count('class="heatmap"') == 2
+
+
+def test_report_ranks_component_effects_with_bars_scaled_to_the_largest():
+    effects = ComponentEffects(base=0.8, removed={"a1.h0": 0.5, "m0": -0.1}, added={f"a0.h{i}": i / 100
+                               for i in range(30)}, layer_heads={0: 0.3, 1: 0.9}, heads_upto={0: 0.3, 1: 0.95},
+                               passes={"removed": 1})
+    html = report_html([], effects=[EffectsView("c1 & heads(L1)", "tiny", "months", "logit_diff", effects)])
+    drop, gain = re.findall(r'<table class="effects" data-group="(\w+)">(.*?)</table>', html, re.S)
+    assert drop[0] == "drop" and drop[1].index("a1.h0") < drop[1].index("m0") and "width:120px" in drop[1]
+    assert "width:24px" in drop[1]  # 0.1 of 0.5 of 120 px
+    assert gain[1].count("<tr>") == 2 + 20 and "a0.h29" in gain[1] and "a0.h9<" not in gain[1]
+    assert "c1 &amp; heads(L1)" in html and "<td>1</td><td>0.900</td><td>0.950</td>" in html
+    assert "component importance" not in report_html([])
 
 
 def test_cli_report_writes_html(tmp_path):

@@ -9,12 +9,14 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from service.cli.main import JsonOpt, StoreOpt, app, catalogue
+from service.cli.main import JsonOpt, StoreOpt, app, catalogue, write_report
 from service.cli.output import console, emit_json, fail, table
+from service.effects import EffectsView
 from service.errors import CatalogueError
 from service.jobs.evaluation import EvaluationSpec
 from service.jobs.spec import problems_of
 from service.progress import console_progress
+from service.stores import CircuitFilter
 from service.types import Ablation, Level, Mode
 from workers import spec_options as opts
 
@@ -60,6 +62,8 @@ def evaluate(
     components: Annotated[bool, typer.Option("--components", help="one expression: each component removed alone, "
                                                                   "each other added alone, the layer sweeps")]
     = False,
+    report_out: Annotated[Path | None, typer.Option(help="with --components: write the HTML report of the "
+                                                         "expression's circuits and the effects here")] = None,
     submit: SubmitOpt = False,
     wait: WaitOpt = False,
     store: StoreOpt = None,
@@ -77,7 +81,7 @@ def evaluate(
         _submitted(spec, wait, as_json)
         return
     if components:
-        _components(spec, store, device, as_json)
+        _components(spec, store, device, as_json, report_out)
         return
     with catalogue(store, as_json) as cat:
         try:
@@ -122,18 +126,24 @@ def _submitted(spec: EvaluationSpec, wait: bool, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
-def _components(spec: EvaluationSpec, store: str | None, device: str | None, as_json: bool) -> None:
+def _components(spec: EvaluationSpec, store: str | None, device: str | None, as_json: bool,
+                report_out: Path | None) -> None:
     from workers.evaluation import EvaluateError, run_components
 
     with catalogue(store, as_json) as cat:
         try:
             with console_progress(f"components on {spec.task}", enabled=not as_json) as progress:
                 ready, effects = run_components(spec, cat, device, progress)
+            selection = ready.selections[0]
+            view = EffectsView(selection.text, ready.model, spec.task or "", ready.metric, effects)
+            report = None if report_out is None else write_report(
+                cat, cat.select(list(selection.operands), CircuitFilter()) if selection.operands else [],
+                report_out, as_json, effects=[view])
         except (EvaluateError, CatalogueError, ValueError) as exc:
             fail(exc, as_json)
     if as_json:
         emit_json({"model": ready.model, "task": spec.task, "expression": ready.selections[0].text,
-                   "metric": ready.metric, "n_prompts": ready.n_prompts} | effects.__dict__)
+                   "metric": ready.metric, "n_prompts": ready.n_prompts, "report": report} | effects.__dict__)
         return
     console.print(f"{ready.selections[0].text} on {ready.model} / {spec.task}: faithfulness {effects.base:.3f}")
     ranked = sorted(effects.removed.items(), key=lambda kv: -abs(kv[1]))
@@ -151,6 +161,10 @@ def extend(
     model: opts.ModelOpt,
     task: Annotated[str, typer.Option(help="the task to grow it towards")],
     threshold: Annotated[float, typer.Option(min=0.01, max=1.0, help="the faithfulness to reach on TASK")] = 0.8,
+    level: Annotated[Level, typer.Option(help="node: add components; edge: add edges (every operand needs edges)")]
+    = Level.NODE,
+    candidates: Annotated[int, typer.Option(min=0, help="edge level: the remaining edges with the largest |EAP "
+                                                       "score| each step evaluates exactly (0: all)")] = 64,
     metric: opts.MetricOpt = None,
     ablation: opts.AblationOpt = Ablation.RESAMPLE,
     n: opts.NOpt = 64,
@@ -161,15 +175,16 @@ def extend(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Grow a circuit greedily (node level) until it reaches THRESHOLD on TASK: each step adds the component
-    with the largest gain (one batched pass over every candidate); the result is stored (method extend)."""
+    """Grow a circuit greedily until it reaches THRESHOLD on TASK: each step adds the component (or, at edge level,
+    the edge) with the largest gain (one batched pass over the candidates); the result is stored (method extend)."""
     from workers.jobs.cli import need_worker
 
     need_worker(as_json)
     from workers.evaluation import EvaluateError, run_extension
 
     spec = _spec([expression], model, task, as_json, kind="extend", metric=metric, ablation=ablation,
-                 level=Level.NODE, threshold=threshold, n=n, seed=seed)
+                 level=level, threshold=threshold, candidates=candidates if level is Level.EDGE else None, n=n,
+                 seed=seed)
     if submit:
         _submitted(spec, wait, as_json)
         return
@@ -184,7 +199,7 @@ def extend(
                                                                    strict=True)]
     if as_json:
         emit_json({"id": cid, "model": ready.model, "task": task, "expression": ready.selections[0].text,
-                   "reached": grown.reached, "passes": grown.passes, "steps": steps})
+                   "level": grown.level.value, "reached": grown.reached, "passes": grown.passes, "steps": steps})
         return
     table(f"{ready.selections[0].text} grown on {ready.model} / {task} towards {threshold:g}", ["added",
           "faithfulness"], [list(s.values()) for s in steps])
@@ -232,7 +247,6 @@ def transfer(
     from workers.jobs.cli import need_worker
 
     need_worker(as_json)
-    from service.stores import CircuitFilter
     from service.tasks import TASKS
     from workers.evaluation import EvaluateError
     from workers.models import ModelLoadError, load_model

@@ -15,16 +15,18 @@ import numpy as np
 
 from service.catalogue import Catalogue
 from service.circuit import Circuit, Provenance
+from service.effects import ComponentEffects
 from service.errors import NotFound
 from service.expressions import ExpressionError, Selection, parse, select
+from service.graph import graph_for
 from service.jobs.evaluation import EvaluationSpec
 from service.progress import Progress, silent
 from service.stores.base import EvaluationRecord
 from service.tasks import family_of
-from service.types import Mode
+from service.types import Level, Mode, ModelShape
 from workers.discover import INPUT_ERRORS, metric_for, prompts_for
 from workers.engine.functional import (
-    ComponentEffects,
+    DEFAULT_CANDIDATES,
     Extension,
     FunctionalResult,
     component_effects,
@@ -120,15 +122,30 @@ def run_extension(spec: EvaluationSpec, cat: Catalogue, device: str | None = Non
     """Grow the one expression of ``spec`` on its task to its threshold (default 0.8); the grown circuit (method
     ``extend``), with its faithfulness and provenance (the expression, the circuits it derives from, what was added)."""
     level = spec.threshold or DEFAULT_THRESHOLD
+    candidates = DEFAULT_CANDIDATES if spec.candidates is None else spec.candidates
     ready = prepare(spec, cat, device, progress)
     with _input_errors():
-        grown = extend_selection(ready.engine, ready.selections[0], level)
+        grown = extend_selection(ready.engine, ready.selections[0], level, candidates)
     s = ready.selections[0]
-    params = _params(s, spec, ready.n_prompts) | {"level": level, "added": grown.added, "reached": grown.reached}
+    params = _params(s, spec, ready.n_prompts) | {"level": level, "items": grown.level.value, "added": grown.added,
+                                                  "reached": grown.reached}
+    if grown.level is Level.EDGE:
+        params["candidates"] = candidates
     provenance = Provenance(model=ready.model, task=spec.task, method="extend", task_family=family_of(spec.task),
                             params=params, metric=ready.metric, faithfulness=grown.faithfulness[-1])
-    n = len(grown.node_mask)
-    return ready, grown, Circuit(provenance, s.shape, node_mask=grown.node_mask, node_scores=np.full(n, np.nan))
+    return ready, grown, _circuit(provenance, s.shape, grown.mask if grown.level is Level.NODE else None,
+                                  grown.mask if grown.level is Level.EDGE else None)
+
+
+def _circuit(provenance: Provenance, shape: ModelShape, nodes: np.ndarray | None,
+             edges: np.ndarray | None) -> Circuit:
+    """A circuit of unscored items: ``nodes`` (node level), or ``edges`` and their endpoints (edge level)."""
+    graph = graph_for(shape)
+    if edges is not None:
+        nodes = graph.endpoint_mask(edges) | ~graph.component_mask
+    assert nodes is not None
+    return Circuit(provenance, shape, node_mask=nodes, node_scores=np.full(len(nodes), np.nan), edge_mask=edges,
+                   edge_scores=None if edges is None else np.full(len(edges), np.nan))
 
 
 def _params(s: Selection, spec: EvaluationSpec, n_prompts: int) -> dict[str, object]:
@@ -158,7 +175,4 @@ def expression_circuit(run: EvaluationRun, result: FunctionalResult) -> Circuit:
     faithfulness = result.value if result.mode is Mode.KEEP else None
     provenance = Provenance(model=run.model, task=spec.task, method="expression", task_family=family_of(spec.task),
                             params=params, metric=run.metric, faithfulness=faithfulness)
-    n_nodes = len(s.node_mask)
-    edge_scores = None if s.edge_mask is None else np.full(len(s.edge_mask), np.nan)
-    return Circuit(provenance, s.shape, node_mask=s.node_mask, node_scores=np.full(n_nodes, np.nan),
-                   edge_mask=s.edge_mask, edge_scores=edge_scores)
+    return _circuit(provenance, s.shape, s.node_mask, s.edge_mask)

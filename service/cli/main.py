@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +20,7 @@ from service.documents import (
     mib_from_circuit,
     mib_to_document,
 )
+from service.effects import EffectsView
 from service.errors import CatalogueError, LimitExceeded
 from service.limits import Limits, env_name
 from service.models import KNOWN_SHAPES
@@ -238,11 +239,11 @@ def report(
 
 
 def write_report(cat: Catalogue, circuits: list[Circuit], out: Path, as_json: bool,
-                 top_edges: int = DEFAULT_TOP_EDGES) -> str:
-    """Write the HTML report of ``circuits`` (and their stored evaluations) to ``out`` and say where (unless
-    ``as_json``); its path."""
-    out.write_text(report_html(circuits, top_edges=top_edges, evaluations=cat.evaluations_of(circuits)),
-                   encoding="utf-8")
+                 top_edges: int = DEFAULT_TOP_EDGES, effects: Sequence[EffectsView] = ()) -> str:
+    """Write the HTML report of ``circuits`` (their stored evaluations, and the component ``effects`` given) to
+    ``out`` and say where (unless ``as_json``); its path."""
+    out.write_text(report_html(circuits, top_edges=top_edges, evaluations=cat.evaluations_of(circuits),
+                               effects=effects), encoding="utf-8")
     if not as_json:
         console.print(f"report of {len(circuits)} circuit(s) written to {out}")
     return str(out)

@@ -42,6 +42,8 @@ class EvaluationSpec(BaseModel):
     level: Level | None = Field(default=None, description="default: node level when any operand has no edges")
     threshold: float | None = Field(default=None, gt=0, le=1, description="extend: the faithfulness to reach "
                                                                           "(default 0.8)")
+    candidates: int | None = Field(default=None, ge=0, le=10_000_000, description="extend at edge level: the "
+                                   "remaining edges (by |EAP score|) each step evaluates exactly; 0: all (default 64)")
     n: int = Field(default=64, ge=1, le=100_000, description="prompts")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -58,8 +60,9 @@ class EvaluationSpec(BaseModel):
             raise ValueError(f"{self.kind} takes one task (and no tasks)")
         if self.kind == "extend" and len(self.expressions) != 1:
             raise ValueError("extend grows one circuit or expression")
-        if self.threshold is not None and self.kind != "extend":
-            raise ValueError("threshold applies to extend")
+        for name in ("threshold", "candidates"):
+            if getattr(self, name) is not None and self.kind != "extend":
+                raise ValueError(f"{name} applies to extend")
         return self
 
     @property

@@ -18,7 +18,9 @@ import numpy as np
 from service.annotations import problems as annotation_problems
 from service.cancel import checkpoint
 from service.circuit import Circuit
+from service.effects import EffectsView
 from service.overlap import consensus, matrix
+from service.report.components import components_section
 from service.report.curves import curves_svg, stored_curves
 from service.report.diagram import DEFAULT_TOP_EDGES, DiagramOptions, circuit_svg
 from service.report.heatmap import heatmap_svg
@@ -43,10 +45,10 @@ KEY = ('<p class="key"><span style="color:#2f6db5">● head</span><span style="c
 
 
 def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edges: int = DEFAULT_TOP_EDGES,
-                evaluations: Sequence[EvaluationRecord] = ()) -> str:
-    """One self-contained HTML page for ``circuits`` (with the transfer matrices of their stored ``evaluations``);
-    a circuit whose annotations do not fit their schema (stored before they were checked) is shown without
-    its curves, and the page says why."""
+                evaluations: Sequence[EvaluationRecord] = (), effects: Sequence[EffectsView] = ()) -> str:
+    """One self-contained HTML page for ``circuits`` (with the transfer matrices of their stored ``evaluations``
+    and the component ``effects`` given); a circuit whose annotations do not fit their schema (stored before they
+    were checked) is shown without its curves, and the page says why."""
     by_model: dict[str, list[Circuit]] = defaultdict(list)
     for c in circuits:
         by_model[c.provenance.model].append(c)
@@ -58,6 +60,7 @@ def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edge
         body.append(f"<h2>{escape(model)}</h2>")
         body.append(_model_section(group, labels, top_edges))
     body.append(_function_section(circuits, evaluations, labels))
+    body.append(components_section(effects))
     body.append(_curves_section([c for c in circuits if c.id not in skipped], labels))
     body.append(_ablation_section(circuits, labels))
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"

@@ -11,13 +11,15 @@ with both baselines; edge-level ones go through the ``EdgeEvaluator`` (each dist
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from service.effects import ComponentEffects
 from service.expressions import Selection
 from service.types import Level, Mode, NodeKind
+from workers.engine.attribution import edge_attribution
 from workers.engine.evaluate import Baselines, EdgeEvaluator, batched_metrics, budget, masks_per_run
 from workers.engine.patching import PatchingEngine
 
@@ -86,24 +88,6 @@ def _result(selection: Selection, mode: Mode, metric: float, base: Baselines) ->
     return FunctionalResult(selection, mode, float(base.faithfulness(metric)), metric, base.full, base.empty)
 
 
-@dataclass(frozen=True)
-class ComponentEffects:
-    """Inside one circuit, at node level: what each component does, and what whole layers of heads add."""
-
-    base: float
-    """the circuit's faithfulness"""
-    removed: dict[str, float]
-    """per component of the circuit: the faithfulness lost when it alone is removed"""
-    added: dict[str, float]
-    """per component outside it: the faithfulness gained when it alone is added"""
-    layer_heads: dict[int, float]
-    """per layer L: the faithfulness with every head of L added"""
-    heads_upto: dict[int, float]
-    """per layer L: the faithfulness with every head of layers 0..L added"""
-    passes: dict[str, int]
-    """batched forward passes per group of masks"""
-
-
 def component_effects(engine: PatchingEngine, selection: Selection) -> ComponentEffects:
     """Every component of ``selection`` removed alone, every other added alone, and the seeds' layer sweeps:
     one batched pass of masks per group (more only past the memory budget)."""
@@ -152,35 +136,79 @@ def _with(mask: np.ndarray, i: int, value: bool) -> np.ndarray:
     return out
 
 
+DEFAULT_CANDIDATES = 64
+"""edge-level ``extend``: the remaining edges (by |EAP score|) each step evaluates exactly"""
+TIE = 1e-6
+"""faithfulness gains closer than this are equal: the earlier candidate wins"""
+
+
 @dataclass(frozen=True)
 class Extension:
     """A circuit grown greedily towards a level on a task: what was added, in order, and where it got."""
 
-    node_mask: np.ndarray
+    level: Level
+    mask: np.ndarray
+    """the grown circuit: its nodes at node level (``input`` and ``logits`` included), its edges at edge level"""
     added: list[str]
     faithfulness: list[float]
     """before the first addition, then after each"""
     reached: bool
     passes: int
+    """batched forward passes (the edge shortlist's attribution counts one)"""
 
 
-def extend_selection(engine: PatchingEngine, selection: Selection, level: float) -> Extension:
-    """Add, one at a time, the component whose addition gives the largest faithfulness, until ``level`` is reached
-    (or nothing is left); each step is one batched pass over every candidate."""
+def extend_selection(engine: PatchingEngine, selection: Selection, level: float,
+                     candidates: int = DEFAULT_CANDIDATES) -> Extension:
+    """Add, one at a time, the component (node level) or edge (edge level) whose addition gives the largest
+    faithfulness, until ``level`` is reached or nothing is left; each step is one batched pass over the candidates.
+
+    At node level every component outside the circuit is a candidate. At edge level each step evaluates exactly
+    the ``candidates`` remaining edges with the largest |EAP score| on the full model (0: every remaining edge);
+    where no single edge does better than another (an edge alone rarely completes a path), the larger score wins.
+    """
     graph = engine.layout.graph
+    if selection.level is Level.EDGE:
+        assert selection.edge_mask is not None
+        evaluator = EdgeEvaluator(engine)
+        rank = np.abs(edge_attribution(engine).numpy())
+        shortlist = _shortlist(rank, candidates)
+        start = float(evaluator.faithfulness(selection.edge_mask[None])[0])
+        kept, added, history, passes = _greedy(
+            selection.edge_mask, start, lambda k: shortlist(np.flatnonzero(~k)),
+            lambda masks: (evaluator.faithfulness(masks), -(-len(masks) // masks_per_run(engine))), level)
+        return Extension(Level.EDGE, kept, [graph.edge_name(i) for i in added], history, history[-1] >= level,
+                         passes + 3)  # the attribution, the baselines, the start
     components = graph.component_mask
-    kept = selection.node_mask & components
-    base, start = _baselines_and_start(engine, kept)
-    history, added, passes = [start], [], 1
+    base, start = _baselines_and_start(engine, selection.node_mask & components)
+    kept, added, history, passes = _greedy(
+        selection.node_mask & components, start, lambda k: np.flatnonzero(components & ~k),
+        lambda masks: (np.asarray(base.faithfulness(node_metrics(engine, masks | ~components))),
+                       _passes(engine, len(masks))), level)
+    return Extension(Level.NODE, kept | ~components, [graph.nodes[i].name for i in added], history,
+                     history[-1] >= level, passes + 1)  # the baselines and the start, one batch
+
+
+def _shortlist(rank: np.ndarray, k: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The ``k`` of some indices with the largest ``rank`` (all when ``k`` is 0), largest first."""
+    def pick(indices: np.ndarray) -> np.ndarray:
+        return indices[np.argsort(-rank[indices], kind="stable")[:k or None]]
+    return pick
+
+
+def _greedy(kept: np.ndarray, start: float, candidates_of: Callable[[np.ndarray], np.ndarray],
+            faithfulness_of: Callable[[np.ndarray], tuple[np.ndarray, int]],
+            level: float) -> tuple[np.ndarray, list[int], list[float], int]:
+    """The greedy loop over a keep mask from its faithfulness ``start``: the grown mask, the indices added, the
+    faithfulness history, the passes of its steps. Of candidates within ``TIE`` of the best, the first wins."""
+    history, added, passes = [start], [], 0
     while history[-1] < level:
-        candidates = np.flatnonzero(components & ~kept)
+        candidates = candidates_of(kept)
         if not len(candidates):
             break
-        masks = np.stack([_with(kept, i, True) for i in candidates]) | ~components
-        f = np.asarray(base.faithfulness(node_metrics(engine, masks)))
-        passes += _passes(engine, len(masks))
-        best = int(np.argmax(f))
-        kept = _with(kept, int(candidates[best]), True)
-        added.append(graph.nodes[candidates[best]].name)
-        history.append(float(f[best]))
-    return Extension(kept | ~components, added, history, history[-1] >= level, passes)
+        f, n = faithfulness_of(np.stack([_with(kept, i, True) for i in candidates]))
+        passes += n
+        best = int(candidates[np.flatnonzero(f >= f.max() - TIE)[0]])
+        kept = _with(kept, best, True)
+        added.append(best)
+        history.append(float(f.max()))
+    return kept, added, history, passes
