@@ -19,10 +19,11 @@ from service.errors import CatalogueError, NotFound, StoreUnavailable
 from service.graph import graph_for
 from service.limits import Limits
 from service.models import KNOWN_SHAPES
+from service.null import UNIFORM, NullSpec
 from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, matrix, pairwise
 from service.progress import Progress, silent
 from service.stores import CircuitFilter, CircuitStore, Stored
-from service.stores.base import EvaluationFilter, EvaluationRecord
+from service.stores.base import EvaluationFilter, EvaluationRecord, Membership
 from service.types import Level, ModelShape
 
 
@@ -118,16 +119,25 @@ class Catalogue:
     def get(self, circuit_id: str) -> Circuit:
         return self.store.get(circuit_id)
 
-    def overlap(self, a: str, b: str) -> list[PairOverlap]:
-        return pairwise(*self.store.memberships([a, b]))
+    def overlap(self, a: str, b: str, null: NullSpec = UNIFORM) -> list[PairOverlap]:
+        return pairwise(*self._members([a, b], null), null)
 
-    def consensus(self, ids: list[str], min_support: int | None = None) -> list[Consensus]:
+    def consensus(self, ids: list[str], min_support: int | None = None,
+                  null: NullSpec = UNIFORM) -> list[Consensus]:
         self.limits.check_ids(len(ids))
-        return consensus(self.store.memberships(ids), min_support)
+        return consensus(self._members(ids, null), min_support, null)
 
-    def matrix(self, ids: list[str]) -> Matrix:
+    def matrix(self, ids: list[str], null: NullSpec = UNIFORM) -> Matrix:
         self.limits.check_ids(len(ids))
-        return matrix(self.store.memberships(ids))
+        return matrix(self._members(ids, null), null)
+
+    def _members(self, ids: list[str], null: NullSpec) -> list[Membership]:
+        """The memberships of ``ids``, once the null model's draws are known to be within the limits."""
+        members = self.store.memberships(ids)
+        if members:
+            graph = graph_for(members[0].shape)
+            self.limits.check_null(null.samples, max(graph.n_nodes, graph.n_edges))
+        return members
 
     def select(self, ids: list[str], flt: CircuitFilter, limit: int = 20) -> list[Circuit]:
         """The circuits named by ``ids``, else the newest ``limit`` matching ``flt``."""

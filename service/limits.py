@@ -37,6 +37,7 @@ class Limits:
     max_report_circuits: int = 20
     max_expression_length: int = 4096
     max_top_edges: int = 5000
+    max_null_cells: int = 20_000_000
     max_heavy: int = 4
     max_connections: int = 256
     header_timeout_s: float = 10.0
@@ -72,6 +73,11 @@ class Limits:
     def check_ids(self, n_ids: int) -> None:
         """Refuse an overlap question over more circuits than allowed."""
         _check("max_ids", n_ids, self.max_ids, "circuit ids in one question")
+
+    def check_null(self, samples: int, n_items: int) -> None:
+        """Refuse a sampled null model that would draw more than allowed (samples x items of the model)."""
+        _check("max_null_cells", samples * n_items, self.max_null_cells,
+               f"null-model cells (samples x {n_items} items of the model)")
 
     def check_batch(self, n_circuits: int) -> None:
         """Refuse a batch import of more circuits than allowed."""

@@ -2,7 +2,8 @@
 
 Pure functions on ``Membership`` index vectors, shared by every store, so both stores answer
 alike. Node level counts heads and MLPs only (``input`` and ``logits`` belong to every
-circuit); edge level is answered only where every circuit involved has edges.
+circuit); edge level is answered only where every circuit involved has edges. Every answer
+carries what chance would give (``service.null``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.graph import ModelGraph, graph_for
+from service.null import UNIFORM, Chance, Draws, NullSpec, consensus_chance, pair_chance
 from service.stores.base import Membership
-from service.types import Level
+from service.types import Level, NullModel
 
 
 class OverlapError(ValueError):
@@ -31,6 +33,8 @@ class PairOverlap:
     jaccard: float
     a_in_b: float
     b_in_a: float
+    chance: Chance
+    """the null model's expected shared count and Jaccard, and the tail probability of this overlap"""
 
     @property
     def n_shared(self) -> int:
@@ -45,15 +49,24 @@ class Consensus:
     n_circuits: int
     min_support: int
     support: dict[str, int]
+    chance: Chance
+    """the null model's expected number of items this well supported, and the tail probability of this many"""
 
 
 @dataclass(frozen=True)
 class Matrix:
-    """Pairwise Jaccard matrix; ``None`` where a pair has no common level."""
+    """Pairwise Jaccard matrix, with each cell's expected Jaccard and tail probability under the null model;
+    ``None`` where a pair has no common level (the diagonal's null figures are those of two circuits alike)."""
 
     ids: list[str]
     node: list[list[float]]
     edge: list[list[float | None]]
+    null: NullModel
+    samples: int
+    node_expected: list[list[float]]
+    node_p: list[list[float]]
+    edge_expected: list[list[float | None]]
+    edge_p: list[list[float | None]]
 
 
 def _graph(members: list[Membership]) -> ModelGraph:
@@ -80,8 +93,8 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else 0.0
 
 
-def pairwise(a: Membership, b: Membership) -> list[PairOverlap]:
-    """Shared items, Jaccard and containment both ways, at each level both circuits have."""
+def pairwise(a: Membership, b: Membership, null: NullSpec = UNIFORM) -> list[PairOverlap]:
+    """Shared items, Jaccard and containment both ways, and what chance gives, at each level both circuits have."""
     g = _graph([a, b])
     out = []
     for level in levels([a, b]):
@@ -92,13 +105,15 @@ def pairwise(a: Membership, b: Membership) -> list[PairOverlap]:
         out.append(PairOverlap(
             level=level, size_a=len(ia), size_b=len(ib), shared=g.names(level, shared),
             jaccard=_ratio(len(shared), union), a_in_b=_ratio(len(shared), len(ia)),
-            b_in_a=_ratio(len(shared), len(ib)),
+            b_in_a=_ratio(len(shared), len(ib)), chance=pair_chance(g, level, len(ia), len(ib), len(shared), null),
         ))
     return out
 
 
-def consensus(members: list[Membership], min_support: int | None = None) -> list[Consensus]:
-    """Items in at least ``min_support`` (default: all) of the circuits, with support counts."""
+def consensus(members: list[Membership], min_support: int | None = None,
+              null: NullSpec = UNIFORM) -> list[Consensus]:
+    """Items in at least ``min_support`` (default: all) of the circuits, with support counts and what chance
+    gives."""
     g = _graph(members)
     n = len(members)
     k = n if min_support is None else min_support
@@ -108,40 +123,58 @@ def consensus(members: list[Membership], min_support: int | None = None) -> list
     for level in levels(members):
         size = g.n_nodes if level is Level.NODE else g.n_edges
         counts = np.zeros(size, dtype=np.int64)
+        sizes = []
         for m in members:
             items = _items(m, level, g)
             assert items is not None
             counts[items] += 1
+            sizes.append(len(items))
         keep = np.flatnonzero(counts >= k)
         order = sorted(keep, key=lambda i: (-counts[i], i))
         names = g.names(level, order)
-        out.append(Consensus(level, n, k, {name: int(counts[i]) for name, i in zip(names, order, strict=True)}))
+        out.append(Consensus(level, n, k, {name: int(counts[i]) for name, i in zip(names, order, strict=True)},
+                             consensus_chance(g, level, sizes, k, len(keep), null)))
     return out
 
 
-def _jaccard_grid(sets: list[np.ndarray], size: int) -> np.ndarray:
-    """Jaccard of every pair of index sets, as one matrix product of membership masks."""
+def _shared_grid(sets: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shared counts and Jaccard of every pair of index sets, as one matrix product of membership masks."""
     masks = np.zeros((len(sets), size), dtype=np.float32)
     for row, items in zip(masks, sets, strict=True):
         row[items] = 1.0
     inter = masks @ masks.T
     sizes = masks.sum(axis=1)
     union = sizes[:, None] + sizes[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return inter.astype(np.int64), np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def matrix(members: list[Membership]) -> Matrix:
-    """The pairwise Jaccard matrix at node level and, where both have edges, edge level."""
+def _level_grid(g: ModelGraph, level: Level, sets: list[np.ndarray], rows: list[int], n: int,
+                null: NullSpec) -> tuple[list[list[float | None]], ...]:
+    """Jaccard, expected Jaccard and p of the circuits at ``rows`` (of ``n``), ``None`` elsewhere."""
+    shared, jaccard = _shared_grid(sets, g.n_nodes if level is Level.NODE else g.n_edges)
+    grids: tuple[list[list[float | None]], ...] = tuple([[None] * n for _ in range(n)] for _ in range(3))
+    made: Draws = {}
+    for a, i in enumerate(rows):
+        for b, j in enumerate(rows[a:], start=a):  # symmetric: the lower triangle mirrors the upper
+            chance = pair_chance(g, level, len(sets[a]), len(sets[b]), int(shared[a, b]), null, made)
+            for x, y in ((i, j), (j, i)):
+                grids[0][x][y], grids[1][x][y], grids[2][x][y] = float(jaccard[a, b]), chance.expected_jaccard, chance.p
+    return grids
+
+
+def matrix(members: list[Membership], null: NullSpec = UNIFORM) -> Matrix:
+    """The pairwise Jaccard matrix at node level and, where both have edges, edge level, with the null model's
+    expected Jaccard and tail probability per cell."""
     g = _graph(members)
-    nodes = _jaccard_grid([_items(m, Level.NODE, g) for m in members], g.n_nodes)
-    node = [[float(x) for x in row] for row in nodes]
+    n = len(members)
+    node, node_expected, node_p = _level_grid(g, Level.NODE, [_items(m, Level.NODE, g) for m in members],
+                                              list(range(n)), n, null)
     with_edges = [i for i, m in enumerate(members) if m.edges is not None]
-    edges = _jaccard_grid([members[i].edges for i in with_edges], g.n_edges)
-    edge: list[list[float | None]] = [[None] * len(members) for _ in members]
-    for a, i in enumerate(with_edges):
-        for b, j in enumerate(with_edges):
-            edge[i][j] = float(edges[a, b])
-    return Matrix([m.id for m in members], node, edge)
+    edge, edge_expected, edge_p = _level_grid(g, Level.EDGE, [members[i].edges for i in with_edges], with_edges,
+                                              n, null)
+    sampled = null.model is NullModel.CONNECTED and bool(with_edges)
+    return Matrix([m.id for m in members], node, edge, null.model if sampled else NullModel.UNIFORM,
+                  null.samples if sampled else 0, node_expected, node_p, edge_expected, edge_p)
 
 
 def difference(a: Membership, b: Membership) -> dict[Level, list[str]]:

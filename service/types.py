@@ -92,6 +92,15 @@ class Level(StrEnum):
     EDGE = "edge"
 
 
+class NullModel(StrEnum):
+    """What chance is, for an overlap: random circuits of the same sizes in the same model graph."""
+
+    UNIFORM = "uniform"
+    """every set of that many items equally likely (exact, hypergeometric)"""
+    CONNECTED = "connected"
+    """random edge sets whose every edge lies on an input -> logits path (sampled, ``service.null_sampler``)"""
+
+
 class Mode(StrEnum):
     """How a circuit is evaluated on a task."""
 

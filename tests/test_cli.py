@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from tests.helpers import GPT2, SMALL, mib_file
@@ -25,7 +27,13 @@ def test_demo_literature_prints_the_shared_subcircuit(tmp_path):
     assert set(out["shared"]) == {"a6.h1", "a8.h8", "a9.h1", "m8", "m9", "m10"}
     assert out["ioi"]["months"]["shared"] == ["a0.h1", "a7.h9", "a10.h7"]
     assert len(out["jaccard"]["node"]) == 5
+    docs = [json.loads(run("export", out["circuits"][t], "--format", "circat").stdout) for t in out["shared_by"]]
+    sizes = [sum(item.get("in_graph", True) and name not in ("input", "logits") for name, item in d["nodes"].items())
+             for d in docs]
+    assert out["shared_by_chance"]["expected"] == pytest.approx(156 * np.prod(np.array(sizes) / 156))
+    assert out["shared_by_chance"]["p"] < 0.01  # six components shared by four small circuits is no accident
     human = run("demo", "--literature", "--report-out", str(report)).stdout
+    assert "random circuits of these sizes would share" in human
     assert "written to" in human and report.name in human
     assert "Shared by numerals, number-words, months, greater-than" in human
     assert json.loads(run("list", "--json").stdout)["total"] == 5  # idempotent: still five

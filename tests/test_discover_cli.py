@@ -132,6 +132,7 @@ def test_the_demo_runs_through_jobs_and_reuses_them(tmp_path):
     assert set(first["by_method"]) == {"ablation", "eap-ig"}
     for method, overlap in first["by_method"].items():
         assert len(overlap["jaccard"]) == 5 and overlap["jaccard"][0][0] == 1.0, method
+        assert overlap["jaccard_p"][0][0] < 0.05 and 0 < overlap["sequences_share_by_chance"]["p"] <= 1
         for task in ("greater-than", "ioi"):
             assert set(overlap["with_shared"][task]) <= set(overlap["sequences_share"])
     for task, kept in first["every_method_keeps"].items():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.catalogue import Catalogue
-from service.cli.output import console, table
+from service.cli.output import console, p_text, table
 from service.jobs.client import job_client
 from service.jobs.evaluation import EvaluationSpec
 from service.jobs.spec import DiscoverySpec
@@ -138,12 +138,17 @@ def overlap_report(cat: Catalogue, circuits: dict[tuple[str, str], str], demo: D
     by_method: dict[str, Any] = {}
     for method in demo.methods:
         ids = {t: circuits[(t, method.value)] for t in demo.tasks}
-        shared = list(cat.consensus([ids[t] for t in demo.sequences])[0].support)
+        agreed = cat.consensus([ids[t] for t in demo.sequences])[0]
+        shared = list(agreed.support)
         matrix = cat.matrix([ids[t] for t in demo.tasks])
         by_method[method.value] = {
             "jaccard": matrix.node,
+            "jaccard_expected": matrix.node_expected,
+            "jaccard_p": matrix.node_p,
             "edge_jaccard": matrix.edge,
             "sequences_share": shared,
+            "sequences_share_by_chance": {"expected": agreed.chance.expected_shared, "p": agreed.chance.p,
+                                          "samples": agreed.chance.samples},
             "with_shared": {t: sorted(set(shared) & set(cat.get(ids[t]).node_names)) for t in others},
         }
     across = {t: list(cat.consensus([circuits[(t, m.value)] for m in demo.methods])[0].support) for t in demo.tasks}
@@ -166,8 +171,12 @@ def _print(report: dict[str, Any], demo: DemoPlan) -> None:
             if any(v is not None for row in r[key] for v in row):
                 table(f"{method}: {level}-level Jaccard", ["", *demo.tasks],
                       [[t, *row] for t, row in zip(demo.tasks, r[key], strict=True)])
+        chance = r["sequences_share_by_chance"]
         console.print(f"[bold]{method}: shared by {', '.join(demo.sequences)} ({len(r['sequences_share'])}):[/bold] "
                       + (", ".join(r["sequences_share"]) or "(none)"))
+        console.print(f"  chance: circuits of these sizes drawn at random would share {chance['expected']:.2f} "
+                      f"components (p = {p_text(chance['p'], chance['samples'])} for "
+                      f"{len(r['sequences_share'])} or more)")
         for t, items in r["with_shared"].items():
             console.print(f"  {t} has of it: " + (", ".join(items) or "(none)"))
     table("Kept by every method", ["task", "components"],

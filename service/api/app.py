@@ -10,6 +10,14 @@ from starlette.convertors import Convertor, register_url_convertor
 from service import __version__
 from service.api import problems
 from service.api.access import KeyGuard
+from service.api.answers import (
+    ConsensusAnswer,
+    MatrixAnswer,
+    OverlapAnswer,
+    consensus_answer,
+    matrix_answer,
+    overlap_answer,
+)
 from service.api.bodies import body_route
 from service.api.docs import docs_router
 from service.api.evaluations import evaluation_router
@@ -29,7 +37,9 @@ from service.jobs.evaluation import EvaluationSpec
 from service.jobs.spec import DiscoverySpec
 from service.jobs.store import JobStore
 from service.limits import MAX_NAME_LENGTH
+from service.null import DEFAULT_SAMPLES, NullSpec
 from service.stores import CircuitFilter, CircuitStore, open_store
+from service.types import NullModel
 
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)]
 PathName = Annotated[str, Path(max_length=MAX_NAME_LENGTH)]
@@ -153,24 +163,31 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
         cat.store.delete(circuit_id)
         return Response(status_code=204)
 
+    null_query = Query(description="chance is: uniform (exact) or connected random circuits (sampled)")
+    samples_query = Query(ge=1, description="draws of a sampled null model")
+
     @app.get("/overlap", **reads)
     @gate.guard
-    def overlap(a: QueryName, b: QueryName) -> dict[str, Any]:
-        return {"a": a, "b": b, "levels": [asdict(p) | {"n_shared": p.n_shared} for p in cat.overlap(a, b)]}
+    def overlap(a: QueryName, b: QueryName, null: Annotated[NullModel, null_query] = NullModel.UNIFORM,
+                samples: Annotated[int, samples_query] = DEFAULT_SAMPLES, null_seed: int = 0) -> OverlapAnswer:
+        return overlap_answer(a, b, cat.overlap(a, b, NullSpec(null, samples, null_seed)))
 
     ids_query = Query(min_length=2, max_length=limits.max_ids, description="circuit ids (repeat the parameter)")
 
     @app.get("/consensus", **reads)
     @gate.guard
     def consensus(
-        ids: Annotated[list[Name], ids_query], min_support: Annotated[int | None, Query(ge=1)] = None
-    ) -> dict[str, Any]:
-        return {"ids": ids, "levels": [asdict(c) for c in cat.consensus(ids, min_support)]}
+        ids: Annotated[list[Name], ids_query], min_support: Annotated[int | None, Query(ge=1)] = None,
+        null: Annotated[NullModel, null_query] = NullModel.UNIFORM,
+        samples: Annotated[int, samples_query] = DEFAULT_SAMPLES, null_seed: int = 0,
+    ) -> ConsensusAnswer:
+        return consensus_answer(ids, cat.consensus(ids, min_support, NullSpec(null, samples, null_seed)))
 
     @app.get("/matrix", **reads)
     @gate.guard
-    def matrix(ids: Annotated[list[Name], ids_query]) -> dict[str, Any]:
-        return asdict(cat.matrix(ids))
+    def matrix(ids: Annotated[list[Name], ids_query], null: Annotated[NullModel, null_query] = NullModel.UNIFORM,
+               samples: Annotated[int, samples_query] = DEFAULT_SAMPLES, null_seed: int = 0) -> MatrixAnswer:
+        return matrix_answer(cat.matrix(ids, NullSpec(null, samples, null_seed)))
 
     @app.get("/diff", **reads)
     @gate.guard

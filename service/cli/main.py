@@ -12,7 +12,7 @@ import typer
 
 from service.catalogue import Catalogue
 from service.circuit import Circuit
-from service.cli.output import console, emit_json, fail, table
+from service.cli.output import console, emit_json, fail, p_text, table
 from service.documents import (
     CircuitDocument,
     MibDocument,
@@ -24,18 +24,23 @@ from service.effects import EffectsView
 from service.errors import CatalogueError, LimitExceeded
 from service.limits import Limits, env_name
 from service.models import KNOWN_SHAPES
+from service.null import DEFAULT_SAMPLES, NullSpec
 from service.progress import console_progress
 from service.report.diagram import DEFAULT_TOP_EDGES
 from service.report.page import report_html
 from service.stores import CircuitFilter, open_store
 from service.stores.base import EvaluationFilter
-from service.types import Mode
+from service.types import Mode, NullModel
 
 app = typer.Typer(help="Circuit Catalogue: discover, store and compare circuits of language models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 StoreOpt = Annotated[str | None, typer.Option("--store", envvar="CIRCAT_STORE_URL",
                                               help="store URL (sqlite:///PATH or bolt://HOST:PORT)")]
+NullOpt = Annotated[NullModel, typer.Option("--null", help="chance is: uniform (exact) or connected random circuits "
+                                                        "of the same sizes (sampled, edge level)")]
+SamplesOpt = Annotated[int, typer.Option(min=1, help="draws of a sampled null model")]
+NullSeedOpt = Annotated[int, typer.Option("--null-seed", help="seed of a sampled null model")]
 
 
 @contextmanager
@@ -177,16 +182,20 @@ def evaluations(
 
 
 @app.command()
-def overlap(a: str, b: str, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Shared items, Jaccard and containment of two circuits (node level, and edge level if both have edges)."""
+def overlap(a: str, b: str, null: NullOpt = NullModel.UNIFORM, samples: SamplesOpt = DEFAULT_SAMPLES,
+            null_seed: NullSeedOpt = 0, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Shared items, Jaccard and containment of two circuits (node level, and edge level if both have edges),
+    with what random circuits of the same sizes would share."""
     with catalogue(store, as_json) as cat:
-        pairs = cat.overlap(a, b)
+        pairs = cat.overlap(a, b, NullSpec(null, samples, null_seed))
     if as_json:
         emit_json([{**p.__dict__, "n_shared": p.n_shared} for p in pairs])
         return
     for p in pairs:
-        table(f"{p.level.value} overlap of {a} and {b}", ["|A|", "|B|", "shared", "jaccard", "A in B", "B in A"],
-              [[p.size_a, p.size_b, p.n_shared, p.jaccard, p.a_in_b, p.b_in_a]])
+        table(f"{p.level.value} overlap of {a} and {b} (chance: {p.chance.null.value})",
+              ["|A|", "|B|", "shared", "E[shared]", "jaccard", "E[jaccard]", "p", "A in B", "B in A"],
+              [[p.size_a, p.size_b, p.n_shared, p.chance.expected_shared, p.jaccard, p.chance.expected_jaccard,
+                p_text(p.chance.p, p.chance.samples), p.a_in_b, p.b_in_a]])
         console.print("shared: " + (", ".join(p.shared) if p.shared else "(none)"))
 
 
@@ -194,28 +203,35 @@ def overlap(a: str, b: str, store: StoreOpt = None, as_json: JsonOpt = False) ->
 def shared(
     ids: Annotated[list[str], typer.Argument(help="two or more circuit ids")],
     min_support: Annotated[int | None, typer.Option(help="keep items in at least K circuits (default: all)")] = None,
+    null: NullOpt = NullModel.UNIFORM, samples: SamplesOpt = DEFAULT_SAMPLES, null_seed: NullSeedOpt = 0,
     store: StoreOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """The sub-circuit shared by several circuits, with support counts."""
+    """The sub-circuit shared by several circuits, with support counts, and its size against chance's."""
     with catalogue(store, as_json) as cat:
-        result = cat.consensus(ids, min_support)
+        result = cat.consensus(ids, min_support, NullSpec(null, samples, null_seed))
     if as_json:
         emit_json(result)
         return
     for c in result:
         table(f"{c.level.value}s in >= {c.min_support} of {c.n_circuits} circuits", ["item", "support"],
               [[k, v] for k, v in c.support.items()])
+        console.print(f"{len(c.support)} {c.level.value}(s); by chance ({c.chance.null.value}) "
+                      f"{c.chance.expected_shared:.2f} expected, p = {p_text(c.chance.p, c.chance.samples)}")
 
 
 @app.command()
-def matrix(ids: Annotated[list[str], typer.Argument()], store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Pairwise Jaccard matrix of circuits."""
+def matrix(ids: Annotated[list[str], typer.Argument()], null: NullOpt = NullModel.UNIFORM,
+           samples: SamplesOpt = DEFAULT_SAMPLES, null_seed: NullSeedOpt = 0, store: StoreOpt = None,
+           as_json: JsonOpt = False) -> None:
+    """Pairwise Jaccard matrix of circuits; each cell with chance's expected Jaccard and the tail probability."""
     with catalogue(store, as_json) as cat:
-        m = cat.matrix(ids)
+        m = cat.matrix(ids, NullSpec(null, samples, null_seed))
     if as_json:
         emit_json(m)
         return
-    table("node-level Jaccard", ["", *m.ids], [[i, *row] for i, row in zip(m.ids, m.node, strict=True)])
+    cells = [[i, *(f"{j:.3f} ({e:.3f}, p {p_text(p)})" for j, e, p in zip(row, exp, ps, strict=True))]
+             for i, row, exp, ps in zip(m.ids, m.node, m.node_expected, m.node_p, strict=True)]
+    table("node-level Jaccard (expected by chance, p)", ["", *m.ids], cells)
 
 
 @app.command()

@@ -51,6 +51,13 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     console.print(t)
 
 
+def p_text(p: float, samples: int = 0) -> str:
+    """A tail probability as people read it (from ``samples`` draws: at most its resolution, 1 / (1 + samples))."""
+    if samples and p <= 1.5 / (1 + samples):
+        return f"<={1 / (1 + samples):.2g}"
+    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
+
+
 def fail(exc: Exception, as_json: bool) -> NoReturn:
     """Report an error (naming every problem of a refused circuit) and exit 1."""
     lines = str(exc).splitlines() or [type(exc).__name__]

@@ -3,6 +3,8 @@
 The order is the leaf order of average-linkage agglomerative clustering on 1 - Jaccard (ties
 broken by position), so families of circuits sit next to each other. Each cell carries its value
 in a ``<title>`` (hover) and, when there are at most ``LABEL_CELLS`` rows, as text in the cell.
+Given the null model's tail probabilities, a cell not above chance (``p >= ALPHA``) is drawn grey,
+marked ``data-chance="1"``, its title saying what chance expects.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import numpy as np
 
 LABEL_CELLS = 20
 CELL = 26.0
+ALPHA = 0.05
+"""a Jaccard whose tail probability under the null model is at least this is not above chance"""
+CHANCE_GREY = "#bdbdbd"
 
 
 def cluster_order(similarity: np.ndarray) -> list[int]:
@@ -29,9 +34,12 @@ def cluster_order(similarity: np.ndarray) -> list[int]:
     return next(iter(clusters.values())) if clusters else []
 
 
-def heatmap_svg(labels: list[str], values: list[list[float | None]], title: str) -> str:
-    """A heatmap of ``values`` (``None``: no common level) with rows and columns in cluster order."""
+def heatmap_svg(labels: list[str], values: list[list[float | None]], title: str,
+                p: list[list[float | None]] | None = None, expected: list[list[float | None]] | None = None) -> str:
+    """A heatmap of ``values`` (``None``: no common level) with rows and columns in cluster order; cells whose
+    tail probability ``p`` is at least ``ALPHA`` are grey (``expected``: chance's value, in their titles)."""
     grid = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
+    tails = np.array([[np.nan if v is None else v for v in row] for row in p], dtype=float) if p else None
     order = cluster_order(grid)
     n = len(order)
     left, top = 12 + 6.5 * max((len(s) for s in labels), default=0), 24.0
@@ -41,18 +49,27 @@ def heatmap_svg(labels: list[str], values: list[list[float | None]], title: str)
         parts.append(f'<text x="{left - 4:.0f}" y="{y + CELL / 2 + 3:.1f}" '
                      f'text-anchor="end">{escape(labels[i])}</text>')
         for c, j in enumerate(order):
-            parts.append(_cell(r, c, left + c * CELL, y, grid[i, j], f"{labels[i]} vs {labels[j]}", n <= LABEL_CELLS))
+            chance = None if tails is None or np.isnan(tails[i, j]) or tails[i, j] < ALPHA else (
+                tails[i, j], expected[i][j] if expected else None)
+            parts.append(_cell(r, c, left + c * CELL, y, grid[i, j], f"{labels[i]} vs {labels[j]}", n <= LABEL_CELLS,
+                               chance))
     width, height = left + n * CELL + 10, top + n * CELL + 10
     return (f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width:.0f}" height="{height:.0f}" '
             f'font-family="sans-serif" font-size="10">' + "".join(parts) + "</svg>")
 
 
-def _cell(row: int, col: int, x: float, y: float, v: float, pair: str, label: bool) -> str:
+def _cell(row: int, col: int, x: float, y: float, v: float, pair: str, label: bool,
+          chance: tuple[float, float | None] | None) -> str:
     text = "n/a" if np.isnan(v) else f"{v:.2f}"
-    out = (f'<rect class="cell" data-row="{row}" data-col="{col}" x="{x:.1f}" y="{y:.1f}" width="{CELL - 1}" '
-           f'height="{CELL - 1}" fill="{colour(v)}"><title>{escape(pair)}: {text}</title></rect>')
+    fill, mark, note = colour(v), "", ""
+    if chance is not None:
+        p, expected = chance
+        fill, mark = CHANCE_GREY, ' data-chance="1"'
+        note = f" (not above chance: p = {p:.2g}" + ("" if expected is None else f", expected {expected:.2f}") + ")"
+    out = (f'<rect class="cell" data-row="{row}" data-col="{col}"{mark} x="{x:.1f}" y="{y:.1f}" '
+           f'width="{CELL - 1}" height="{CELL - 1}" fill="{fill}"><title>{escape(pair)}: {text}{note}</title></rect>')
     if label and not np.isnan(v):
-        ink = "#ffffff" if v > 0.6 else "#222222"
+        ink = "#ffffff" if v > 0.6 and chance is None else "#222222"
         out += (f'<text x="{x + CELL / 2 - 0.5:.1f}" y="{y + CELL / 2 + 3:.1f}" text-anchor="middle" font-size="8" '
                 f'fill="{ink}">{text}</text>')
     return out

@@ -23,7 +23,7 @@ from service.overlap import consensus, matrix
 from service.report.components import components_section
 from service.report.curves import curves_svg, stored_curves
 from service.report.diagram import DEFAULT_TOP_EDGES, DiagramOptions, circuit_svg
-from service.report.heatmap import heatmap_svg
+from service.report.heatmap import ALPHA, heatmap_svg
 from service.report.transfer import transfer_svg, transfer_views
 from service.stores.base import EvaluationRecord, Membership
 from service.types import Level
@@ -114,10 +114,12 @@ def _model_section(group: list[Circuit], labels: dict[str, str], top_edges: int)
         members = _members(group)
         grid = matrix(members)
         names = [labels[i] for i in grid.ids]
-        maps = [heatmap_svg(names, grid.node, "node Jaccard")]
+        maps = [heatmap_svg(names, grid.node, "node Jaccard", grid.node_p, grid.node_expected)]
         if all(c.has_edges for c in group):
-            maps.append(heatmap_svg(names, grid.edge, "edge Jaccard"))
-        parts.append("<h3>Overlap</h3><div class=\"figures\">" + "".join(maps) + "</div>")
+            maps.append(heatmap_svg(names, grid.edge, "edge Jaccard", grid.edge_p, grid.edge_expected))
+        parts.append(f"<h3>Overlap</h3><p>Grey cells are not above chance: two random circuits of the same sizes "
+                     f"share at least as much with probability p &ge; {ALPHA} (uniform null; hover for the "
+                     f"expected Jaccard).</p><div class=\"figures\">" + "".join(maps) + "</div>")
         node_level = next(c for c in consensus(members, min_support=1) if c.level is Level.NODE)
         support = node_level.support
         shared = frozenset(name for name, k in support.items() if k == len(group))
