@@ -145,8 +145,8 @@ def test_the_api_and_cli_give_the_null_and_refuse_too_many_draws(sqlite_store, t
     assert [lv["chance"]["null"] for lv in levels["levels"]] == ["uniform", "connected"]
     assert levels["levels"][1]["chance"]["samples"] == 20 and "expected_jaccard" in levels["levels"][1]["chance"]
     schema = api.get("/openapi.json").json()["components"]["schemas"]
-    assert {"expected_shared", "expected_jaccard", "p"} <= set(schema["ChanceAnswer"]["properties"])
-    assert "node_p" in schema["MatrixAnswer"]["properties"]
+    assert {"expected_shared", "expected_jaccard", "p"} <= set(schema["Chance"]["properties"])
+    assert "node_p" in schema["Matrix"]["properties"] and "chance" in schema["PairAnswer"]["properties"]
     big = api.get("/matrix", params={"ids": ids, "null": "connected", "samples": 10**9})
     assert big.status_code in (413, 422) and "null-model cells" in big.json()["detail"]
     assert api.get("/overlap", params={"a": ids[0], "b": ids[1], "null": "random"}).status_code == 422

@@ -10,14 +10,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from service import __version__
 from service.api import problems
 from service.api.access import KeyGuard
-from service.api.answers import (
-    ConsensusAnswer,
-    MatrixAnswer,
-    OverlapAnswer,
-    consensus_answer,
-    matrix_answer,
-    overlap_answer,
-)
+from service.api.answers import ConsensusAnswer, OverlapAnswer, overlap_answer
 from service.api.bodies import body_route
 from service.api.docs import docs_router
 from service.api.evaluations import evaluation_router
@@ -38,6 +31,7 @@ from service.jobs.spec import DiscoverySpec
 from service.jobs.store import JobStore
 from service.limits import MAX_NAME_LENGTH
 from service.null import DEFAULT_SAMPLES, NullSpec
+from service.overlap import Matrix
 from service.stores import CircuitFilter, CircuitStore, open_store
 from service.types import NullModel
 
@@ -181,13 +175,13 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
         null: Annotated[NullModel, null_query] = NullModel.UNIFORM,
         samples: Annotated[int, samples_query] = DEFAULT_SAMPLES, null_seed: int = 0,
     ) -> ConsensusAnswer:
-        return consensus_answer(ids, cat.consensus(ids, min_support, NullSpec(null, samples, null_seed)))
+        return ConsensusAnswer(ids=ids, levels=cat.consensus(ids, min_support, NullSpec(null, samples, null_seed)))
 
     @app.get("/matrix", **reads)
     @gate.guard
     def matrix(ids: Annotated[list[Name], ids_query], null: Annotated[NullModel, null_query] = NullModel.UNIFORM,
-               samples: Annotated[int, samples_query] = DEFAULT_SAMPLES, null_seed: int = 0) -> MatrixAnswer:
-        return matrix_answer(cat.matrix(ids, NullSpec(null, samples, null_seed)))
+               samples: Annotated[int, samples_query] = DEFAULT_SAMPLES, null_seed: int = 0) -> Matrix:
+        return cat.matrix(ids, NullSpec(null, samples, null_seed))
 
     @app.get("/diff", **reads)
     @gate.guard
