@@ -279,7 +279,9 @@ def _evaluation(circuits: tuple[str, ...], task: str = "months", mode: str = "ke
 def test_evaluations_round_trip_are_idempotent_and_go_with_their_circuits(store):
     cat = Catalogue(store)
     a, b = cat.add(edge_circuit(seed=1)), cat.add(edge_circuit(seed=2))
-    records = [_evaluation((a,)), _evaluation((a, b), task="ioi", mode="knockout", value=0.3), _evaluation(())]
+    with_interval = EvaluationRecord(**{**_evaluation((a, b), task="ioi", mode="knockout", value=0.3).__dict__,
+                                        "low": 0.21, "high": 0.38})
+    records = [_evaluation((a,)), with_interval, _evaluation(())]
     assert [s.new for s in cat.add_evaluations(records)] == [True, True, True]
     assert [s.new for s in cat.add_evaluations([*records[:1], _evaluation((a,), value=0.1)])] == [False, False]
     got, total = cat.evaluations()
@@ -288,6 +290,7 @@ def test_evaluations_round_trip_are_idempotent_and_go_with_their_circuits(store)
     for r in records:
         stored = back[r.id]
         assert stored.circuits == r.circuits and stored.value == r.value and stored.per_position is False
+        assert (stored.low, stored.high) == (r.low, r.high)  # the interval, or None, alike on both stores
         assert abs((stored.created_at - r.created_at).total_seconds()) < 1e-3
     assert {r.task for r in cat.evaluations(EvaluationFilter(circuit=b))[0]} == {"ioi"}
     assert cat.evaluations(EvaluationFilter(task="months", min_value=0.5))[1] == 2

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from service.bootstrap import DEFAULT_BOOTSTRAP
 from service.cli.main import JsonOpt, StoreOpt, app, catalogue, write_report
 from service.cli.output import console, emit_json, fail, table
 from service.effects import EffectsView
@@ -54,6 +55,9 @@ def evaluate(
     = None,
     n: opts.NOpt = 64,
     seed: opts.SeedOpt = 0,
+    bootstrap: Annotated[int, typer.Option(min=0, max=10_000, help="resamples of the prompts for each value's 95 % "
+                                                                  "interval (0: none; no extra forward pass)")]
+    = DEFAULT_BOOTSTRAP,
     dtype: opts.DtypeOpt = "float32",
     device: opts.DeviceOpt = None,
     save: Annotated[bool, typer.Option("--save", help="store each expression's circuit in the catalogue (method "
@@ -76,7 +80,7 @@ def evaluate(
     from workers.evaluation import EvaluateError, expression_circuit, records_of, run_evaluation
 
     spec = _spec(expressions, model, task, as_json, mode=mode, metric=metric, ablation=ablation,
-                 per_position=per_position, level=level, n=n, seed=seed, dtype=dtype)
+                 per_position=per_position, level=level, n=n, seed=seed, bootstrap=bootstrap, dtype=dtype)
     if submit:
         _submitted(spec, wait, as_json)
         return
@@ -209,15 +213,21 @@ def extend(
 def _print(run: Any, recorded: list[str], ids: list[str], as_json: bool) -> None:
     rows = [{"evaluation": recorded[i], "expression": r.selection.text, "level": r.selection.level.value,
              "components": r.selection.n_components, "edges": r.selection.n_edges if r.selection.edge_mask is not None
-             else None, "mode": r.mode.value, "value": r.value, "metric": r.metric, "full_metric": r.full,
-             "empty_metric": r.empty} | ({"id": ids[i]} if ids else {}) for i, r in enumerate(run.results)]
+             else None, "mode": r.mode.value, "value": r.value,
+             "interval": None if r.interval is None else [r.interval.low, r.interval.high], "metric": r.metric,
+             "full_metric": r.full, "empty_metric": r.empty} | ({"id": ids[i]} if ids else {})
+            for i, r in enumerate(run.results)]
     if as_json:
         emit_json({"model": run.model, "task": run.spec.task, "metric": run.metric, "ablation": run.spec.ablation,
                    "n_prompts": run.n_prompts, "seed": run.spec.seed, "results": rows})
         return
     what = "faithfulness (kept alone)" if run.spec.mode is Mode.KEEP else "share left (knocked out)"
-    table(f"{run.model} / {run.spec.task}: {what}, {run.metric}, {run.spec.ablation.value} ablation, "
-          f"{run.n_prompts} prompts", list(rows[0]), [list(r.values()) for r in rows])
+    for r in rows:
+        low_high = r.pop("interval")
+        r["value"] = f"{r['value']:.3f}" + ("" if low_high is None else f" [{low_high[0]:.3f}, {low_high[1]:.3f}]")
+    table(f"{run.model} / {run.spec.task}: {what} [95 % bootstrap interval], {run.metric}, "
+          f"{run.spec.ablation.value} ablation, {run.n_prompts} prompts", list(rows[0]),
+          [list(r.values()) for r in rows])
     console.print(f"full model {run.results[0].full:.4g}, empty {run.results[0].empty:.4g} ({run.metric})")
 
 

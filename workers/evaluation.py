@@ -103,7 +103,7 @@ def run_evaluation(spec: EvaluationSpec, cat: Catalogue, device: str | None = No
     """Parse and select every expression, then evaluate them in one batch; ``EvaluateError`` for bad input."""
     ready = prepare(spec, cat, device, progress)
     with _input_errors():
-        results = evaluate_selections(ready.engine, ready.selections, spec.mode)
+        results = evaluate_selections(ready.engine, ready.selections, spec.mode, spec.bootstrap, spec.seed)
     return EvaluationRun(spec, ready.model, ready.metric, ready.n_prompts, results)
 
 
@@ -161,7 +161,9 @@ def records_of(run: EvaluationRun) -> list[EvaluationRecord]:
                              circuits=r.selection.operands, mode=r.mode.value, level=r.selection.level.value,
                              metric=run.metric, ablation=spec.ablation.value, per_position=spec.per_position,
                              n_prompts=run.n_prompts, seed=spec.seed, value=r.value, metric_value=r.metric,
-                             full_metric=r.full, empty_metric=r.empty) for r in run.results]
+                             full_metric=r.full, empty_metric=r.empty,
+                             low=None if r.interval is None else r.interval.low,
+                             high=None if r.interval is None else r.interval.high) for r in run.results]
 
 
 def expression_circuit(run: EvaluationRun, result: FunctionalResult) -> Circuit:

@@ -53,12 +53,18 @@ def accuracy(final: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
 def task_metric(metric: Metric, final: torch.Tensor, batch: TaskBatch,
                 reference: torch.Tensor | None = None) -> torch.Tensor:
     """The batch mean of ``metric``; KL needs the clean model's ``reference`` logits."""
+    return per_example(metric, final, batch, reference).mean()
+
+
+def per_example(metric: Metric, final: torch.Tensor, batch: TaskBatch,
+                reference: torch.Tensor | None = None) -> torch.Tensor:
+    """``metric`` of every example ``[batch]`` (their mean is ``task_metric``)."""
     match Metric(metric):
         case Metric.LOGIT_DIFF:
-            return logit_diff(final, batch).mean()
+            return logit_diff(final, batch)
         case Metric.PROB_DIFF:
-            return prob_diff(final, batch).mean()
+            return prob_diff(final, batch)
         case Metric.KL:
             if reference is None:
                 raise ValueError("the KL metric needs the clean model's logits as reference")
-            return kl_divergence(final, reference).mean()
+            return kl_divergence(final, reference)

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from service.bootstrap import DEFAULT_BOOTSTRAP
 from service.limits import MAX_NAME_LENGTH
 from service.tasks import TASKS
 from service.types import Ablation, Level, Metric, Mode
@@ -44,6 +45,8 @@ class EvaluationSpec(BaseModel):
                                                                           "(default 0.8)")
     candidates: int | None = Field(default=None, ge=0, le=10_000_000, description="extend at edge level: the "
                                    "remaining edges (by |EAP score|) each step evaluates exactly; 0: all (default 64)")
+    bootstrap: int = Field(default=DEFAULT_BOOTSTRAP, ge=0, le=10_000, description="evaluate, transfer: resamples "
+                           "of the prompts for each value's 95 % interval (0: none); no extra forward pass")
     n: int = Field(default=64, ge=1, le=100_000, description="prompts")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"

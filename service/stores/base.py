@@ -72,6 +72,9 @@ class EvaluationRecord:
     metric_value: float
     full_metric: float
     empty_metric: float
+    low: float | None = None
+    """the 95 % bootstrap interval of ``value`` over prompts, when one was computed"""
+    high: float | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -86,7 +89,7 @@ class EvaluationRecord:
 
 
 EVALUATION_FIELDS = ("model", "task", "expression", "mode", "level", "metric", "ablation", "per_position",
-                     "n_prompts", "seed", "value", "metric_value", "full_metric", "empty_metric")
+                     "n_prompts", "seed", "value", "metric_value", "full_metric", "empty_metric", "low", "high")
 """The stored columns (properties) of an evaluation besides its id, circuits and time."""
 
 

@@ -187,7 +187,7 @@ class Neo4jStore(CircuitStore):
             return rows, total
 
         rows, total = self._read(work)
-        return [EvaluationRecord(**{f: r["e"][f] for f in EVALUATION_FIELDS}, circuits=tuple(r["circuits"]),
+        return [EvaluationRecord(**{f: r["e"].get(f) for f in EVALUATION_FIELDS}, circuits=tuple(r["circuits"]),
                                  created_at=r["e"]["created_at"].to_native()) for r in rows], total
 
     def delete(self, circuit_id: str) -> None:

@@ -95,6 +95,8 @@ evaluations_t = sa.Table(
     sa.Column("metric_value", sa.Float, nullable=False),
     sa.Column("full_metric", sa.Float, nullable=False),
     sa.Column("empty_metric", sa.Float, nullable=False),
+    sa.Column("low", sa.Float, nullable=True),
+    sa.Column("high", sa.Float, nullable=True),
     sa.Column("created_at", sa.String, nullable=False, index=True),
 )
 evaluation_circuits_t = sa.Table(

@@ -71,29 +71,47 @@ def batched_metrics(evaluate: Callable[[torch.Tensor], torch.Tensor], masks: np.
     return torch.cat(out).double().numpy()
 
 
-def edge_metrics(engine: PatchingEngine, masks: np.ndarray) -> np.ndarray:
-    """The metric of every edge mask (rows of ``masks``), batched within the memory budget."""
-    return batched_metrics(engine.evaluate_edges, masks, masks_per_run(engine))
+def edge_metrics(engine: PatchingEngine, masks: np.ndarray, per_prompt: bool = False) -> np.ndarray:
+    """The metric of every edge mask (rows of ``masks``), or ``[mask, prompt]``, batched within the memory budget."""
+    return batched_metrics(lambda keep: engine.evaluate_edges(keep, per_prompt), masks, masks_per_run(engine))
+
+
+def prompt_means(per_prompt: np.ndarray) -> np.ndarray:
+    """Each row's mean over prompts as the engine takes the metric (a float32 mean of the float32 values), so a
+    number from per-prompt values equals the one the engine gives without them."""
+    return np.array([float(torch.from_numpy(row.astype(np.float32)).mean()) for row in per_prompt])
 
 
 @dataclass
 class EdgeEvaluator:
-    """Edge-mask metrics of one engine, each distinct mask evaluated once."""
+    """Edge-mask metrics of one engine, each distinct mask evaluated once; with ``per_prompt``, each mask's
+    per-prompt values are kept too (``prompt_values``), from the same passes."""
 
     engine: PatchingEngine
+    per_prompt: bool = False
     evaluations: int = 0
     _memo: dict[bytes, float] = field(default_factory=dict)
+    _prompts: dict[bytes, np.ndarray] = field(default_factory=dict)
 
     def metrics(self, masks: np.ndarray) -> np.ndarray:
         """The metric of every row of ``masks``; only masks not seen before run."""
         keys = [np.packbits(m).tobytes() for m in masks]
         fresh = list(dict.fromkeys(k for k in keys if k not in self._memo))
         if fresh:
-            rows = [masks[keys.index(k)] for k in fresh]
-            for k, v in zip(fresh, edge_metrics(self.engine, np.stack(rows)), strict=True):
-                self._memo[k] = float(v)
+            rows = np.stack([masks[keys.index(k)] for k in fresh])
+            if self.per_prompt:
+                values = edge_metrics(self.engine, rows, per_prompt=True)
+                self._prompts.update(zip(fresh, values, strict=True))
+                means = prompt_means(values)
+            else:
+                means = edge_metrics(self.engine, rows)
+            self._memo.update((k, float(v)) for k, v in zip(fresh, means, strict=True))
             self.evaluations += len(fresh)
         return np.array([self._memo[k] for k in keys])
+
+    def prompt_values(self, masks: np.ndarray) -> np.ndarray:
+        """Per-prompt metrics ``[mask, prompt]`` of masks already evaluated by an evaluator made ``per_prompt``."""
+        return np.stack([self._prompts[np.packbits(m).tobytes()] for m in masks])
 
     @cached_property
     def baselines(self) -> Baselines:

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.bootstrap import Interval, faithfulness_interval
 from service.effects import ComponentEffects
 from service.expressions import Selection
 from service.types import Level, Mode, NodeKind
 from workers.engine.attribution import edge_attribution
-from workers.engine.evaluate import Baselines, EdgeEvaluator, batched_metrics, budget, masks_per_run
+from workers.engine.evaluate import Baselines, EdgeEvaluator, batched_metrics, budget, masks_per_run, prompt_means
 from workers.engine.patching import PatchingEngine
 
 
@@ -35,6 +36,8 @@ class FunctionalResult:
     """the metric of the run: the circuit alone (keep) or the model without it (knockout)"""
     full: float
     empty: float
+    interval: Interval | None = None
+    """the bootstrap interval of ``value`` over prompts (``service.bootstrap``), when asked for"""
 
 
 def keep_mask(selection: Selection, mode: Mode, component_mask: np.ndarray) -> np.ndarray:
@@ -56,14 +59,15 @@ def node_masks_per_run(engine: PatchingEngine) -> int:
     return max(masks_per_run(engine), budget(engine.model.device) // per_mask)
 
 
-def node_metrics(engine: PatchingEngine, masks: np.ndarray) -> np.ndarray:
-    """The metric of every node mask (rows), batched within the engine's memory budget."""
-    return batched_metrics(engine.evaluate_nodes, masks, node_masks_per_run(engine))
+def node_metrics(engine: PatchingEngine, masks: np.ndarray, per_prompt: bool = False) -> np.ndarray:
+    """The metric of every node mask (rows), or ``[mask, prompt]``, batched within the engine's memory budget."""
+    return batched_metrics(lambda keep: engine.evaluate_nodes(keep, per_prompt), masks, node_masks_per_run(engine))
 
 
-def evaluate_selections(engine: PatchingEngine, selections: Sequence[Selection],
-                        mode: Mode = Mode.KEEP) -> list[FunctionalResult]:
-    """Every selection evaluated in ``mode`` on the engine's prompts: node ones in one batch, edge ones memoised."""
+def evaluate_selections(engine: PatchingEngine, selections: Sequence[Selection], mode: Mode = Mode.KEEP,
+                        bootstrap: int = 0, seed: int = 0) -> list[FunctionalResult]:
+    """Every selection evaluated in ``mode`` on the engine's prompts: node ones in one batch, edge ones memoised;
+    with ``bootstrap`` resamples, each value's interval over prompts from the same passes' per-prompt values."""
     graph = engine.layout.graph
     components = graph.component_mask
     out: dict[int, FunctionalResult] = {}
@@ -71,21 +75,31 @@ def evaluate_selections(engine: PatchingEngine, selections: Sequence[Selection],
     if nodes:
         masks = np.stack([np.ones(graph.n_nodes, bool), ~components,
                           *(keep_mask(selections[i], mode, components) for i in nodes)])
-        values = node_metrics(engine, masks)
+        prompts = node_metrics(engine, masks, per_prompt=True) if bootstrap else None
+        values = node_metrics(engine, masks) if prompts is None else prompt_means(prompts)
         base = Baselines(float(values[0]), float(values[1]))
-        for i, v in zip(nodes, values[2:], strict=True):
-            out[i] = _result(selections[i], mode, float(v), base)
+        for row, i in enumerate(nodes, start=2):
+            out[i] = _result(selections[i], mode, float(values[row]), base,
+                             None if prompts is None else faithfulness_interval(
+                                 prompts[row], prompts[0], prompts[1], bootstrap, seed=seed))
     edges = [i for i, s in enumerate(selections) if s.level is Level.EDGE]
     if edges:
-        evaluator = EdgeEvaluator(engine)
-        values = evaluator.metrics(np.stack([keep_mask(selections[i], mode, components) for i in edges]))
-        for i, v in zip(edges, values, strict=True):
-            out[i] = _result(selections[i], mode, float(v), evaluator.baselines)
+        evaluator = EdgeEvaluator(engine, per_prompt=bool(bootstrap))
+        masks = np.stack([keep_mask(selections[i], mode, components) for i in edges])
+        values = evaluator.metrics(masks)
+        base = evaluator.baselines
+        ends = evaluator.prompt_values(np.stack([np.ones(graph.n_edges, bool), np.zeros(graph.n_edges, bool)])) \
+            if bootstrap else None
+        for row, (i, v) in enumerate(zip(edges, values, strict=True)):
+            out[i] = _result(selections[i], mode, float(v), base, None if ends is None else faithfulness_interval(
+                evaluator.prompt_values(masks[row:row + 1])[0], ends[0], ends[1], bootstrap, seed=seed))
     return [out[i] for i in range(len(selections))]
 
 
-def _result(selection: Selection, mode: Mode, metric: float, base: Baselines) -> FunctionalResult:
-    return FunctionalResult(selection, mode, float(base.faithfulness(metric)), metric, base.full, base.empty)
+def _result(selection: Selection, mode: Mode, metric: float, base: Baselines,
+            interval: Interval | None = None) -> FunctionalResult:
+    return FunctionalResult(selection, mode, float(base.faithfulness(metric)), metric, base.full, base.empty,
+                            interval)
 
 
 def component_effects(engine: PatchingEngine, selection: Selection) -> ComponentEffects:

@@ -20,7 +20,7 @@ import torch
 
 from service.types import Ablation
 from workers.engine.layout import LayerSlots, Layout, layout_for
-from workers.metrics import task_metric
+from workers.metrics import per_example, task_metric
 from workers.models import LoadedModel, unembed_last
 from workers.tasks import Metric
 from workers.tasks.encode import TaskBatch
@@ -149,11 +149,12 @@ class PatchingEngine:
             return weighted.sum(1, keepdim=True) / valid.sum(0).clamp(min=1)[None, None, :, None]
         return weighted.sum((1, 2), keepdim=True) / valid.sum()
 
-    def metric_of(self, final: torch.Tensor) -> torch.Tensor:
-        """The task metric of each mask's ``[mask, batch, vocab]`` final logits -> ``[mask]`` (only KL reads the clean
-        run's logits, so no other metric makes the clean run)."""
+    def metric_of(self, final: torch.Tensor, per_prompt: bool = False) -> torch.Tensor:
+        """The task metric of each mask's ``[mask, batch, vocab]`` final logits -> ``[mask]``, or per prompt
+        ``[mask, batch]`` (only KL reads the clean run's logits, so no other metric makes the clean run)."""
         reference = self.clean_final if self.metric is Metric.KL else None
-        return torch.stack([task_metric(self.metric, f, self.batch, reference) for f in final])
+        of = per_example if per_prompt else task_metric
+        return torch.stack([of(self.metric, f, self.batch, reference) for f in final])
 
     @torch.no_grad()
     def run_nodes(self, keep: torch.Tensor) -> torch.Tensor:
@@ -216,13 +217,13 @@ class PatchingEngine:
         final = last_logits(self.model, self.batch.clean.repeat(m, 1), hooks, self.batch.lengths.repeat(m))
         return final.view(m, len(self.batch), -1)
 
-    def evaluate_edges(self, keep: torch.Tensor) -> torch.Tensor:
-        """The task metric ``[mask]`` of each edge mask."""
-        return self.metric_of(self.run_edges(keep))
+    def evaluate_edges(self, keep: torch.Tensor, per_prompt: bool = False) -> torch.Tensor:
+        """The task metric ``[mask]`` (or ``[mask, batch]``) of each edge mask."""
+        return self.metric_of(self.run_edges(keep), per_prompt)
 
-    def evaluate_nodes(self, keep: torch.Tensor) -> torch.Tensor:
-        """The task metric ``[mask]`` of each node mask."""
-        return self.metric_of(self.run_nodes(keep))
+    def evaluate_nodes(self, keep: torch.Tensor, per_prompt: bool = False) -> torch.Tensor:
+        """The task metric ``[mask]`` (or ``[mask, batch]``) of each node mask."""
+        return self.metric_of(self.run_nodes(keep), per_prompt)
 
 
 class _Deltas:
