@@ -224,3 +224,17 @@ def test_browse_page_renders_from_a_live_server_in_headless_chromium(tmp_path):
         assert report.returncode == 0 and report.stdout.count('class="circuit"') == 3 + 1  # and the consensus view
         blank = screenshot(tmp_path, f"{server.url}/report?ids=c{'0' * 23}", "error")
         assert screenshot(tmp_path, f"{server.url}/report?ids={ids[0]}&ids={ids[1]}", "served") > 5 * blank
+
+
+def test_transfer_cells_show_their_bootstrap_interval_on_hover():
+    from service.report.transfer import transfer_svg, transfer_views
+    from service.stores.base import EvaluationRecord
+
+    def record(task: str, low: float | None, high: float | None) -> EvaluationRecord:
+        return EvaluationRecord(model="tiny", task=task, expression="c1", circuits=(), mode="keep", level="node",
+                                metric="logit_diff", ablation="resample", per_position=False, n_prompts=16, seed=0,
+                                value=0.8, metric_value=2.0, full_metric=3.0, empty_metric=0.5, low=low, high=high)
+
+    (view,) = transfer_views([record("months", 0.7, 0.9), record("ioi", None, None)], {"c1": "A"}, {"c1": "months"})
+    svg = transfer_svg(view)
+    assert "A on months: 0.80 [0.70, 0.90]</title>" in svg and "A on ioi: 0.80</title>" in svg

@@ -2,7 +2,8 @@
 
 Rows are the report's circuits and the expressions over them that have evaluations; a row's own task (the
 task its circuit was found for) is outlined. Values are coloured as the Jaccard heatmap (0 white, 1 dark
-blue; above 1 as 1) and written in each cell.
+blue; above 1 as 1) and written in each cell; a cell's hover title gives its 95 % bootstrap interval where
+its record has one.
 """
 
 from __future__ import annotations
@@ -26,15 +27,23 @@ class TransferView:
     tasks: list[str]
     values: np.ndarray
     own: list[str | None]
+    low: np.ndarray
+    """each cell's interval (``nan``: none)"""
+    high: np.ndarray
+
+
+def newest_records(records: Sequence[EvaluationRecord], mode: str) -> dict[tuple[str, str], EvaluationRecord]:
+    """The newest record of each (expression, task) in ``mode`` (``records`` newest first)."""
+    cells: dict[tuple[str, str], EvaluationRecord] = {}
+    for r in records:
+        if r.mode == mode:
+            cells.setdefault((r.expression, r.task), r)
+    return cells
 
 
 def newest_cells(records: Sequence[EvaluationRecord], mode: str) -> dict[tuple[str, str], float]:
     """The value of each (expression, task) in ``mode``, from the newest of its records (``records`` newest first)."""
-    cells: dict[tuple[str, str], float] = {}
-    for r in records:
-        if r.mode == mode:
-            cells.setdefault((r.expression, r.task), r.value)
-    return cells
+    return {key: r.value for key, r in newest_records(records, mode).items()}
 
 
 def transfer_views(records: Sequence[EvaluationRecord], labels: dict[str, str],
@@ -43,16 +52,22 @@ def transfer_views(records: Sequence[EvaluationRecord], labels: dict[str, str],
     (a circuit id's label; ids inside an expression are replaced by their labels too)."""
     views = []
     for mode in ("keep", "knockout"):
-        cells = newest_cells(records, mode)
+        cells = newest_records(records, mode)
         if not cells:
             continue
         order = {cid: i for i, cid in enumerate(labels)}  # the report's circuits first, in its order
         rows = sorted(dict.fromkeys(e for e, _ in cells), key=lambda e: (order.get(e, len(order)), e))
         tasks = sorted({t for _, t in cells})
-        values = np.array([[cells.get((e, t), np.nan) for t in tasks] for e in rows])
-        views.append(TransferView(mode, [_label(e, labels) for e in rows], tasks, values,
-                                  [own_task.get(e) for e in rows]))
+        low, high = (_grid(cells, rows, tasks, bound) for bound in ("low", "high"))
+        views.append(TransferView(mode, [_label(e, labels) for e in rows], tasks, _grid(cells, rows, tasks, "value"),
+                                  [own_task.get(e) for e in rows], low, high))
     return views
+
+
+def _grid(cells: dict[tuple[str, str], EvaluationRecord], rows: list[str], tasks: list[str], field: str) -> np.ndarray:
+    """One field of the records per (row, task); ``nan`` where there is no record or the field is None."""
+    return np.array([[np.nan if (r := cells.get((e, t))) is None or getattr(r, field) is None else getattr(r, field)
+                      for t in tasks] for e in rows], dtype=float)
 
 
 def _label(expression: str, labels: dict[str, str]) -> str:
@@ -75,17 +90,18 @@ def transfer_svg(view: TransferView) -> str:
         parts.append(f'<text x="{left - 4:.0f}" y="{y + CELL / 2 + 3:.1f}" text-anchor="end">{escape(label)}</text>')
         for c, task in enumerate(view.tasks):
             parts.append(_cell(left + c * CELL, y, float(view.values[r, c]), f"{label} on {task}",
-                               view.own[r] == task))
+                               view.own[r] == task, (float(view.low[r, c]), float(view.high[r, c]))))
     width, height = left + len(view.tasks) * CELL + 70, top + len(view.rows) * CELL + 10  # room for the last label
     return (f'<svg xmlns="http://www.w3.org/2000/svg" class="transfer" data-mode="{view.mode}" width="{width:.0f}" '
             f'height="{height:.0f}" font-family="sans-serif" font-size="10">' + "".join(parts) + "</svg>")
 
 
-def _cell(x: float, y: float, v: float, what: str, own: bool) -> str:
+def _cell(x: float, y: float, v: float, what: str, own: bool, interval: tuple[float, float]) -> str:
     text = "n/a" if np.isnan(v) else f"{v:.2f}"
+    spread = "" if np.isnan(interval[0]) else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
     edge = ' stroke="#000000" stroke-width="2" class="cell own"' if own else ' class="cell"'
     out = (f'<rect x="{x:.1f}" y="{y:.1f}" width="{CELL - 1}" height="{CELL - 1}" fill="{colour(v)}"{edge}>'
-           f"<title>{escape(what)}: {text}</title></rect>")
+           f"<title>{escape(what)}: {text}{spread}</title></rect>")
     if not np.isnan(v):
         ink = "#ffffff" if v > 0.6 else "#222222"
         out += (f'<text x="{x + CELL / 2 - 0.5:.1f}" y="{y + CELL / 2 + 3:.1f}" text-anchor="middle" font-size="8" '
