@@ -92,6 +92,17 @@ class Level(StrEnum):
     EDGE = "edge"
 
 
+class IgPoints(StrEnum):
+    """Where EAP-IG (inputs) takes its ``steps`` gradients between the clean input embedding and the ablated one."""
+
+    MIB = "mib"
+    """as MIB's reference (EAP-IG-inputs): corrupted + k/steps (clean - corrupted), k = 0 .. steps - 1: the
+    ablated end included, the clean end not"""
+    CLEAN = "clean"
+    """clean + k/steps (ablated - clean), k = 0 .. steps - 1: the clean end included, the ablated end not, so
+    one step is EAP"""
+
+
 class NullModel(StrEnum):
     """What chance is, for an overlap: random circuits of the same sizes in the same model graph."""
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from service.types import Ablation, Level, Method
+from service.types import Ablation, IgPoints, Level, Method
 from tests.tiny_models import load, save_gpt2
-from workers.engine.attribution import edge_attribution
+from workers.engine.attribution import edge_attribution, ig_alphas
 from workers.engine.evaluate import EdgeEvaluator, edge_baselines, faithfulness_curve, node_baselines
 from workers.engine.layout import layout_for
 from workers.engine.methods import RunSpec, discover
@@ -134,6 +134,58 @@ def test_eap_ig_with_one_step_is_eap_and_more_steps_differ(tiny, batch):
     eap = edge_attribution(engine, steps=1)
     torch.testing.assert_close(edge_attribution(engine, steps=1), eap)
     assert not torch.allclose(edge_attribution(engine, steps=4), eap)
+
+
+def ig_reference(engine: PatchingEngine, e: int, alphas: list[float]) -> float:
+    """EAP-IG (inputs) of edge e written without the engine's gradient code: per alpha, a plain run whose input
+    embedding is moved ``alpha`` of the way to the corrupted run's (recorded from its own plain run), and the
+    autograd derivative of the metric when the edge carries ``t * (ablated - clean)`` extra; their mean."""
+    graph = engine.layout.graph
+    edge, s = graph.edge(e), int(graph.edge_src[e])
+    captured = {}
+    with torch.no_grad():
+        engine.model.bridge.run_with_hooks(engine.batch.corrupted, fwd_hooks=[
+            ("blocks.0.hook_resid_pre", lambda x, hook: captured.setdefault("input", x.clone()))])
+    delta = (engine.ablated - engine.sources(engine.batch.clean, engine.batch.lengths)[0])[s]
+    dst = edge.dst
+    if dst.kind.value == "attention":
+        name = f"blocks.{dst.layer}.hook_{edge.port.value}_input"
+    else:
+        name = "ln_final.hook_in" if dst.kind.value == "logits" else f"blocks.{dst.layer}.hook_mlp_in"
+    total = 0.0
+    for alpha in alphas:
+        t = torch.zeros((), requires_grad=True)
+
+        def bump(x, hook, t=t):
+            extra = torch.zeros_like(x)
+            if dst.kind.value == "attention":
+                extra[:, :, dst.head] = delta
+            else:
+                extra = delta.expand_as(x)
+            return x + t * extra
+
+        def embed(x, hook, alpha=alpha):
+            return x.detach() + alpha * (captured["input"] - x.detach())
+        with torch.enable_grad():
+            logits = engine.model.bridge.run_with_hooks(engine.batch.clean,
+                                                        fwd_hooks=[("blocks.0.hook_resid_pre", embed), (name, bump)])
+            value = task_metric(engine.metric, final_logits(logits, engine.batch.lengths), engine.batch)
+            (grad,) = torch.autograd.grad(value, t)
+        total += grad.item()
+    return total / len(alphas)
+
+
+def test_eap_ig_at_mibs_points_equals_an_independent_integrated_gradient(tiny, batch):
+    """MIB's EAP-IG-inputs takes its gradients at corrupted + k/steps (clean - corrupted), k = 0 .. steps - 1."""
+    assert ig_alphas(4, IgPoints.MIB) == [1.0, 0.75, 0.5, 0.25] and ig_alphas(4, IgPoints.CLEAN) == [0, 0.25, 0.5, 0.75]
+    engine = PatchingEngine(tiny, batch, Ablation.RESAMPLE)
+    scores = edge_attribution(engine, steps=3, points=IgPoints.MIB)
+    n = engine.layout.graph.n_edges
+    for e in [*np.random.default_rng(5).choice(n, 12, replace=False), 0, n - 1]:
+        assert scores[e].item() == pytest.approx(ig_reference(engine, int(e), [1.0, 2 / 3, 1 / 3]), rel=1e-4, abs=1e-6)
+    clean = edge_attribution(engine, steps=3, points=IgPoints.CLEAN)
+    assert clean[7].item() == pytest.approx(ig_reference(engine, 7, [0.0, 1 / 3, 2 / 3]), rel=1e-4, abs=1e-6)
+    assert not torch.allclose(scores, clean)
 
 
 def test_gpt2_small_shaped_model_has_the_mib_graph(tmp_path):

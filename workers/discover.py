@@ -12,6 +12,7 @@ from service.jobs.spec import DiscoverySpec, TaskLine
 from service.models import PACKAGED
 from service.progress import Progress, silent
 from service.tasks import TASKS
+from service.types import IgPoints
 from workers.engine.layout import layout_for
 from workers.engine.methods import DiscoveryRun, RunSpec, discover, levels_of
 from workers.engine.node_search import component_order
@@ -62,7 +63,8 @@ def run_discovery(spec: DiscoverySpec, device: str | None = None, progress: Prog
         run_spec = RunSpec(model=loaded.name, model_source=source, task=the_task.name, method=spec.method,
                            ablation=spec.ablation, metric=chosen, levels=levels_of(spec.levels),
                            per_position=spec.per_position,
-                           ig_steps=spec.ig_steps, orders=spec.orders or ("backward",), top_n=spec.top_n,
+                           ig_steps=spec.ig_steps, ig_points=spec.ig_points or IgPoints.MIB,
+                           orders=spec.orders or ("backward",), top_n=spec.top_n,
                            absolute=not spec.signed, n_prompts=len(batch), seed=spec.seed, paths=spec.path_search)
     except INPUT_ERRORS as exc:
         raise DiscoverError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from exc

@@ -15,7 +15,7 @@ import typer
 from service.jobs.spec import DiscoverySpec, PathSearch, parse_task_lines
 from service.model_sources import BUILTIN
 from service.tasks import TASKS
-from service.types import Ablation, Method, Search
+from service.types import Ablation, IgPoints, Method, Search
 
 
 def model_argument(model: str) -> str:
@@ -39,6 +39,7 @@ MetricOpt = Annotated[str | None, typer.Option(help="logit_diff, prob_diff or kl
 TopNOpt = Annotated[int | None, typer.Option(min=1, help="edge methods: keep the top-n edges instead")]
 SignedOpt = Annotated[bool, typer.Option(help="edge methods: rank by signed score, not |score|")]
 IgStepsOpt = Annotated[int | None, typer.Option(min=1, help=DiscoverySpec.model_fields["ig_steps"].description)]
+IgPointsOpt = Annotated[IgPoints | None, typer.Option(help=DiscoverySpec.model_fields["ig_points"].description)]
 OrderOpt = Annotated[list[str] | None, typer.Option(
     help="ablation sweep order(s): backward, forward, random:SEED (repeatable)")]
 NOpt = Annotated[int, typer.Option(min=1, help="prompts")]
@@ -65,7 +66,8 @@ _PATHS = PathSearch()
 SPEC_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("threshold", ThresholdOpt, None), ("ablation", AblationOpt, Ablation.RESAMPLE),
     ("per_position", PerPositionOpt, False), ("metric", MetricOpt, None), ("top_n", TopNOpt, None),
-    ("signed", SignedOpt, False), ("ig_steps", IgStepsOpt, None), ("order", OrderOpt, None), ("n", NOpt, 64),
+    ("signed", SignedOpt, False), ("ig_steps", IgStepsOpt, None), ("ig_points", IgPointsOpt, None),
+    ("order", OrderOpt, None), ("n", NOpt, 64),
     ("seed", int, 0), ("dtype", DtypeOpt, "float32"), ("min_effect", MinEffectOpt, None),
     ("relative", RelativeOpt, False), ("receivers", ReceiversOpt, None), ("search", SearchOpt, _PATHS.search),
     ("width", WidthOpt, None), ("max_paths", MaxPathsOpt, _PATHS.max_paths), ("time_budget", TimeBudgetOpt, None),
@@ -106,7 +108,8 @@ def make_spec(model: str, task: str, method: Method, options: dict[str, Any]) ->
         "model": model, "task": task, "task_lines": lines, "method": method,
         "levels": tuple(o["threshold"]) if o["threshold"] else None, "ablation": o["ablation"],
         "per_position": o["per_position"], "metric": o["metric"], "top_n": o["top_n"], "signed": o["signed"],
-        "ig_steps": o["ig_steps"], "orders": tuple(o["order"]) if o["order"] else None, "n": o["n"],
+        "ig_steps": o["ig_steps"], "ig_points": o["ig_points"],
+        "orders": tuple(o["order"]) if o["order"] else None, "n": o["n"],
         "seed": o["seed"], "dtype": o["dtype"], "paths": _paths(method, o)})
 
 

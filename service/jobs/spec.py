@@ -25,7 +25,7 @@ from pydantic import (
 
 from service.limits import MAX_NAME_LENGTH
 from service.tasks import TASKS
-from service.types import Ablation, Method, Metric, Search
+from service.types import Ablation, IgPoints, Method, Metric, Search
 
 ORDER = re.compile(r"backward|forward|random:\d{1,9}")
 MAX_TOP_N = 2_500_000
@@ -138,6 +138,9 @@ class DiscoverySpec(BaseModel):
     ig_steps: int | None = Field(default=None, ge=1, le=1000, description="eap-ig, ipe-approx: points the gradient "
                                  "is averaged over, from the clean input towards the ablated one (1: at the clean "
                                  "input; default: eap-ig 5, ipe-approx 2)")
+    ig_points: IgPoints | None = Field(default=None, description="eap-ig: where its gradients lie between the clean "
+                                       "and the ablated input: mib (as MIB's reference: the ablated end included, "
+                                       "the default) or clean (the clean end included: one step is EAP)")
     orders: tuple[Annotated[str, StringConstraints(max_length=20)], ...] | None = Field(
         default=None, max_length=64, description="ablation sweep orders: backward, forward, random:SEED",
         json_schema_extra={"items": {"type": "string", "pattern": f"^({ORDER.pattern})$"}})
@@ -178,6 +181,8 @@ class DiscoverySpec(BaseModel):
             raise ValueError("task_lines has no examples")
         if self.paths is not None and not self.method.searches_paths:
             raise ValueError(f"paths options apply to path-patching, ipe and ipe-approx, not {self.method.value}")
+        if self.ig_points is not None and self.method is not Method.EAP_IG:
+            raise ValueError(f"ig_points applies to eap-ig, not {self.method.value}")
         return self
 
     @property
@@ -194,10 +199,10 @@ class DiscoverySpec(BaseModel):
             raise ValueError(problems_of(exc)) from None
 
     def canonical_json(self) -> str:
-        """The spec as canonical JSON (sorted keys, no spaces, defaults included; ``paths`` only when given,
-        so specs older than the path methods keep their hash)."""
-        return json.dumps(self.model_dump(mode="json", exclude={"paths"} if self.paths is None else None),
-                          sort_keys=True, separators=(",", ":"))
+        """The spec as canonical JSON (sorted keys, no spaces, defaults included; ``paths`` and ``ig_points`` only
+        when given, so specs older than them keep their hash)."""
+        unset = {name for name in ("paths", "ig_points") if getattr(self, name) is None}
+        return json.dumps(self.model_dump(mode="json", exclude=unset), sort_keys=True, separators=(",", ":"))
 
     def spec_hash(self) -> str:
         """A stable hash of the canonical JSON."""

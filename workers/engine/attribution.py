@@ -4,8 +4,10 @@ score(u -> d) = (ablated_u - clean_u) . dm/d(input_d), summed over positions: th
 change of the metric when the edge carries the ablated value. EAP takes the gradient on the
 clean run: with the engine's corrupted forward, one forward and one backward (the clean
 source outputs are recorded in the same forward). EAP-IG (inputs variant) averages the
-gradient over ``steps`` runs whose input embeddings move from clean towards ablated,
-alpha = k / steps for k = 0 .. steps - 1, so one step is exactly EAP.
+gradient over ``steps`` runs whose input embeddings lie between clean and ablated at
+``alpha`` (0: clean, 1: ablated): MIB's points alpha = 1 - k / steps for k = 0 .. steps - 1
+(the reference's corrupted + k/steps (clean - corrupted)), or the clean-inclusive points
+alpha = k / steps, so one such step is exactly EAP (``IgPoints``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from service.types import IgPoints
 from workers.engine.patching import (
     LOGITS_INPUT,
     PORTS,
@@ -74,13 +77,18 @@ def _per_source(g: torch.Tensor) -> torch.Tensor:
     return source_major(g)[0].reshape(g.shape[2] if g.dim() == 4 else 1, -1)
 
 
-def edge_attribution(engine: PatchingEngine, steps: int = 1) -> torch.Tensor:
-    """Scores ``[n_edges]`` in the graph's edge order: EAP for ``steps=1``, EAP-IG otherwise."""
+def ig_alphas(steps: int, points: IgPoints) -> list[float]:
+    """Where the ``steps`` gradients are taken, as the share of the way from the clean input to the ablated one."""
+    return [1 - k / steps if points is IgPoints.MIB else k / steps for k in range(steps)]
+
+
+def edge_attribution(engine: PatchingEngine, steps: int = 1, points: IgPoints = IgPoints.CLEAN) -> torch.Tensor:
+    """Scores ``[n_edges]`` in the graph's edge order: EAP for one clean-inclusive step, EAP-IG otherwise."""
     if steps < 1:
         raise ValueError(f"EAP-IG needs at least one step, got {steps}")
     grads: dict[str, torch.Tensor] = {}
-    for k in range(steps):
-        _gradients(engine, k / steps, grads)
+    for alpha in ig_alphas(steps, points):
+        _gradients(engine, alpha, grads)
     delta = (engine.ablated - engine.clean_out).reshape(engine.n_sources, -1)
     scores = torch.zeros(engine.layout.graph.n_edges, dtype=torch.float64)
     h = engine.model.shape.n_heads

@@ -22,7 +22,7 @@ from service.circuit import Circuit, Provenance
 from service.jobs.spec import PathSearch
 from service.progress import Progress, silent
 from service.tasks import family_of
-from service.types import Ablation, Method
+from service.types import Ablation, IgPoints, Method
 from workers.engine.attribution import edge_attribution
 from workers.engine.evaluate import Baselines, Curve, EdgeEvaluator, faithfulness_curve
 from workers.engine.ipe import PathScorer, path_circuit, search_paths
@@ -52,6 +52,8 @@ class RunSpec:
     per_position: bool = False
     ig_steps: int | None = None
     """points each gradient is averaged over (``gradient_points``); None: the method's default"""
+    ig_points: IgPoints = IgPoints.MIB
+    """eap-ig: where those points lie (``IgPoints``)"""
     orders: tuple[str, ...] = ("backward",)
     top_n: int | None = None
     absolute: bool = True
@@ -77,7 +79,8 @@ class RunSpec:
         if self.method.searches_paths:
             return out | self._path_params()
         out |= {"absolute": self.absolute}
-        return out | ({"ig_steps": self.gradient_points} if self.method is Method.EAP_IG else {})
+        ig = {"ig_steps": self.gradient_points, "ig_points": self.ig_points.value}
+        return out | (ig if self.method is Method.EAP_IG else {})
 
     def _path_params(self) -> dict[str, Any]:
         p = self.paths
@@ -129,7 +132,8 @@ def _ablation(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> Disc
 def _edges(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
     steps = spec.gradient_points
     progress(0, 3, "scoring")
-    scores = edge_attribution(engine, steps).numpy()
+    points = spec.ig_points if spec.method is Method.EAP_IG else IgPoints.CLEAN
+    scores = edge_attribution(engine, steps, points).numpy()
     progress(1, 3, "faithfulness curves")
     evaluator = EdgeEvaluator(engine)
     curves, evaluation = _curves(evaluator, scores, spec)
