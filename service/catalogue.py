@@ -19,8 +19,8 @@ from service.errors import CatalogueError, NotFound, StoreUnavailable
 from service.graph import graph_for
 from service.limits import Limits
 from service.models import KNOWN_SHAPES
-from service.null import UNIFORM, NullSpec
-from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, matrix, pairwise
+from service.null import UNIFORM, NullSpec, sampled, universe
+from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, levels, matrix, pairwise
 from service.progress import Progress, silent
 from service.stores import CircuitFilter, CircuitStore, Stored
 from service.stores.base import EvaluationFilter, EvaluationRecord, Membership
@@ -120,24 +120,33 @@ class Catalogue:
         return self.store.get(circuit_id)
 
     def overlap(self, a: str, b: str, null: NullSpec = UNIFORM) -> list[PairOverlap]:
-        return pairwise(*self._members([a, b], null), null)
+        members = self.store.memberships([a, b])
+        self._check_null(members, levels(members), null)
+        return pairwise(*members, null)
 
     def consensus(self, ids: list[str], min_support: int | None = None,
                   null: NullSpec = UNIFORM) -> list[Consensus]:
         self.limits.check_ids(len(ids))
-        return consensus(self._members(ids, null), min_support, null)
+        members = self.store.memberships(ids)
+        self._check_null(members, levels(members), null, all_held=min_support in (None, len(ids)))
+        return consensus(members, min_support, null)
 
     def matrix(self, ids: list[str], null: NullSpec = UNIFORM) -> Matrix:
         self.limits.check_ids(len(ids))
-        return matrix(self._members(ids, null), null)
-
-    def _members(self, ids: list[str], null: NullSpec) -> list[Membership]:
-        """The memberships of ``ids``, once the null model's draws are known to be within the limits."""
         members = self.store.memberships(ids)
-        if members:
-            graph = graph_for(members[0].shape)
-            self.limits.check_null(null.samples, max(graph.n_nodes, graph.n_edges))
-        return members
+        edges = any(m.edges is not None for m in members)  # the matrix answers each pair that has edges
+        self._check_null(members, [Level.NODE, Level.EDGE] if edges else [Level.NODE], null)
+        return matrix(members, null)
+
+    def _check_null(self, members: list[Membership], at: list[Level], null: NullSpec, all_held: bool = True) -> None:
+        """Refuse, before any draw, a null model that would draw more than the limits allow at the levels ``at``
+        (exact figures draw nothing)."""
+        if not members:
+            return
+        graph = graph_for(members[0].shape)
+        drawn = [universe(graph, level) for level in at if sampled(level, null, all_held)]
+        if drawn:
+            self.limits.check_null(null.samples, max(drawn))
 
     def select(self, ids: list[str], flt: CircuitFilter, limit: int = 20) -> list[Circuit]:
         """The circuits named by ``ids``, else the newest ``limit`` matching ``flt``."""

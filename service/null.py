@@ -62,6 +62,12 @@ class Chance:
     """the probability of sharing at least as much by chance"""
 
 
+def sampled(level: Level, null: NullSpec, all_held: bool = True) -> bool:
+    """Whether the figures at ``level`` are drawn rather than exact: the connected null at edge level, and the
+    tail of a consensus of items held by fewer than all (``all_held`` false)."""
+    return (null.model is NullModel.CONNECTED and level is Level.EDGE) or not all_held
+
+
 def universe(graph: ModelGraph, level: Level) -> int:
     """How many items a circuit of ``graph`` can hold at ``level``: its components, or its edges."""
     return int(graph.component_mask.sum()) if level is Level.NODE else graph.n_edges
@@ -93,9 +99,14 @@ def shared_pmf(n: int, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
 def uniform_pair(n: int, a: int, b: int, shared: int) -> Chance:
     """The exact uniform null for two circuits of sizes ``a`` and ``b`` that share ``shared`` of ``n`` items."""
     k, p = shared_pmf(n, a, b)
-    union = a + b - k
-    jaccard = np.divide(k, union, out=np.zeros(len(k)), where=union > 0)
-    return Chance(NullModel.UNIFORM, 0, float(k @ p), float(jaccard @ p), float(min(1.0, p[k >= shared].sum())))
+    return Chance(NullModel.UNIFORM, 0, float(k @ p), float(_jaccard(k, a, b) @ p),
+                  float(min(1.0, p[k >= shared].sum())))
+
+
+def _jaccard(shared: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Jaccard of sets of sizes ``a`` and ``b`` sharing ``shared`` items (0 for two empty sets)."""
+    union = a + b - shared
+    return np.divide(shared, union, out=np.zeros(len(shared)), where=union > 0)
 
 
 Draws = dict[tuple[Level, int, int], np.ndarray]
@@ -130,15 +141,13 @@ def pair_chance(graph: ModelGraph, level: Level, a: int, b: int, shared: int, nu
                 made: Draws | None = None) -> Chance:
     """The null for two circuits of sizes ``a`` and ``b`` sharing ``shared`` items: exact where it can be."""
     n = universe(graph, level)
-    if null.model is NullModel.UNIFORM or level is Level.NODE:
+    if not sampled(level, null):
         return uniform_pair(n, a, b, shared)
     first, second = draws(graph, level, a, null, 0, made), draws(graph, level, b, null, 1, made)
     k = np.take_along_axis(_masks(first, n), second, axis=1).sum(axis=1)
-    union = a + b - k
-    jaccard = np.divide(k, union, out=np.zeros(len(k)), where=union > 0)
-    observed = shared / (a + b - shared) if a + b - shared else 0.0
+    jaccard = _jaccard(k, a, b)
     return Chance(null.model, null.samples, float(k.mean()), float(jaccard.mean()),
-                  _sampled_p(jaccard >= observed - 1e-12))
+                  _sampled_p(jaccard >= _jaccard(np.array([shared]), a, b)[0] - 1e-12))
 
 
 def consensus_chance(graph: ModelGraph, level: Level, sizes: list[int], min_support: int, count: int,
@@ -147,7 +156,7 @@ def consensus_chance(graph: ModelGraph, level: Level, sizes: list[int], min_supp
     count and the tail probability of ``count``. Under the uniform null, items held by all are exact, and
     otherwise the expectation is exact and the tail sampled; the connected null is sampled."""
     n = universe(graph, level)
-    uniform = null.model is NullModel.UNIFORM or level is Level.NODE
+    uniform = not sampled(level, null)
     if uniform and min_support == len(sizes):
         k, p = intersection_pmf(n, sizes)
         jaccard = uniform_pair(n, *sizes, count).expected_jaccard if len(sizes) == 2 else None

@@ -16,7 +16,7 @@ from service.null import NullSpec, consensus_chance, draws, pair_chance, shared_
 from service.null_sampler import connected_draws
 from service.report.heatmap import heatmap_svg
 from service.types import Level, ModelShape, NullModel
-from tests.helpers import GPT2, SMALL, edge_circuit
+from tests.helpers import GPT2, SMALL, edge_circuit, node_circuit
 
 TOY = ModelShape(4, 4, False, 128)
 
@@ -184,3 +184,22 @@ def test_items_held_by_every_circuit_have_an_exact_null():
     counts = (support == 4).sum(axis=1)
     assert chance.samples == 0 and chance.expected_shared == pytest.approx(156 * np.prod(np.array(sizes) / 156))
     assert chance.p == pytest.approx(np.mean(counts >= 1), abs=0.005)
+
+
+def test_only_draws_count_against_the_null_limit(sqlite_store):
+    """Exact figures draw nothing, so a model too large for sampled nulls still answers the default questions."""
+    from service.errors import LimitExceeded
+    from service.limits import Limits
+
+    cat = Catalogue(sqlite_store, Limits(max_null_cells=10))
+    ids = [cat.add(edge_circuit(seed=s)) for s in range(3)]
+    assert cat.overlap(ids[0], ids[1])[1].chance.samples == 0
+    assert cat.matrix(ids).samples == 0 and cat.consensus(ids)[0].chance.samples == 0
+    nodes = [cat.add(node_circuit(names)) for names in (["a0.h0", "m1"], ["a0.h0", "a1.h1"])]
+    assert cat.overlap(*nodes, NullSpec(NullModel.CONNECTED))[0].chance.samples == 0  # node level: exact
+    for drawn in (lambda: cat.overlap(ids[0], ids[1], NullSpec(NullModel.CONNECTED)),
+                  lambda: cat.matrix(ids, NullSpec(NullModel.CONNECTED))):
+        with pytest.raises(LimitExceeded, match="null-model cells"):
+            drawn()
+    with pytest.raises(LimitExceeded, match="null-model cells"):
+        cat.consensus(ids, min_support=2)
