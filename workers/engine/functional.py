@@ -71,35 +71,34 @@ def evaluate_selections(engine: PatchingEngine, selections: Sequence[Selection],
     graph = engine.layout.graph
     components = graph.component_mask
     out: dict[int, FunctionalResult] = {}
-    nodes = [i for i, s in enumerate(selections) if s.level is Level.NODE]
-    if nodes:
-        masks = np.stack([np.ones(graph.n_nodes, bool), ~components,
-                          *(keep_mask(selections[i], mode, components) for i in nodes)])
-        prompts = node_metrics(engine, masks, per_prompt=True) if bootstrap else None
-        values = node_metrics(engine, masks) if prompts is None else prompt_means(prompts)
+    for level, full, empty in ((Level.NODE, np.ones(graph.n_nodes, bool), ~components),
+                               (Level.EDGE, np.ones(graph.n_edges, bool), np.zeros(graph.n_edges, bool))):
+        chosen = [i for i, s in enumerate(selections) if s.level is level]
+        if not chosen:
+            continue
+        masks = np.stack([full, empty, *(keep_mask(selections[i], mode, components) for i in chosen)])
+        values, prompts = _run_metrics(engine, level, masks, bool(bootstrap))
         base = Baselines(float(values[0]), float(values[1]))
-        for row, i in enumerate(nodes, start=2):
-            out[i] = _result(selections[i], mode, float(values[row]), base,
-                             None if prompts is None else faithfulness_interval(
-                                 prompts[row], prompts[0], prompts[1], bootstrap, seed=seed))
-    edges = [i for i, s in enumerate(selections) if s.level is Level.EDGE]
-    if edges:
-        evaluator = EdgeEvaluator(engine, per_prompt=bool(bootstrap))
-        masks = np.stack([keep_mask(selections[i], mode, components) for i in edges])
-        values = evaluator.metrics(masks)
-        base = evaluator.baselines
-        ends = evaluator.prompt_values(np.stack([np.ones(graph.n_edges, bool), np.zeros(graph.n_edges, bool)])) \
-            if bootstrap else None
-        for row, (i, v) in enumerate(zip(edges, values, strict=True)):
-            out[i] = _result(selections[i], mode, float(v), base, None if ends is None else faithfulness_interval(
-                evaluator.prompt_values(masks[row:row + 1])[0], ends[0], ends[1], bootstrap, seed=seed))
+        for row, i in enumerate(chosen, start=2):
+            interval = None if prompts is None else faithfulness_interval(prompts[row], prompts[0], prompts[1],
+                                                                          bootstrap, seed=seed)
+            out[i] = FunctionalResult(selections[i], mode, float(base.faithfulness(values[row])), float(values[row]),
+                                      base.full, base.empty, interval)
     return [out[i] for i in range(len(selections))]
 
 
-def _result(selection: Selection, mode: Mode, metric: float, base: Baselines,
-            interval: Interval | None = None) -> FunctionalResult:
-    return FunctionalResult(selection, mode, float(base.faithfulness(metric)), metric, base.full, base.empty,
-                            interval)
+def _run_metrics(engine: PatchingEngine, level: Level, masks: np.ndarray,
+                 per_prompt: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The metric of every mask (node masks in one batch, edge masks each distinct one once) and, when asked,
+    the per-prompt values ``[mask, prompt]`` they are the means of, from the same passes."""
+    if level is Level.EDGE:  # the baselines (the first two masks) in a batch of their own, as discovery runs them
+        evaluator = EdgeEvaluator(engine, per_prompt=per_prompt)
+        values = np.concatenate([evaluator.metrics(masks[:2]), evaluator.metrics(masks[2:])])
+        return values, evaluator.prompt_values(masks) if per_prompt else None
+    if not per_prompt:
+        return node_metrics(engine, masks), None
+    prompts = node_metrics(engine, masks, per_prompt=True)
+    return prompt_means(prompts), prompts
 
 
 def component_effects(engine: PatchingEngine, selection: Selection) -> ComponentEffects:
