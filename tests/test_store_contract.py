@@ -13,6 +13,7 @@ from service.errors import CircuitInvalid, NotFound
 from service.literature import literature_documents
 from service.stores import CircuitFilter, CircuitStore, Stored
 from service.stores.base import EvaluationFilter, EvaluationRecord
+from service.stores.sqlite import SqliteStore
 from service.types import Level, ModelShape
 from tests.helpers import GPT2, SMALL, edge_circuit, node_circuit, same_circuit
 
@@ -216,7 +217,6 @@ def test_parallel_writers_of_one_model_neither_fail_nor_duplicate(store):
     from threading import Barrier
 
     from service.stores.neo4j import Neo4jStore
-    from service.stores.sqlite import SqliteStore
 
     writers, per_writer = 4, 6
     start = Barrier(writers)
@@ -302,3 +302,21 @@ def test_evaluations_round_trip_are_idempotent_and_go_with_their_circuits(store)
     assert cat.evaluations()[1] == 3  # nothing of the refused call was stored
     store.delete(a)
     assert [r.circuits for r in cat.evaluations()[0]] == [()]  # evaluations that read a deleted circuit go with it
+
+
+def test_a_sqlite_catalogue_from_before_evaluation_intervals_still_opens(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = SqliteStore(url)
+    a = Catalogue(store).add(edge_circuit(seed=1))
+    Catalogue(store).add_evaluations([_evaluation((a,))])
+    with store.engine.begin() as conn:  # the evaluations table as the code before intervals made it
+        conn.exec_driver_sql("ALTER TABLE evaluations DROP COLUMN low")
+        conn.exec_driver_sql("ALTER TABLE evaluations DROP COLUMN high")
+    store.close()
+    reopened = SqliteStore(url)
+    (old,), total = Catalogue(reopened).evaluations()
+    assert total == 1 and old.value == 0.8 and (old.low, old.high) == (None, None)
+    later = EvaluationRecord(**{**_evaluation((a,), task="ioi").__dict__, "low": 0.7, "high": 0.9})
+    Catalogue(reopened).add_evaluations([later])
+    assert {(r.task, r.low) for r in Catalogue(reopened).evaluations()[0]} == {("months", None), ("ioi", 0.7)}
+    reopened.close()

@@ -127,6 +127,18 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _add_nullable_columns(engine: sa.Engine) -> None:
+    """Give tables of an older catalogue the nullable columns added since (``evaluations.low``/``high``), empty;
+    ``create_all`` makes missing tables, not missing columns. A stop-gap until schema versions and migrations."""
+    with engine.begin() as conn:
+        for table in meta.sorted_tables:
+            present = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                                         f"{column.type.compile(engine.dialect)}")
+
+
 class SqliteStore(CircuitStore):
     """Circuits in one SQLite file; in-graph items as indexed rows."""
 
@@ -135,6 +147,7 @@ class SqliteStore(CircuitStore):
         self.engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
         sa.event.listen(self.engine, "connect", _pragmas)
         meta.create_all(self.engine)
+        _add_nullable_columns(self.engine)
 
     def write_many(self, circuits: Sequence[Circuit]) -> list[Stored]:
         with self._write() as conn:
