@@ -1,10 +1,11 @@
 """The parts of a circuit's annotations that pages and the engine read, and their schema.
 
 Annotations are free JSON, but four keys mean something: ``evaluation`` (the metric of the full and the
-empty model, faithfulness curves, faithfulness per sweep order), ``paths`` (IPE's paths), ``rounds``
-(path patching's rounds) and ``mib_cfg`` (an imported MIB file's extra ``cfg``). A circuit whose known
-keys do not fit is refused on import, every problem named as ``annotations.<key>...``; one stored before
-this check is still shown, its curves skipped with the reason (``problems`` tells which).
+empty model, faithfulness curves, faithfulness per sweep order, faithfulness's bootstrap interval),
+``paths`` (IPE's paths), ``rounds`` (path patching's rounds) and ``mib_cfg`` (an imported MIB file's extra
+``cfg``). A circuit whose known keys do not fit is refused on import, every problem named as
+``annotations.<key>...``; one stored before this check is still shown, its curves skipped with the reason
+(``problems`` tells which).
 """
 
 from __future__ import annotations
@@ -40,11 +41,21 @@ class CurveDoc(_Known):
         return self
 
 
+class IntervalDoc(_Known):
+    """A percentile bootstrap interval of faithfulness over prompts (``samples`` resamples, coverage ``level``)."""
+
+    low: Number
+    high: Number
+    samples: Count
+    level: Number
+
+
 class EvaluationDoc(_Known):
     """What discovery measured of a circuit."""
 
     full_metric: Number | None = None
     empty_metric: Number | None = None
+    faithfulness_interval: IntervalDoc | None = None
     masks_evaluated: Count | None = None
     faithfulness_by_order: dict[str, Number] | None = None
     curve_signed: CurveDoc | None = None
@@ -87,3 +98,12 @@ def problems(annotations: dict[str, Any]) -> list[str]:
 def evaluation_of(annotations: dict[str, Any]) -> EvaluationDoc | None:
     """The validated ``evaluation`` of a circuit's annotations, or ``None`` when it has none."""
     return KnownAnnotations.model_validate(annotations).evaluation
+
+
+def faithfulness_interval(annotations: dict[str, Any]) -> tuple[float, float] | None:
+    """The bootstrap interval of faithfulness discovery stored with a circuit, if any (none when unreadable)."""
+    if problems(annotations):
+        return None
+    found = evaluation_of(annotations)
+    interval = found and found.faithfulness_interval
+    return None if interval is None else (interval.low, interval.high)

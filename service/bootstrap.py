@@ -40,3 +40,10 @@ def faithfulness_interval(circuit: np.ndarray, full: np.ndarray, empty: np.ndarr
     ratio = (c[defined] - e[defined]) / (f[defined] - e[defined])
     low, high = np.percentile(ratio, [50 * (1 - level), 50 * (1 + level)])
     return Interval(float(low), float(high))
+
+
+def with_interval(value: float | None, interval: tuple[float, float] | list[float] | None) -> str | None:
+    """A value with its interval, as ``0.812 [0.741, 0.868]`` (the value alone without one)."""
+    if value is None:
+        return None
+    return f"{value:.3f}" + ("" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from service.cancel import checkpoint
@@ -22,6 +22,7 @@ from service.models import KNOWN_SHAPES
 from service.null import UNIFORM, NullSpec, sampled, universe
 from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, levels, matrix, pairwise
 from service.progress import Progress, silent
+from service.stability import StabilityRecord, compare_runs
 from service.stores import CircuitFilter, CircuitStore, Stored
 from service.stores.base import EvaluationFilter, EvaluationRecord, Membership
 from service.types import Level, ModelShape
@@ -119,10 +120,52 @@ class Catalogue:
     def get(self, circuit_id: str) -> Circuit:
         return self.store.get(circuit_id)
 
+    def add_stability(self, record: StabilityRecord) -> Stored:
+        """Store a resampled run's stability summary (an identical one is a no-op); ``NotFound`` when it names a
+        missing circuit."""
+        return self.store.put_stability(record)
+
+    def stabilities(self, circuit: str | None = None, limit: int = 50,
+                    offset: int = 0) -> tuple[list[StabilityRecord], int]:
+        """One page of stability summaries (those holding ``circuit``, if given), newest first, and their total."""
+        return self.store.stabilities(circuit, limit, offset)
+
+    def stability(self, ref: str) -> StabilityRecord:
+        """The stability summary with id ``ref``, or the newest holding circuit ``ref``; ``NotFound`` otherwise."""
+        if not ref.startswith("c"):
+            return self.store.stability(ref)
+        found = self.store.stabilities(ref, 1)[0]
+        if not found:
+            raise NotFound(f"no stability summary holds circuit {ref!r} (it was not made by a resampled run)")
+        return found[0]
+
+    def stabilities_of(self, circuits: Sequence[Circuit]) -> dict[str, dict[Level, dict[str, float]]]:
+        """Per circuit made by a resampled run, its items' frequencies across that run's resamples (the newest run
+        holding it), at node and, for edge circuits, edge level."""
+        out = {}
+        for c in circuits:
+            checkpoint()
+            found = self.store.stabilities(c.id, 1)[0]
+            level = found[0].level_of(c.id) if found else None
+            if level is not None:
+                out[c.id] = {lv: level.frequency_of(lv) for lv in (Level.NODE, Level.EDGE) if level.frequency_of(lv)}
+        return out
+
     def overlap(self, a: str, b: str, null: NullSpec = UNIFORM) -> list[PairOverlap]:
+        """How ``a`` and ``b`` overlap at each level, with the null model's figures and, where both come from
+        resampled runs (two different ones), how their runs compare."""
         members = self.store.memberships([a, b])
         self._check_null(members, levels(members), null)
-        return pairwise(*members, null)
+        pairs = pairwise(*members, null)
+        runs = [self.store.stabilities(c, 1)[0] for c in (a, b)]
+        if not (runs[0] and runs[1]) or runs[0][0].id == runs[1][0].id:
+            return pairs
+        (ra,), (rb,) = runs
+        ga, gb = ra.level_of(a), rb.level_of(b)
+        assert ga is not None and gb is not None
+        group = self.store.memberships([*ga.circuits, *gb.circuits])
+        at = len(ga.circuits)
+        return [replace(p, runs=compare_runs(group[:at], group[at:], p.level, (ra.id, rb.id))) for p in pairs]
 
     def consensus(self, ids: list[str], min_support: int | None = None,
                   null: NullSpec = UNIFORM) -> list[Consensus]:

@@ -25,6 +25,11 @@ def default_database_url() -> str:
     return f"sqlite:///{Path(user_data_dir('circat')) / 'jobs.db'}"
 
 
+def checkpoint_dir() -> Path:
+    """Where long runs keep checkpoints to resume from: ``CIRCAT_CHECKPOINT_DIR``, else beside the catalogue."""
+    return Path(os.environ.get("CIRCAT_CHECKPOINT_DIR") or Path(user_data_dir("circat")) / "checkpoints")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the service reads; see README's configuration table."""

@@ -9,6 +9,7 @@ carries what chance would give (``service.null``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from service.graph import ModelGraph, graph_for
 from service.null import UNIFORM, Chance, Draws, NullSpec, consensus_chance, pair_chance
 from service.stores.base import Membership
 from service.types import Level, NullModel
+
+if TYPE_CHECKING:
+    from service.stability import RunComparison
 
 
 class OverlapError(ValueError):
@@ -35,6 +39,8 @@ class PairOverlap:
     b_in_a: float
     chance: Chance
     """the null model's expected shared count and Jaccard, and the tail probability of this overlap"""
+    runs: RunComparison | None = None
+    """where both circuits come from resampled runs: their cross-run Jaccards against each run's own"""
 
     @property
     def n_shared(self) -> int:
@@ -121,20 +127,46 @@ def consensus(members: list[Membership], min_support: int | None = None,
         raise OverlapError(f"min_support must be between 1 and {n} (the number of circuits), got {k}")
     out = []
     for level in levels(members):
-        size = g.n_nodes if level is Level.NODE else g.n_edges
-        counts = np.zeros(size, dtype=np.int64)
-        sizes = []
-        for m in members:
-            items = _items(m, level, g)
-            assert items is not None
-            counts[items] += 1
-            sizes.append(len(items))
+        counts, sizes = _counts(members, level, g)
         keep = np.flatnonzero(counts >= k)
-        order = sorted(keep, key=lambda i: (-counts[i], i))
-        names = g.names(level, order)
-        out.append(Consensus(level, n, k, {name: int(counts[i]) for name, i in zip(names, order, strict=True)},
+        out.append(Consensus(level, n, k, _named_support(g, level, counts, keep),
                              consensus_chance(g, level, sizes, k, len(keep), null)))
     return out
+
+
+def _counts(members: list[Membership], level: Level, g: ModelGraph) -> tuple[np.ndarray, list[int]]:
+    """How many of the circuits hold each item of ``level``, and each circuit's size there."""
+    counts = np.zeros(g.n_nodes if level is Level.NODE else g.n_edges, dtype=np.int64)
+    sizes = []
+    for m in members:
+        items = _items(m, level, g)
+        assert items is not None
+        counts[items] += 1
+        sizes.append(len(items))
+    return counts, sizes
+
+
+def _named_support(g: ModelGraph, level: Level, counts: np.ndarray, keep: np.ndarray) -> dict[str, int]:
+    """The support of the items ``keep`` by name, most supported first (then graph order)."""
+    order = sorted(keep, key=lambda i: (-counts[i], i))
+    return {name: int(counts[i]) for name, i in zip(g.names(level, order), order, strict=True)}
+
+
+def support(members: list[Membership], level: Level) -> dict[str, int]:
+    """Every item held by any of the circuits at ``level``, with how many hold it (the consensus at support 1,
+    without its null model)."""
+    g = _graph(members)
+    counts, _ = _counts(members, level, g)
+    return _named_support(g, level, counts, np.flatnonzero(counts))
+
+
+def jaccard_grid(members: list[Membership], level: Level) -> np.ndarray:
+    """The Jaccard of every pair of the circuits at ``level`` (each must have it), as one matrix."""
+    g = _graph(members)
+    sets = [_items(m, level, g) for m in members]
+    if any(s is None for s in sets):
+        raise OverlapError(f"{level.value} level needs every circuit to have edges")
+    return _shared_grid(sets, g.n_nodes if level is Level.NODE else g.n_edges)[1]
 
 
 def _shared_grid(sets: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,8 +174,8 @@ def _shared_grid(sets: list[np.ndarray], size: int) -> tuple[np.ndarray, np.ndar
     masks = np.zeros((len(sets), size), dtype=np.float32)
     for row, items in zip(masks, sets, strict=True):
         row[items] = 1.0
-    inter = masks @ masks.T
-    sizes = masks.sum(axis=1)
+    inter = (masks @ masks.T).astype(np.float64)  # exact: counts stay far below float32's 2**24
+    sizes = masks.sum(axis=1, dtype=np.float64)
     union = sizes[:, None] + sizes[None, :] - inter
     return inter.astype(np.int64), np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 

@@ -52,6 +52,8 @@ class Method(StrEnum):
     PATH_PATCHING = "path-patching"
     IPE = "ipe"
     IPE_APPROX = "ipe-approx"
+    ACDC = "acdc"
+    EDGE_PRUNING = "edge-pruning"
 
     @property
     def searches_paths(self) -> bool:
@@ -93,7 +95,8 @@ class Level(StrEnum):
 
 
 class IgPoints(StrEnum):
-    """Where EAP-IG (inputs) takes its ``steps`` gradients between the clean input embedding and the ablated one."""
+    """Where EAP-IG takes its ``steps`` gradients between the clean input embedding (or, for ``activations``, each
+    source's output) and the ablated one."""
 
     MIB = "mib"
     """as MIB's reference (EAP-IG-inputs): corrupted + k/steps (clean - corrupted), k = 0 .. steps - 1: the
@@ -101,6 +104,19 @@ class IgPoints(StrEnum):
     CLEAN = "clean"
     """clean + k/steps (ablated - clean), k = 0 .. steps - 1: the clean end included, the ablated end not, so
     one step is EAP"""
+    ACTIVATIONS = "activations"
+    """MIB's EAP-IG-activations: on clean runs, one source's output at a time (the input, each layer's attention,
+    each MLP) at corrupted + k/steps (clean - corrupted), k = 1 .. steps (the clean end included); the gradients
+    averaged over every source and step"""
+
+
+class Gate(StrEnum):
+    """How a learned edge mask turns its parameter into a coefficient in [0, 1] (``--method edge-pruning``)."""
+
+    HARD_CONCRETE = "hard-concrete"
+    """Edge Pruning's stretched, clamped hard-concrete gates with an L0 target and Lagrange multipliers"""
+    SIGMOID = "sigmoid"
+    """UGS-style sigmoid masks with an L1 penalty"""
 
 
 class NullModel(StrEnum):

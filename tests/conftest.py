@@ -29,6 +29,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
             monkeypatch.delenv(key)
     monkeypatch.setenv("CIRCAT_STORE_URL", f"sqlite:///{tmp_path / 'default.db'}")
     monkeypatch.setenv("CIRCAT_DATABASE_URL", f"sqlite:///{tmp_path / 'jobs.db'}")
+    monkeypatch.setenv("CIRCAT_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
 
 
 def neo4j_uri() -> str:

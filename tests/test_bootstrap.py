@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from service.bootstrap import faithfulness_interval
+from service.bootstrap import DEFAULT_BOOTSTRAP, faithfulness_interval
 from service.catalogue import Catalogue
 from service.jobs.evaluation import EvaluationSpec
-from service.types import Level
+from service.jobs.spec import DiscoverySpec
+from service.types import Ablation, Level, Method, Metric
+from workers.discover import prompts_for, run_discovery
 from workers.engine.functional import evaluate_selections
+from workers.engine.patching import PatchingEngine
 from workers.evaluation import prepare, records_of, run_evaluation
 
 
@@ -65,3 +69,24 @@ def test_evaluations_carry_an_interval_around_their_value_at_no_extra_pass(sqlit
     without = calls["passes"]
     evaluate_selections(ready.engine, ready.selections, bootstrap=500)
     assert calls["passes"] - without == without  # a bootstrap of 500 makes the same passes as none
+
+
+@pytest.mark.parametrize("method", [Method.ABLATION, Method.EAP_IG])
+def test_discovered_circuits_store_the_interval_of_an_independent_per_prompt_evaluation(method):
+    spec = DiscoverySpec.parse({"model": "toy", "task": "months", "method": method, "levels": [0.8], "n": 16})
+    run = run_discovery(spec)
+    (circuit,) = run.circuits
+    stored = circuit.annotations["evaluation"]["faithfulness_interval"]
+    prompts = prompts_for("toy", "months", None, 16, 0, "float32", "cpu")
+    engine = PatchingEngine(prompts.model, prompts.batch, Ablation.RESAMPLE, Metric.LOGIT_DIFF)
+    graph = engine.layout.graph
+    if method is Method.ABLATION:
+        masks = np.stack([circuit.node_mask, np.ones(graph.n_nodes, bool), ~graph.component_mask])
+        values = engine.evaluate_nodes(torch.as_tensor(masks, dtype=torch.float32), per_prompt=True)
+    else:
+        masks = np.stack([circuit.edge_mask, np.ones(graph.n_edges, bool), np.zeros(graph.n_edges, bool)])
+        values = engine.evaluate_edges(torch.as_tensor(masks, dtype=torch.float32), per_prompt=True)
+    expected = faithfulness_interval(*values.double().numpy(), DEFAULT_BOOTSTRAP)
+    assert expected is not None and (stored["low"], stored["high"]) == (pytest.approx(expected.low, abs=1e-6),
+                                                                        pytest.approx(expected.high, abs=1e-6))
+    assert stored["low"] <= circuit.provenance.faithfulness <= stored["high"] and stored["samples"] == 200

@@ -10,7 +10,8 @@ from service.catalogue import Catalogue
 from service.documents import CircuitDocument
 from service.literature import literature_documents
 from service.schema_files import schema_dir
-from service.stores.base import EvaluationFilter, EvaluationRecord
+from service.stability import StabilityRecord, level_stability
+from service.stores.base import EvaluationFilter, EvaluationRecord, Membership
 from service.stores.neo4j import Neo4jStore
 from tests.helpers import GPT2, edge_circuit
 
@@ -33,7 +34,8 @@ def loaded(neo4j_store: Neo4jStore) -> tuple[Neo4jStore, Catalogue, dict[str, st
 
 def test_the_cookbook_has_every_query_the_issue_asks_for():
     assert set(QUERIES) >= {"shared-components", "family-consensus", "uses-head", "subgraph",
-                            "edges-unique-to-task", "ranked-by-overlap", "keeps-task", "transfer-matrix"}
+                            "edges-unique-to-task", "ranked-by-overlap", "keeps-task", "transfer-matrix",
+                            "resample-frequency", "stable-core"}
     assert len(QUERIES) >= 6
 
 
@@ -113,3 +115,19 @@ def test_circuits_that_keep_a_task_and_the_transfer_matrix(loaded):
     assert {r["found_for"] for r in rows} == {"numerals", "months"}
     matrix = {(r["circuit"], r["task"]): r["faithfulness"] for r in run(store, "transfer-matrix", model="gpt2")}
     assert matrix == {(ids[c], t): v for (c, t), v in values.items()}
+
+
+def test_resample_frequencies_and_the_stable_core_agree_with_the_stored_summary(neo4j_store):
+    cat = Catalogue(neo4j_store)
+    circuits = [edge_circuit(GPT2, seed=s, keep=0.002, model="gpt2", task="months") for s in range(6)]
+    cat.add_many(circuits)
+    levels = tuple(level_stability(key, [Membership.of(c) for c in circuits[i::2]])
+                   for i, key in enumerate(("0.8", "0.9")))
+    record = StabilityRecord("gpt2", "months", "eap", '{"resamples":3}', (0, 1, 2), levels)
+    cat.add_stability(record)
+    for level in (0, 1):
+        rows = run(neo4j_store, "resample-frequency", run=record.id, level=level)
+        assert {r["component"]: r["frequency"] for r in rows} == pytest.approx(levels[level].node_frequency)
+    (row,) = run(neo4j_store, "stable-core", model="gpt2")
+    core = [k for k, f in levels[0].node_frequency.items() if f == 1]
+    assert (row["task"], row["method"]) == ("months", "eap") and sorted(row["core"]) == sorted(core) and core

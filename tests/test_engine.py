@@ -136,16 +136,11 @@ def test_eap_ig_with_one_step_is_eap_and_more_steps_differ(tiny, batch):
     assert not torch.allclose(edge_attribution(engine, steps=4), eap)
 
 
-def ig_reference(engine: PatchingEngine, e: int, alphas: list[float]) -> float:
-    """EAP-IG (inputs) of edge e written without the engine's gradient code: per alpha, a plain run whose input
-    embedding is moved ``alpha`` of the way to the corrupted run's (recorded from its own plain run), and the
-    autograd derivative of the metric when the edge carries ``t * (ablated - clean)`` extra; their mean."""
+def _bumped_gradients(engine: PatchingEngine, e: int, runs: list[list[tuple]]) -> float:
+    """The mean over ``runs`` (each a list of plain forward hooks on the clean prompts) of the autograd derivative
+    of the metric when edge e carries ``t * (ablated - clean)`` extra, written without the engine's gradient code."""
     graph = engine.layout.graph
     edge, s = graph.edge(e), int(graph.edge_src[e])
-    captured = {}
-    with torch.no_grad():
-        engine.model.bridge.run_with_hooks(engine.batch.corrupted, fwd_hooks=[
-            ("blocks.0.hook_resid_pre", lambda x, hook: captured.setdefault("input", x.clone()))])
     delta = (engine.ablated - engine.sources(engine.batch.clean, engine.batch.lengths)[0])[s]
     dst = edge.dst
     if dst.kind.value == "attention":
@@ -153,7 +148,7 @@ def ig_reference(engine: PatchingEngine, e: int, alphas: list[float]) -> float:
     else:
         name = "ln_final.hook_in" if dst.kind.value == "logits" else f"blocks.{dst.layer}.hook_mlp_in"
     total = 0.0
-    for alpha in alphas:
+    for hooks in runs:
         t = torch.zeros((), requires_grad=True)
 
         def bump(x, hook, t=t):
@@ -163,16 +158,44 @@ def ig_reference(engine: PatchingEngine, e: int, alphas: list[float]) -> float:
             else:
                 extra = delta.expand_as(x)
             return x + t * extra
-
-        def embed(x, hook, alpha=alpha):
-            return x.detach() + alpha * (captured["input"] - x.detach())
         with torch.enable_grad():
-            logits = engine.model.bridge.run_with_hooks(engine.batch.clean,
-                                                        fwd_hooks=[("blocks.0.hook_resid_pre", embed), (name, bump)])
+            logits = engine.model.bridge.run_with_hooks(engine.batch.clean, fwd_hooks=[*hooks, (name, bump)])
             value = task_metric(engine.metric, final_logits(logits, engine.batch.lengths), engine.batch)
-            (grad,) = torch.autograd.grad(value, t)
-        total += grad.item()
-    return total / len(alphas)
+            # a replaced output downstream of the edge can cut it off the metric: then its derivative is 0
+            (grad,) = torch.autograd.grad(value, t, allow_unused=True) if value.requires_grad else (None,)
+        total += 0.0 if grad is None else grad.item()
+    return total / len(runs)
+
+
+def _plain_output(engine: PatchingEngine, tokens: torch.Tensor, name: str) -> torch.Tensor:
+    captured = {}
+    with torch.no_grad():
+        engine.model.bridge.run_with_hooks(tokens, fwd_hooks=[(name, lambda x, hook: captured.setdefault(name, x))])
+    return captured[name].clone()
+
+
+def _replace(value: torch.Tensor):
+    return lambda x, hook: value
+
+
+def ig_reference(engine: PatchingEngine, e: int, alphas: list[float]) -> float:
+    """EAP-IG (inputs): per alpha, a plain run whose input embedding is moved ``alpha`` of the way to the corrupted
+    run's (recorded from its own plain run)."""
+    clean, corrupted = (_plain_output(engine, t, "blocks.0.hook_resid_pre")
+                        for t in (engine.batch.clean, engine.batch.corrupted))
+    return _bumped_gradients(engine, e, [[("blocks.0.hook_resid_pre", _replace(clean + a * (corrupted - clean)))]
+                                         for a in alphas])
+
+
+def ig_activations_reference(engine: PatchingEngine, e: int, steps: int) -> float:
+    """EAP-IG-activations as MIB's reference: per source (input, each attention, each MLP) and k = 1 .. steps, a
+    plain clean run with that source's output at corrupted + k/steps (clean - corrupted), both recorded from plain
+    runs."""
+    runs = []
+    for name, _ in source_hook_names(engine.layout):
+        clean, corrupted = (_plain_output(engine, t, name) for t in (engine.batch.clean, engine.batch.corrupted))
+        runs += [[(name, _replace(corrupted + k / steps * (clean - corrupted)))] for k in range(1, steps + 1)]
+    return _bumped_gradients(engine, e, runs)
 
 
 def test_eap_ig_at_mibs_points_equals_an_independent_integrated_gradient(tiny, batch):
@@ -186,6 +209,16 @@ def test_eap_ig_at_mibs_points_equals_an_independent_integrated_gradient(tiny, b
     clean = edge_attribution(engine, steps=3, points=IgPoints.CLEAN)
     assert clean[7].item() == pytest.approx(ig_reference(engine, 7, [0.0, 1 / 3, 2 / 3]), rel=1e-4, abs=1e-6)
     assert not torch.allclose(scores, clean)
+
+
+def test_eap_ig_activations_equals_an_independent_computation_of_mibs_variant(tiny, batch):
+    assert ig_alphas(4, IgPoints.ACTIVATIONS) == [0.75, 0.5, 0.25, 0.0]
+    engine = PatchingEngine(tiny, batch, Ablation.RESAMPLE)
+    scores = edge_attribution(engine, steps=2, points=IgPoints.ACTIVATIONS)
+    n = engine.layout.graph.n_edges
+    for e in [*np.random.default_rng(6).choice(n, 8, replace=False), 0, n - 1]:
+        assert scores[e].item() == pytest.approx(ig_activations_reference(engine, int(e), 2), rel=1e-4, abs=1e-6)
+    assert not torch.allclose(scores, edge_attribution(engine, steps=2, points=IgPoints.MIB))
 
 
 def test_gpt2_small_shaped_model_has_the_mib_graph(tmp_path):
@@ -229,7 +262,8 @@ def test_planted_eap_scores_only_live_paths(planted):
 @pytest.mark.parametrize("method", list(Method))
 def test_planted_methods_exclude_silent_components_and_keep_the_carrier(planted, method):
     batch = encode(NUMERALS.examples(8, seed=1), planted.tokenizer)
-    run = discover(planted, batch, RunSpec("planted", "numerals", method, levels=(0.9,)))
+    # ACDC's threshold is absolute: this random model's KL between clean and corrupted runs is about 1e-6
+    run = discover(planted, batch, RunSpec("planted", "numerals", method, levels=(0.9,), taus=(1e-8,)))
     graph = layout_for(planted.shape).graph
     (circuit,) = run.circuits
     assert {graph.node_names[i] for i in np.flatnonzero(circuit.node_mask & graph.component_mask)} == {"a1.h0"}

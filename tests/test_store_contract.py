@@ -11,8 +11,9 @@ from service.catalogue import Catalogue
 from service.documents import CircuitDocument
 from service.errors import CircuitInvalid, NotFound
 from service.literature import literature_documents
+from service.stability import StabilityRecord, level_stability
 from service.stores import CircuitFilter, CircuitStore, Stored
-from service.stores.base import EvaluationFilter, EvaluationRecord
+from service.stores.base import EvaluationFilter, EvaluationRecord, Membership
 from service.stores.sqlite import SqliteStore
 from service.types import Level, ModelShape
 from tests.helpers import GPT2, SMALL, edge_circuit, node_circuit, same_circuit
@@ -320,3 +321,38 @@ def test_a_sqlite_catalogue_from_before_evaluation_intervals_still_opens(tmp_pat
     Catalogue(reopened).add_evaluations([later])
     assert {(r.task, r.low) for r in Catalogue(reopened).evaluations()[0]} == {("months", None), ("ioi", 0.7)}
     reopened.close()
+
+
+def _stability(circuits: list, spec: str = '{"resamples":3}') -> StabilityRecord:
+    groups = [circuits[i::2] for i in range(2)]  # two levels, the resamples' circuits of each
+    levels = tuple(level_stability(key, [Membership.of(c) for c in group])
+                   for key, group in zip(("0.8", "0.9"), groups, strict=True))
+    return StabilityRecord("tiny", "t", "eap", spec, (0, 1, 2), levels)
+
+
+def test_stability_summaries_round_trip_are_idempotent_and_go_with_their_circuits(store):
+    cat = Catalogue(store)
+    circuits = [edge_circuit(seed=s) for s in range(6)]
+    cat.add_many(circuits)
+    record = _stability(circuits)
+    assert cat.add_stability(record) == Stored(record.id, True)
+    assert cat.add_stability(record) == Stored(record.id, False)
+    back = cat.stability(record.id)
+    assert back.view() | {"created_at": None} == record.view() | {"created_at": None}
+    assert abs((back.created_at - record.created_at).total_seconds()) < 1e-3
+    assert back.levels[1].circuits == tuple(c.id for c in circuits[1::2])  # resample order kept
+    assert cat.stability(circuits[3].id).id == record.id  # found by any of its circuits
+    other = _stability([*circuits[:4], edge_circuit(seed=9), circuits[5]], spec='{"resamples":3,"seed":1}')
+    missing = other.levels[0].circuits[2]
+    with pytest.raises(NotFound, match=missing):
+        cat.add_stability(other)
+    assert cat.stabilities()[1] == 1  # nothing of the refused record was stored
+    with pytest.raises(NotFound, match="stability"):
+        cat.stability("s" + "0" * 23)
+    store.put(edge_circuit(seed=9))
+    cat.add_stability(other)
+    assert [r.id for r in cat.stabilities(circuits[0].id)[0]] == sorted(
+        [record.id, other.id], key=lambda i: (i != other.id))  # newest first
+    assert cat.stabilities(circuits[5].id, limit=1)[1] == 2
+    store.delete(circuits[4].id)  # in the first summary only
+    assert [r.id for r in cat.stabilities()[0]] == [other.id]  # a summary goes with any of its circuits

@@ -12,10 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
+from service.annotations import faithfulness_interval
+from service.bootstrap import with_interval
 from service.cli.main import JsonOpt, StoreOpt, app, catalogue, write_report
 from service.cli.output import console, emit_json, fail, table
+from service.cli.stability import print_stability
 from service.errors import CatalogueError
 from service.progress import console_progress
+from service.stability import level_key
 from service.stores import CircuitFilter
 from service.tasks import TASKS
 from service.types import Method
@@ -119,40 +123,50 @@ def discover(
 ) -> None:
     """Discover circuits of MODEL on TASK, store them in the catalogue, and print their faithfulness."""
     need_worker(as_json)
-    from workers.discover import DiscoverError, run_discovery
+    from workers.discover import DiscoverError, run_resampled
 
     try:
         spec = opts.make_spec(model, task, method, options)
         if paths_out is not None and method not in (Method.IPE, Method.IPE_APPROX):
             raise ValueError("--paths-out applies to ipe and ipe-approx")
         with console_progress(f"{spec.method.value} {spec.task}", enabled=not as_json) as progress:
-            run = run_discovery(spec, device, progress)
+            done = run_resampled(spec, device, progress)
     except (DiscoverError, ValueError) as exc:
         fail(exc, as_json)
     with catalogue(store, as_json) as cat:
-        ids = cat.add_many(run.circuits)
+        ids = cat.add_many(done.circuits)
+        if done.stability is not None:
+            cat.add_stability(done.stability)
+    run = done.runs[0]
     if out is not None:
         from service.documents import mib_from_circuit
 
         out.write_text(json.dumps(mib_from_circuit(run.circuits[0]), indent=1) + "\n")
     if paths_out is not None:
         paths_out.write_text(json.dumps(run.circuits[0].annotations["paths"], indent=1) + "\n")
-    _print_run(run, ids, as_json)
+    _print_run(done, ids, as_json)
 
 
-def _print_run(run: Any, ids: list[str], as_json: bool) -> None:
-    rows = [{"id": i, "level": c.provenance.params.get("level"), "faithfulness": c.provenance.faithfulness,
-             "nodes": int(c.node_mask[c.graph.component_mask].sum()),
-             "edges": None if c.edge_mask is None else int(c.edge_mask.sum())}
-            for i, c in zip(ids, run.circuits, strict=True)]
+def _print_run(done: Any, ids: list[str], as_json: bool) -> None:
+    run = done.runs[0]
+    rows = [{"id": i, "seed": c.provenance.params["seed"], "level": c.provenance.params.get("level"),
+             "key": level_key(c.provenance.params),
+             "faithfulness": c.provenance.faithfulness, "interval": faithfulness_interval(c.annotations),
+             "nodes": c.n_nodes, "edges": c.n_edges if c.has_edges else None}
+            for i, c in zip(ids, done.circuits, strict=True)]
     summary = {"full_metric": run.baselines.full, "empty_metric": run.baselines.empty,
                **{k: v for k, v in run.circuits[0].provenance.params.items() if k in ("cpr", "cmd")}}
     if as_json:
-        emit_json({"spec": run.spec, "summary": summary, "circuits": rows})
+        emit_json({"spec": run.spec, "summary": summary, "circuits": rows,
+                   **({"stability": done.stability.view()} if done.stability else {})})
         return
     table(f"{run.spec.method.value} on {run.spec.model} / {run.spec.task}",
-          ["id", "level", "faithfulness", "heads+MLPs", "edges"], [list(r.values()) for r in rows])
+          ["id", "seed", "level", "faithfulness", "heads+MLPs", "edges"],
+          [[r["id"], r["seed"], r["key"], with_interval(r["faithfulness"], r["interval"]), r["nodes"], r["edges"]]
+           for r in rows])
     console.print(" ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+    if done.stability is not None:
+        print_stability(done.stability)
 
 
 @app.command()

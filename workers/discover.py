@@ -6,13 +6,20 @@ Shared by ``circat discover`` and the job runner. Every input problem surfaces a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from service.jobs.spec import DiscoverySpec, TaskLine
+from service.circuit import Circuit
+from service.jobs.spec import DiscoverySpec, Pruning, TaskLine
 from service.models import PACKAGED
 from service.progress import Progress, silent
+from service.stability import StabilityRecord, level_key, level_stability
+from service.stores.base import Membership
 from service.tasks import TASKS
 from service.types import IgPoints
+from workers.engine.acdc import DEFAULT_TAU
+from workers.engine.edge_pruning import PruningConfig
 from workers.engine.layout import layout_for
 from workers.engine.methods import DiscoveryRun, RunSpec, discover, levels_of
 from workers.engine.node_search import component_order
@@ -42,8 +49,13 @@ def prompts_for(model: str, task: str, task_lines: tuple[TaskLine, ...] | None, 
                 device: str | None, progress: Progress = silent) -> Prompts:
     """Load ``model`` and encode ``n`` prompts of ``task`` drawn with ``seed`` (a custom task from its lines)."""
     loaded = load_model(model, device, dtype, progress)
-    the_task = CustomTask(task, task_lines) if task_lines else for_tokenizer(get_task(task), loaded.tokenizer)
+    the_task = task_for(task, task_lines, loaded)
     return Prompts(loaded, the_task, encode(the_task.examples(n, seed=seed, split=Split.ALL), loaded.tokenizer))
+
+
+def task_for(task: str, task_lines: tuple[TaskLine, ...] | None, loaded: LoadedModel) -> Task:
+    """The custom task of ``task_lines``, else registered ``task`` rendered for the model's tokenizer."""
+    return CustomTask(task, task_lines) if task_lines else for_tokenizer(get_task(task), loaded.tokenizer)
 
 
 def metric_for(task: str, metric: str | None) -> Metric:
@@ -51,25 +63,79 @@ def metric_for(task: str, metric: str | None) -> Metric:
     return Metric(metric) if metric else Metric(TASKS[task].metric if task in TASKS else Metric.LOGIT_DIFF)
 
 
+@dataclass(frozen=True)
+class Resampled:
+    """The runs of a spec's prompt sets (one per resample, in seed order) and, above one, their stability."""
+
+    runs: list[DiscoveryRun]
+    stability: StabilityRecord | None
+
+    @property
+    def circuits(self) -> list[Circuit]:
+        """Every circuit, run by run."""
+        return [c for run in self.runs for c in run.circuits]
+
+
 def run_discovery(spec: DiscoverySpec, device: str | None = None, progress: Progress = silent) -> DiscoveryRun:
-    """Load, encode and run one spec; raise ``DiscoverError`` for any bad input."""
-    try:
+    """Load, encode and run one spec of one resample; raise ``DiscoverError`` for any bad input."""
+    if spec.resamples != 1:
+        raise DiscoverError("a spec with resamples runs through run_resampled")
+    return run_resampled(spec, device, progress).runs[0]
+
+
+def run_resampled(spec: DiscoverySpec, device: str | None = None, progress: Progress = silent) -> Resampled:
+    """Load the model once and run ``spec`` on each of its ``resamples`` prompt sets; with more than one, the
+    stability summary of their circuits. ``DiscoverError`` for any bad input, before any run."""
+    with _input_errors():
         chosen = metric_for(spec.task, spec.metric)
-        prompts = prompts_for(spec.model, spec.task, spec.task_lines, spec.n, spec.seed, spec.dtype, device, progress)
-        loaded, the_task, batch = prompts.model, prompts.task, prompts.batch
+        loaded = load_model(spec.model, device, spec.dtype, progress)
+        the_task = task_for(spec.task, spec.task_lines, loaded)
         for order in spec.orders or ():
             component_order(layout_for(loaded.shape), order)
-        source = loaded.source if spec.model not in (loaded.name, *PACKAGED) else None
-        run_spec = RunSpec(model=loaded.name, model_source=source, task=the_task.name, method=spec.method,
-                           ablation=spec.ablation, metric=chosen, levels=levels_of(spec.levels),
-                           per_position=spec.per_position,
-                           ig_steps=spec.ig_steps, ig_points=spec.ig_points or IgPoints.MIB,
-                           orders=spec.orders or ("backward",), top_n=spec.top_n,
-                           absolute=not spec.signed, n_prompts=len(batch), seed=spec.seed, paths=spec.path_search)
+        batches = [encode(the_task.examples(spec.n, seed=spec.seed + r, split=Split.ALL), loaded.tokenizer)
+                   for r in range(spec.resamples)]
+        run_specs = [_run_spec(spec.resample(r), loaded, the_task, chosen, len(b)) for r, b in enumerate(batches)]
+    progress(0, None, "model and prompts ready")
+    runs = []
+    for r, (batch, run_spec) in enumerate(zip(batches, run_specs, strict=True)):
+        try:
+            runs.append(discover(loaded, batch, run_spec, _of_resample(progress, r, spec.resamples)))
+        except ValueError as exc:
+            raise DiscoverError(str(exc)) from exc
+    return Resampled(runs, stability_of(spec, runs) if spec.resamples > 1 else None)
+
+
+@contextmanager
+def _input_errors() -> Iterator[None]:
+    """Raise what a bad model, task, prompt or parameter raises as one ``DiscoverError``."""
+    try:
+        yield
     except INPUT_ERRORS as exc:
         raise DiscoverError(exc.args[0] if isinstance(exc, KeyError) else str(exc)) from exc
-    progress(0, None, "model and prompts ready")
-    try:
-        return discover(loaded, batch, run_spec, progress)
-    except ValueError as exc:
-        raise DiscoverError(str(exc)) from exc
+
+
+def _run_spec(spec: DiscoverySpec, loaded: LoadedModel, task: Task, metric: Metric, n_prompts: int) -> RunSpec:
+    source = loaded.source if spec.model not in (loaded.name, *PACKAGED) else None
+    return RunSpec(model=loaded.name, model_source=source, task=task.name, method=spec.method,
+                   ablation=spec.ablation, metric=metric, levels=levels_of(spec.levels),
+                   per_position=spec.per_position, ig_steps=spec.ig_steps, ig_points=spec.ig_points or IgPoints.MIB,
+                   orders=spec.orders or ("backward",), top_n=spec.top_n, absolute=not spec.signed,
+                   n_prompts=n_prompts, seed=spec.seed, paths=spec.path_search, taus=spec.taus or (DEFAULT_TAU,),
+                   acdc_metric=Metric(spec.metric) if spec.metric else Metric.KL,
+                   pruning=PruningConfig(**(spec.pruning or Pruning()).model_dump()))
+
+
+def _of_resample(progress: Progress, r: int, resamples: int) -> Progress:
+    """``progress`` of one resample's run: as it is for one, else resamples done of all, with the run's message."""
+    if resamples == 1:
+        return progress
+    return lambda done, total, message: progress(r, resamples, f"resample {r + 1}/{resamples}: {message}")
+
+
+def stability_of(spec: DiscoverySpec, runs: list[DiscoveryRun]) -> StabilityRecord:
+    """The stability summary of a resampled run: per circuit level, the circuits of every resample."""
+    first = runs[0].spec
+    keys = [level_key(c.provenance.params) for c in runs[0].circuits]
+    levels = [level_stability(key, [Membership.of(run.circuits[i]) for run in runs]) for i, key in enumerate(keys)]
+    return StabilityRecord(first.model, first.task, first.method.value, spec.canonical_json(),
+                           tuple(run.spec.seed for run in runs), tuple(levels))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from service.bootstrap import DEFAULT_BOOTSTRAP
+from service.bootstrap import DEFAULT_BOOTSTRAP, with_interval
 from service.cli.main import JsonOpt, StoreOpt, app, catalogue, write_report
 from service.cli.output import console, emit_json, fail, table
 from service.effects import EffectsView
@@ -223,8 +223,7 @@ def _print(run: Any, recorded: list[str], ids: list[str], as_json: bool) -> None
         return
     what = "faithfulness (kept alone)" if run.spec.mode is Mode.KEEP else "share left (knocked out)"
     for r in rows:
-        low_high = r.pop("interval")
-        r["value"] = f"{r['value']:.3f}" + ("" if low_high is None else f" [{low_high[0]:.3f}, {low_high[1]:.3f}]")
+        r["value"] = with_interval(r["value"], r.pop("interval"))
     table(f"{run.model} / {run.spec.task}: {what} [95 % bootstrap interval], {run.metric}, "
           f"{run.spec.ablation.value} ablation, {run.n_prompts} prompts", list(rows[0]),
           [list(r.values()) for r in rows])

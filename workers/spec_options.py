@@ -12,10 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
-from service.jobs.spec import DiscoverySpec, PathSearch, parse_task_lines
+from service.jobs.spec import DiscoverySpec, PathSearch, Pruning, parse_task_lines
 from service.model_sources import BUILTIN
 from service.tasks import TASKS
-from service.types import Ablation, IgPoints, Method, Search
+from service.types import Ablation, Gate, IgPoints, Method, Search
 
 
 def model_argument(model: str) -> str:
@@ -40,10 +40,13 @@ TopNOpt = Annotated[int | None, typer.Option(min=1, help="edge methods: keep the
 SignedOpt = Annotated[bool, typer.Option(help="edge methods: rank by signed score, not |score|")]
 IgStepsOpt = Annotated[int | None, typer.Option(min=1, help=DiscoverySpec.model_fields["ig_steps"].description)]
 IgPointsOpt = Annotated[IgPoints | None, typer.Option(help=DiscoverySpec.model_fields["ig_points"].description)]
+TauOpt = Annotated[list[float] | None, typer.Option(help=DiscoverySpec.model_fields["taus"].description +
+                                                   " (repeatable)")]
 OrderOpt = Annotated[list[str] | None, typer.Option(
     help="ablation sweep order(s): backward, forward, random:SEED (repeatable)")]
 NOpt = Annotated[int, typer.Option(min=1, help="prompts")]
 SeedOpt = Annotated[int, typer.Option(min=0, help="seed of the prompts")]
+ResamplesOpt = Annotated[int, typer.Option(min=1, help=DiscoverySpec.model_fields["resamples"].description)]
 DtypeOpt = Annotated[str, typer.Option(help="float32, float16 or bfloat16")]
 
 
@@ -60,6 +63,14 @@ RecheckOpt = Annotated[int, typer.Option(min=1, help="ipe-approx: estimates re-c
 OptimismOpt = Annotated[float, typer.Option(min=0, max=0.999, help="ipe-approx best-first: queue estimates scaled up "
                                             "by this quantile of the exact/estimate ratios seen (0: as estimated)")]
 
+_PRUNING = Pruning()
+StepsOpt = Annotated[int, typer.Option(min=1, help="edge-pruning: " + Pruning.model_fields["steps"].description)]
+LrOpt = Annotated[float, typer.Option(min=0, help="edge-pruning: " + Pruning.model_fields["lr"].description)]
+GateOpt = Annotated[Gate, typer.Option(help="edge-pruning: " + Pruning.model_fields["gate"].description)]
+TargetOpt = Annotated[float, typer.Option(min=0, max=0.999, help="edge-pruning, hard-concrete: the final target "
+                                          "sparsity")]
+WarmStartOpt = Annotated[bool, typer.Option(help="edge-pruning: " + Pruning.model_fields["warm_start"].description)]
+
 _PATHS = PathSearch()
 """the path options' defaults: an option at its default is not written into the spec"""
 
@@ -67,11 +78,14 @@ SPEC_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("threshold", ThresholdOpt, None), ("ablation", AblationOpt, Ablation.RESAMPLE),
     ("per_position", PerPositionOpt, False), ("metric", MetricOpt, None), ("top_n", TopNOpt, None),
     ("signed", SignedOpt, False), ("ig_steps", IgStepsOpt, None), ("ig_points", IgPointsOpt, None),
-    ("order", OrderOpt, None), ("n", NOpt, 64),
-    ("seed", int, 0), ("dtype", DtypeOpt, "float32"), ("min_effect", MinEffectOpt, None),
+    ("tau", TauOpt, None),
+    ("order", OrderOpt, None), ("n", NOpt, 64), ("seed", int, 0), ("resamples", ResamplesOpt, 1),
+    ("dtype", DtypeOpt, "float32"), ("min_effect", MinEffectOpt, None),
     ("relative", RelativeOpt, False), ("receivers", ReceiversOpt, None), ("search", SearchOpt, _PATHS.search),
     ("width", WidthOpt, None), ("max_paths", MaxPathsOpt, _PATHS.max_paths), ("time_budget", TimeBudgetOpt, None),
     ("recheck", RecheckOpt, _PATHS.recheck), ("optimism", OptimismOpt, _PATHS.optimism),
+    ("steps", StepsOpt, _PRUNING.steps), ("lr", LrOpt, _PRUNING.lr), ("gate", GateOpt, _PRUNING.gate),
+    ("target_sparsity", TargetOpt, _PRUNING.target), ("warm_start", WarmStartOpt, _PRUNING.warm_start),
 )
 """every option after MODEL, TASK and METHOD: name, annotation, default"""
 
@@ -108,9 +122,24 @@ def make_spec(model: str, task: str, method: Method, options: dict[str, Any]) ->
         "model": model, "task": task, "task_lines": lines, "method": method,
         "levels": tuple(o["threshold"]) if o["threshold"] else None, "ablation": o["ablation"],
         "per_position": o["per_position"], "metric": o["metric"], "top_n": o["top_n"], "signed": o["signed"],
-        "ig_steps": o["ig_steps"], "ig_points": o["ig_points"],
+        "ig_steps": o["ig_steps"], "ig_points": o["ig_points"], "taus": tuple(o["tau"]) if o["tau"] else None,
         "orders": tuple(o["order"]) if o["order"] else None, "n": o["n"],
-        "seed": o["seed"], "dtype": o["dtype"], "paths": _paths(method, o)})
+        "seed": o["seed"], "resamples": o["resamples"], "dtype": o["dtype"], "paths": _paths(method, o),
+        "pruning": _pruning(method, o)})
+
+
+def _pruning(method: Method, o: dict[str, Any]) -> dict[str, Any] | None:
+    """The learned-mask options given (``None`` for other methods, refused there when any is set)."""
+    given = {"steps": o["steps"], "lr": o["lr"], "gate": o["gate"], "target": o["target_sparsity"],
+             "warm_start": o["warm_start"]}
+    given = {k: v for k, v in given.items() if v != getattr(_PRUNING, k)}
+    if Method(method) is not Method.EDGE_PRUNING:
+        if given:
+            flag = {"target": "target-sparsity", "warm_start": "no-warm-start"}.get(next(iter(given)),
+                                                                                 next(iter(given)))
+            raise ValueError(f"--{flag} applies to edge-pruning, not {Method(method).value}")
+        return None
+    return given
 
 
 def _paths(method: Method, o: dict[str, Any]) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from service.null import Chance
 from service.overlap import Consensus, PairOverlap
+from service.stability import RunComparison
 from service.types import Level
 
 
@@ -24,6 +25,8 @@ class PairAnswer(BaseModel):
     a_in_b: float
     b_in_a: float
     chance: Chance
+    runs: RunComparison | None = None
+    """where both circuits come from resampled runs: the cross-run Jaccards against each run's own"""
 
 
 class OverlapAnswer(BaseModel):

@@ -20,6 +20,7 @@ from service.api.heavy import HeavyGate
 from service.api.jobs import job_router
 from service.api.pages import page_router
 from service.api.problems import declared
+from service.api.stability import stability_router
 from service.catalogue import Catalogue
 from service.circuit import CIRCUIT_ID, Circuit
 from service.config import Settings
@@ -195,6 +196,7 @@ def create_app(store: CircuitStore | None = None, settings: Settings | None = No
 
     app.include_router(job_router(dispatcher, settings, reads, writes, route_class))
     app.include_router(evaluation_router(cat, dispatcher, settings, reads, writes, route_class))
+    app.include_router(stability_router(cat, reads, limits, route_class))
     app.include_router(page_router(cat, reads, limits, gate))
     app.include_router(docs_router(app.title))
     app.state.catalogue = cat

@@ -63,7 +63,8 @@ def page_router(cat: Catalogue, reads: dict[str, Any], limits: Limits, gate: Hea
             return _error_page(404 if isinstance(exc, NotFound) else 422, str(exc))
         if not circuits:
             return _error_page(404, "no circuit matches these filters")
-        return HTMLResponse(report_html(circuits, top_edges=top_edges, evaluations=cat.evaluations_of(circuits)))
+        return HTMLResponse(report_html(circuits, top_edges=top_edges, evaluations=cat.evaluations_of(circuits),
+                                        frequencies=cat.stabilities_of(circuits)))
 
     @router.get("/", **pages)
     def browse(

@@ -28,6 +28,7 @@ from service.null import DEFAULT_SAMPLES, NullSpec
 from service.progress import console_progress
 from service.report.diagram import DEFAULT_TOP_EDGES
 from service.report.page import report_html
+from service.stability import RunComparison
 from service.stores import CircuitFilter, open_store
 from service.stores.base import EvaluationFilter
 from service.types import Mode, NullModel
@@ -197,6 +198,15 @@ def overlap(a: str, b: str, null: NullOpt = NullModel.UNIFORM, samples: SamplesO
               [[p.size_a, p.size_b, p.n_shared, p.chance.expected_shared, p.jaccard, p.chance.expected_jaccard,
                 p_text(p.chance.p, p.chance.samples), p.a_in_b, p.b_in_a]])
         console.print("shared: " + (", ".join(p.shared) if p.shared else "(none)"))
+        if p.runs is not None:
+            console.print(runs_line(p.runs))
+
+
+def runs_line(c: RunComparison) -> str:
+    """One line comparing the resampled runs of two circuits at a level."""
+    verdict = "lower than within either run" if c.differ else "not clearly lower than within the runs"
+    return (f"across runs: jaccard {c.between:.3f} [{c.low:.3f}, {c.high:.3f}] over {c.pairs} pairs; within "
+            f"{c.within_a:.3f} and {c.within_b:.3f}: {verdict} (permutation p = {p_text(c.p)})")
 
 
 @app.command()
@@ -259,7 +269,7 @@ def write_report(cat: Catalogue, circuits: list[Circuit], out: Path, as_json: bo
     """Write the HTML report of ``circuits`` (their stored evaluations, and the component ``effects`` given) to
     ``out`` and say where (unless ``as_json``); its path."""
     out.write_text(report_html(circuits, top_edges=top_edges, evaluations=cat.evaluations_of(circuits),
-                               effects=effects), encoding="utf-8")
+                               effects=effects, frequencies=cat.stabilities_of(circuits)), encoding="utf-8")
     if not as_json:
         console.print(f"report of {len(circuits)} circuit(s) written to {out}")
     return str(out)

@@ -25,9 +25,11 @@ from pydantic import (
 
 from service.limits import MAX_NAME_LENGTH
 from service.tasks import TASKS
-from service.types import Ablation, IgPoints, Method, Metric, Search
+from service.types import Ablation, Gate, IgPoints, Method, Metric, Search
 
 ORDER = re.compile(r"backward|forward|random:\d{1,9}")
+MAX_RESAMPLES = 1000
+"""Most prompt sets one resampled run may draw."""
 MAX_TOP_N = 2_500_000
 """Most edges a top-n circuit may ask for (the largest graph the default limits admit)."""
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
@@ -118,6 +120,19 @@ class PathSearch(BaseModel):
         return tuple(p for p in order if p in ports)
 
 
+class Pruning(BaseModel):
+    """Options of learned edge masks (``edge-pruning``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    steps: int = Field(default=200, ge=1, le=1_000_000, description="training steps (one masked forward + backward)")
+    lr: float = Field(default=0.1, gt=0, le=100, allow_inf_nan=False, description="Adam's learning rate")
+    gate: Gate = Field(default=Gate.HARD_CONCRETE, description="hard-concrete (L0, Lagrangian) or sigmoid (L1)")
+    target: float = Field(default=0.95, ge=0, lt=1, description="hard-concrete: the final target sparsity")
+    sparsity_weight: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False,
+                                   description="sigmoid: weight of the mean gate in the loss")
+    warm_start: bool = Field(default=True, description="initialise the gates from EAP-IG scores")
+
+
 class DiscoverySpec(BaseModel):
     """Model, task, method and every method parameter of one discovery run."""
 
@@ -140,12 +155,22 @@ class DiscoverySpec(BaseModel):
                                  "input; default: eap-ig 5, ipe-approx 2)")
     ig_points: IgPoints | None = Field(default=None, description="eap-ig: where its gradients lie between the clean "
                                        "and the ablated input: mib (as MIB's reference: the ablated end included, "
-                                       "the default) or clean (the clean end included: one step is EAP)")
+                                       "the default), clean (the clean end included: one step is EAP) or "
+                                       "activations (MIB's EAP-IG-activations: each source's output interpolated "
+                                       "in turn)")
+    pruning: Pruning | None = Field(default=None, description="edge-pruning: training options (default: Pruning's)")
+    taus: tuple[Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)], ...] | None = Field(
+        default=None, min_length=1, max_length=32,
+        description="acdc: thresholds on the loss increase an edge's removal may cause, one circuit each "
+                    "(default 0.01)")
     orders: tuple[Annotated[str, StringConstraints(max_length=20)], ...] | None = Field(
         default=None, max_length=64, description="ablation sweep orders: backward, forward, random:SEED",
         json_schema_extra={"items": {"type": "string", "pattern": f"^({ORDER.pattern})$"}})
     n: int = Field(default=64, ge=1, le=100_000, description="prompts")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    resamples: int = Field(default=1, ge=1, le=MAX_RESAMPLES,
+                           description="prompt sets to run the method on, drawn with seeds seed, seed+1, ...; above 1 "
+                                       "the run also stores a stability summary of their circuits")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     paths: PathSearch | None = Field(default=None, description="path-patching, ipe, ipe-approx: search options "
                                                                "(default: PathSearch's defaults)")
@@ -162,6 +187,11 @@ class DiscoverySpec(BaseModel):
     @classmethod
     def _explicit_paths(cls, paths: PathSearch | None) -> PathSearch | None:
         return None if paths == PathSearch() else paths
+
+    @field_validator("pruning")
+    @classmethod
+    def _explicit_pruning(cls, pruning: Pruning | None) -> Pruning | None:
+        return None if pruning == Pruning() else pruning
 
     @field_validator("orders")
     @classmethod
@@ -181,6 +211,14 @@ class DiscoverySpec(BaseModel):
             raise ValueError("task_lines has no examples")
         if self.paths is not None and not self.method.searches_paths:
             raise ValueError(f"paths options apply to path-patching, ipe and ipe-approx, not {self.method.value}")
+        if self.seed + self.resamples - 1 > 2**31 - 1:
+            raise ValueError(f"seed + resamples - 1 must not pass {2**31 - 1}: the resamples' seeds follow seed")
+        if self.pruning is not None and self.method is not Method.EDGE_PRUNING:
+            raise ValueError(f"pruning options apply to edge-pruning, not {self.method.value}")
+        if self.taus is not None and self.method is not Method.ACDC:
+            raise ValueError(f"taus applies to acdc, not {self.method.value}")
+        if self.method is Method.ACDC and (self.levels is not None or self.top_n is not None):
+            raise ValueError("acdc makes one circuit per tau: levels and top_n do not apply")
         if self.ig_points is not None and self.method is not Method.EAP_IG:
             raise ValueError(f"ig_points applies to eap-ig, not {self.method.value}")
         return self
@@ -199,10 +237,15 @@ class DiscoverySpec(BaseModel):
             raise ValueError(problems_of(exc)) from None
 
     def canonical_json(self) -> str:
-        """The spec as canonical JSON (sorted keys, no spaces, defaults included; ``paths`` and ``ig_points`` only
-        when given, so specs older than them keep their hash)."""
-        unset = {name for name in ("paths", "ig_points") if getattr(self, name) is None}
+        """The spec as canonical JSON (sorted keys, no spaces, defaults included; ``paths``, ``ig_points``,
+        ``taus``, ``pruning`` and ``resamples`` only when given, so specs older than them keep their hash)."""
+        unset = {name for name in ("paths", "ig_points", "taus", "pruning") if getattr(self, name) is None}
+        unset |= {"resamples"} if self.resamples == 1 else set()
         return json.dumps(self.model_dump(mode="json", exclude=unset), sort_keys=True, separators=(",", ":"))
+
+    def resample(self, r: int) -> DiscoverySpec:
+        """The single run of resample ``r``: this spec with seed ``seed + r`` and one resample."""
+        return self.model_copy(update={"seed": self.seed + r, "resamples": 1})
 
     def spec_hash(self) -> str:
         """A stable hash of the canonical JSON."""

@@ -4,7 +4,8 @@ Edges are drawn with width by |score| and colour by sign where scores exist (gre
 and their destination port by dash pattern (q solid, k dashed, v dotted; MLP and logits inputs
 solid); at most ``top_edges`` edges are drawn, the largest |score| first, with a note saying how
 many are hidden. The node view draws components only, sized by |score| or, when given, by
-support. Components named in ``shared`` get a gold ring. Every drawn node is one
+support. Components named in ``shared`` get a gold ring. A circuit of a resampled run shades each
+component by its frequency across the resamples (opaque: in every one). Every drawn node is one
 ``<g class="node" data-name=...>`` with a ``<title>`` that shows on hover.
 """
 
@@ -36,6 +37,8 @@ class DiagramOptions:
     node_view: bool = False
     shared: frozenset[str] = frozenset()
     support: dict[str, int] | None = None
+    frequency: dict[str, float] | None = None
+    """a resampled run's circuit: each component's share of the resamples holding it, drawn as its opacity"""
 
 
 def circuit_svg(circuit: Circuit, options: DiagramOptions = DiagramOptions()) -> str:
@@ -101,9 +104,18 @@ def _nodes_svg(graph: ModelGraph, at: Placement, circuit: Circuit, options: Diag
         shape = (f'<rect x="{at.x[i] - r:.1f}" y="{at.y[i] - r:.1f}" width="{2 * r:.1f}" height="{2 * r:.1f}" rx="2"'
                  if node.kind is NodeKind.MLP else f'<circle cx="{at.x[i]:.1f}" cy="{at.y[i]:.1f}" r="{r:.1f}"')
         shared = ' data-shared="1"' if name in options.shared else ""
-        out.append(f'<g class="node" data-name="{name}" data-kind="{node.kind.value}"{shared}>{shape} '
+        out.append(f'<g class="node" data-name="{name}" data-kind="{node.kind.value}"{shared}'
+                   f'{_frequency_attrs(name, options)}>{shape} '
                    f'fill="{KIND_COLOUR[node.kind]}"{ring}/><title>{escape(label)}</title></g>')
     return out
+
+
+def _frequency_attrs(name: str, options: DiagramOptions) -> str:
+    """A component's frequency across resamples as data and as opacity (0.2 seen once in many, 1 in all)."""
+    if options.frequency is None or name not in options.frequency:
+        return ""
+    f = options.frequency[name]
+    return f' data-frequency="{f:.3f}" fill-opacity="{0.2 + 0.8 * f:.3f}"'
 
 
 def _node_sizes(circuit: Circuit, options: DiagramOptions) -> np.ndarray:
@@ -125,6 +137,8 @@ def _node_title(circuit: Circuit, i: int, options: DiagramOptions) -> str:
     parts = [f"score {score:.4g}" if np.isfinite(score) else "no score"]
     if options.support is not None:
         parts.append(f"support {options.support.get(circuit.graph.node_names[i], 0)}")
+    if options.frequency is not None and (name := circuit.graph.node_names[i]) in options.frequency:
+        parts.append(f"in {options.frequency[name]:.0%} of the resamples")
     if circuit.graph.node_names[i] in options.shared:
         parts.append("shared")
     return ", ".join(parts)

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from html import escape
 
-import numpy as np
-
+from service.annotations import faithfulness_interval
 from service.annotations import problems as annotation_problems
+from service.bootstrap import with_interval
 from service.cancel import checkpoint
 from service.circuit import Circuit
 from service.effects import EffectsView
@@ -27,6 +27,9 @@ from service.report.heatmap import ALPHA, heatmap_svg
 from service.report.transfer import transfer_svg, transfer_views
 from service.stores.base import EvaluationRecord, Membership
 from service.types import Level
+
+Frequencies = dict[str, dict[Level, dict[str, float]]]
+"""per circuit id, per level, each item's share of the resamples holding it"""
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
@@ -45,10 +48,12 @@ KEY = ('<p class="key"><span style="color:#2f6db5">● head</span><span style="c
 
 
 def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edges: int = DEFAULT_TOP_EDGES,
-                evaluations: Sequence[EvaluationRecord] = (), effects: Sequence[EffectsView] = ()) -> str:
-    """One self-contained HTML page for ``circuits`` (with the transfer matrices of their stored ``evaluations``
-    and the component ``effects`` given); a circuit whose annotations do not fit their schema (stored before they
-    were checked) is shown without its curves, and the page says why."""
+                evaluations: Sequence[EvaluationRecord] = (), effects: Sequence[EffectsView] = (),
+                frequencies: Frequencies | None = None) -> str:
+    """One self-contained HTML page for ``circuits`` (with the transfer matrices of their stored ``evaluations``,
+    the component ``effects`` given, and, for circuits of resampled runs, their components' ``frequencies`` as
+    shading); a circuit whose annotations do not fit their schema (stored before they were checked) is shown
+    without its curves, and the page says why."""
     by_model: dict[str, list[Circuit]] = defaultdict(list)
     for c in circuits:
         by_model[c.provenance.model].append(c)
@@ -58,7 +63,7 @@ def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edge
     for model, group in by_model.items():
         checkpoint()
         body.append(f"<h2>{escape(model)}</h2>")
-        body.append(_model_section(group, labels, top_edges))
+        body.append(_model_section(group, labels, top_edges, frequencies or {}))
     body.append(_function_section(circuits, evaluations, labels))
     body.append(components_section(effects))
     body.append(_curves_section([c for c in circuits if c.id not in skipped], labels))
@@ -93,7 +98,7 @@ def _provenance_table(circuits: list[Circuit], labels: dict[str, str]) -> str:
     rows = []
     for c in circuits:
         p = c.provenance
-        faith = "" if p.faithfulness is None else f"{p.faithfulness:.3f}"
+        faith = with_interval(p.faithfulness, faithfulness_interval(c.annotations)) or ""
         edges = str(c.n_edges) if c.has_edges else "-"
         cells = [labels[c.id], c.id, p.model, p.task, p.task_family or "", p.method, faith, str(c.n_nodes), edges,
                  p.created_at.strftime("%Y-%m-%d %H:%M"), p.citation or ""]
@@ -102,11 +107,10 @@ def _provenance_table(circuits: list[Circuit], labels: dict[str, str]) -> str:
 
 
 def _members(group: list[Circuit]) -> list[Membership]:
-    return [Membership(c.id, c.provenance.model, c.shape, np.flatnonzero(c.node_mask),
-                       np.flatnonzero(c.edge_mask) if c.edge_mask is not None else None) for c in group]
+    return [Membership.of(c) for c in group]
 
 
-def _model_section(group: list[Circuit], labels: dict[str, str], top_edges: int) -> str:
+def _model_section(group: list[Circuit], labels: dict[str, str], top_edges: int, frequencies: Frequencies) -> str:
     parts = []
     shared: frozenset[str] = frozenset()
     support: dict[str, int] = {}
@@ -127,8 +131,10 @@ def _model_section(group: list[Circuit], labels: dict[str, str], top_edges: int)
     figures = []
     for c in group:
         checkpoint()
-        svg = circuit_svg(c, DiagramOptions(top_edges=top_edges, shared=shared))
-        figures.append(f"<figure>{svg}<figcaption>{escape(labels[c.id])} ({c.id})</figcaption></figure>")
+        frequency = frequencies.get(c.id, {}).get(Level.NODE)
+        svg = circuit_svg(c, DiagramOptions(top_edges=top_edges, shared=shared, frequency=frequency))
+        shading = ", components shaded by their frequency across the run's resamples" if frequency else ""
+        figures.append(f"<figure>{svg}<figcaption>{escape(labels[c.id])} ({c.id}){shading}</figcaption></figure>")
     if support:
         view = DiagramOptions(node_view=True, support=support, shared=shared)
         svg = circuit_svg(_union(group), view)

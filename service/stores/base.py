@@ -8,13 +8,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.circuit import Circuit
 from service.errors import CircuitInvalid, shape_conflict
 from service.types import Level, ModelShape
+
+if TYPE_CHECKING:
+    from service.stability import StabilityRecord
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,13 @@ class Membership:
     nodes: np.ndarray
     edges: np.ndarray | None
 
+    @staticmethod
+    def of(circuit: Circuit) -> Membership:
+        """The membership of a circuit in memory."""
+        edges = None if circuit.edge_mask is None else np.flatnonzero(circuit.edge_mask)
+        return Membership(circuit.id, circuit.provenance.model, circuit.shape, np.flatnonzero(circuit.node_mask),
+                          edges)
+
 
 class CircuitStore(ABC):
     """A catalogue of circuits. Writes are whole-or-nothing and idempotent by id."""
@@ -158,8 +168,22 @@ class CircuitStore(ABC):
         """One page of evaluations, newest first, and the total count."""
 
     @abstractmethod
+    def put_stability(self, record: StabilityRecord) -> Stored:
+        """Store a stability summary with links to its circuits in one transaction; an existing id is a no-op.
+        ``NotFound`` (nothing stored) when it names a circuit the catalogue does not hold."""
+
+    @abstractmethod
+    def stabilities(self, circuit: str | None = None, limit: int = 50,
+                    offset: int = 0) -> tuple[list[StabilityRecord], int]:
+        """One page of stability summaries (those holding ``circuit``, if given), newest first, and the total."""
+
+    @abstractmethod
+    def stability(self, record_id: str) -> StabilityRecord:
+        """The stability summary with this id; ``NotFound`` otherwise."""
+
+    @abstractmethod
     def delete(self, circuit_id: str) -> None:
-        """Remove a circuit and the evaluations that read it; ``NotFound`` when absent."""
+        """Remove a circuit and the evaluations and stability summaries that read it; ``NotFound`` when absent."""
 
     @abstractmethod
     def memberships(self, circuit_ids: list[str]) -> list[Membership]:

@@ -4,7 +4,8 @@ Graph model (schema/README.md): ``(:Model)-[:HAS_COMPONENT]->(:Component)``,
 ``(:Edge)-[:FROM]->(:Component)``, ``(:Edge)-[:TO {input}]->(:Component)``,
 ``(:Circuit)-[:HAS_NODE {score}]->(:Component)``, ``(:Circuit)-[:HAS_EDGE {score}]->(:Edge)``,
 ``(:Circuit)-[:FOR_TASK]->(:Task)``, ``(:Circuit)-[:OF_MODEL]->(:Model)``,
-``(:Evaluation)-[:OF {position}]->(:Circuit)``, ``(:Evaluation)-[:ON]->(:Task)``.
+``(:Evaluation)-[:OF {position}]->(:Circuit)``, ``(:Evaluation)-[:ON]->(:Task)``,
+``(:Stability)-[:RESAMPLE {level, resample}]->(:Circuit)``, ``(:Stability)-[:ON]->(:Task)``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from service.circuit import Circuit, Provenance
 from service.errors import NotFound, StoreUnavailable
 from service.graph import ModelGraph, graph_for
 from service.schema_files import cypher_statements
+from service.stability import StabilityRecord
 from service.stores.base import (
     EVALUATION_FIELDS,
     CircuitFilter,
@@ -190,9 +192,56 @@ class Neo4jStore(CircuitStore):
         return [EvaluationRecord(**{f: r["e"].get(f) for f in EVALUATION_FIELDS}, circuits=tuple(r["circuits"]),
                                  created_at=r["e"]["created_at"].to_native()) for r in rows], total
 
+    def put_stability(self, record: StabilityRecord) -> Stored:
+        named = record.circuits
+        links = [{"id": c, "level": i, "resample": j} for i, lv in enumerate(record.levels)
+                 for j, c in enumerate(lv.circuits)]
+        props = {"id": record.id, "model": record.model, "task": record.task, "method": record.method,
+                 "spec": record.spec, "seeds": list(record.seeds), "summary": json.dumps(record.summary_json()),
+                 "created_at": record.created_at}
+
+        def work(tx: ManagedTransaction) -> bool:
+            held = set(tx.run("UNWIND $ids AS id MATCH (c:Circuit {id: id}) RETURN collect(c.id) AS ids",
+                              ids=named).single()["ids"])
+            missing = [i for i in named if i not in held]
+            if missing:
+                raise NotFound(f"no circuit with id(s) {', '.join(map(repr, missing))}")
+            created = tx.run("MERGE (s:Stability {id: $id}) ON CREATE SET s += $props, s.new = true "
+                             "WITH s, coalesce(s.new, false) AS new REMOVE s.new RETURN new",
+                             id=record.id, props=props).single()["new"]
+            if created:
+                tx.run("MATCH (s:Stability {id: $id}) MERGE (t:Task {name: $task}) CREATE (s)-[:ON]->(t) "
+                       "WITH s UNWIND $links AS l MATCH (c:Circuit {id: l.id}) "
+                       "CREATE (s)-[:RESAMPLE {level: l.level, resample: l.resample}]->(c)",
+                       id=record.id, task=record.task, links=links).consume()
+            return created
+
+        return Stored(record.id, self._write(work))
+
+    def stabilities(self, circuit: str | None = None, limit: int = 50,
+                    offset: int = 0) -> tuple[list[StabilityRecord], int]:
+        where = "($circuit IS NULL OR EXISTS { (s)-[:RESAMPLE]->(:Circuit {id: $circuit}) })"
+
+        def work(tx: ManagedTransaction) -> tuple[list[dict], int]:
+            total = tx.run(f"MATCH (s:Stability) WHERE {where} RETURN count(s) AS n", circuit=circuit).single()["n"]
+            rows = tx.run(f"MATCH (s:Stability) WHERE {where} WITH s ORDER BY s.created_at DESC, s.id "
+                          "SKIP $offset LIMIT $limit RETURN s {.*} AS s",
+                          circuit=circuit, offset=offset, limit=limit).data()
+            return rows, total
+
+        rows, total = self._read(work)
+        return [_stability(r["s"]) for r in rows], total
+
+    def stability(self, record_id: str) -> StabilityRecord:
+        row = self._read(lambda tx: tx.run("MATCH (s:Stability {id: $id}) RETURN s {.*} AS s", id=record_id).single())
+        if row is None:
+            raise NotFound(f"no stability summary with id {record_id!r}")
+        return _stability(row["s"])
+
     def delete(self, circuit_id: str) -> None:
         def work(tx: ManagedTransaction) -> int:
             tx.run("MATCH (:Circuit {id: $id})<-[:OF]-(e:Evaluation) DETACH DELETE e", id=circuit_id).consume()
+            tx.run("MATCH (:Circuit {id: $id})<-[:RESAMPLE]-(s:Stability) DETACH DELETE s", id=circuit_id).consume()
             return tx.run("MATCH (c:Circuit {id: $id}) DETACH DELETE c RETURN count(*) AS n",
                           id=circuit_id).single()["n"]
 
@@ -270,6 +319,11 @@ def _put(tx: ManagedTransaction, circuit: Circuit) -> bool:
     if circuit.edge_mask is not None:
         _link_edges(tx, cid, model, g, circuit.edge_mask, circuit.edge_scores)
     return True
+
+
+def _stability(s: dict[str, Any]) -> StabilityRecord:
+    return StabilityRecord.from_stored(s["model"], s["task"], s["method"], s["spec"], s["seeds"],
+                                       json.loads(s["summary"]), s["created_at"].to_native())
 
 
 def _put_evaluation(tx: ManagedTransaction, r: EvaluationRecord) -> bool:

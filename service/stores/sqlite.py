@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from service.circuit import Circuit, Provenance
 from service.errors import NotFound, StoreUnavailable
 from service.graph import graph_for
+from service.stability import StabilityRecord
 from service.stores.base import (
     EVALUATION_FIELDS,
     CircuitFilter,
@@ -105,6 +106,26 @@ evaluation_circuits_t = sa.Table(
     sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("position", sa.Integer, nullable=False),
     sa.Index("evaluation_circuits_circuit", "circuit_id"),
+)
+
+stability_t = sa.Table(
+    "stability", meta,
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("model", sa.String, nullable=False, index=True),
+    sa.Column("task", sa.String, nullable=False),
+    sa.Column("method", sa.String, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("seeds", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("created_at", sa.String, nullable=False, index=True),
+)
+stability_circuits_t = sa.Table(
+    "stability_circuits", meta,
+    sa.Column("stability_id", sa.String, sa.ForeignKey("stability.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("resample", sa.Integer, nullable=False),
+    sa.Index("stability_circuits_circuit", "circuit_id"),
 )
 
 
@@ -282,12 +303,52 @@ class SqliteStore(CircuitStore):
                 named.setdefault(eid, []).append(cid)
         return [_evaluation(r, named.get(r["id"], [])) for r in rows], total
 
+    def put_stability(self, record: StabilityRecord) -> Stored:
+        with self._write() as conn:
+            named = record.circuits
+            held = {r.id for r in conn.execute(sa.select(circuits_t.c.id).where(circuits_t.c.id.in_(named)))}
+            _require_all(named, held)
+            if conn.execute(sa.select(stability_t.c.id).where(stability_t.c.id == record.id)).first():
+                return Stored(record.id, False)
+            conn.execute(stability_t.insert().values(
+                id=record.id, model=record.model, task=record.task, method=record.method, spec=record.spec,
+                seeds=json.dumps(record.seeds), summary=json.dumps(record.summary_json()),
+                created_at=record.created_at.astimezone(UTC).isoformat()))
+            conn.execute(stability_circuits_t.insert(), [
+                {"stability_id": record.id, "circuit_id": c, "level": i, "resample": j}
+                for i, lv in enumerate(record.levels) for j, c in enumerate(lv.circuits)])
+        return Stored(record.id, True)
+
+    def stabilities(self, circuit: str | None = None, limit: int = 50,
+                    offset: int = 0) -> tuple[list[StabilityRecord], int]:
+        s = stability_t.c
+        conds = []
+        if circuit is not None:
+            link = stability_circuits_t.c
+            conds.append(s.id.in_(sa.select(link.stability_id).where(link.circuit_id == circuit)))
+        with self._connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(stability_t).where(*conds)).scalar_one()
+            rows = conn.execute(sa.select(stability_t).where(*conds).order_by(s.created_at.desc(), s.id)
+                                .limit(limit).offset(offset)).mappings().all()
+        return [_stability(r) for r in rows], total
+
+    def stability(self, record_id: str) -> StabilityRecord:
+        with self._connect() as conn:
+            row = conn.execute(sa.select(stability_t).where(stability_t.c.id == record_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"no stability summary with id {record_id!r}")
+        return _stability(row)
+
     def delete(self, circuit_id: str) -> None:
         with self._write() as conn:
             link = evaluation_circuits_t.c
             reading = [r[0] for r in conn.execute(sa.select(link.evaluation_id).where(link.circuit_id == circuit_id))]
             conn.execute(evaluation_circuits_t.delete().where(link.evaluation_id.in_(reading)))
             conn.execute(evaluations_t.delete().where(evaluations_t.c.id.in_(reading)))
+            runs = stability_circuits_t.c
+            holding = [r[0] for r in conn.execute(sa.select(runs.stability_id).where(runs.circuit_id == circuit_id))]
+            conn.execute(stability_circuits_t.delete().where(runs.stability_id.in_(holding)))
+            conn.execute(stability_t.delete().where(stability_t.c.id.in_(holding)))
             for table in (nodes_t, edges_t):
                 conn.execute(table.delete().where(table.c.circuit_id == circuit_id))
             if conn.execute(circuits_t.delete().where(circuits_t.c.id == circuit_id)).rowcount == 0:
@@ -378,6 +439,11 @@ def _require_all(asked: list[str], found: dict) -> None:
 def _evaluation(r: sa.RowMapping, circuits: list[str]) -> EvaluationRecord:
     return EvaluationRecord(**{f: r[f] for f in EVALUATION_FIELDS}, circuits=tuple(circuits),
                             created_at=datetime.fromisoformat(r["created_at"]))
+
+
+def _stability(r: sa.RowMapping) -> StabilityRecord:
+    return StabilityRecord.from_stored(r["model"], r["task"], r["method"], r["spec"], json.loads(r["seeds"]),
+                                       json.loads(r["summary"]), datetime.fromisoformat(r["created_at"]))
 
 
 def _summary(r: sa.RowMapping) -> CircuitSummary:

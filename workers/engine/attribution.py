@@ -7,7 +7,10 @@ source outputs are recorded in the same forward). EAP-IG (inputs variant) averag
 gradient over ``steps`` runs whose input embeddings lie between clean and ablated at
 ``alpha`` (0: clean, 1: ablated): MIB's points alpha = 1 - k / steps for k = 0 .. steps - 1
 (the reference's corrupted + k/steps (clean - corrupted)), or the clean-inclusive points
-alpha = k / steps, so one such step is exactly EAP (``IgPoints``).
+alpha = k / steps, so one such step is exactly EAP (``IgPoints``). EAP-IG-activations (MIB's other
+variant) moves one source's output at a time instead, on a clean run: for every source (the input, each
+layer's attention, each MLP) and k = 1 .. steps, the output at alpha = 1 - k / steps; each destination's
+gradient is averaged over all those passes, as the reference does.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from workers.engine.patching import (
     PORTS,
     Hook,
     PatchingEngine,
+    hook_major,
     input_hook,
     last_logits,
+    source_hook_names,
     source_major,
 )
 from workers.metrics import task_metric
@@ -36,7 +41,7 @@ def destination_hook_names(engine: PatchingEngine) -> list[str]:
     return [*names, LOGITS_INPUT]
 
 
-def _gradient_hooks(engine: PatchingEngine, alpha: float, grads: dict[str, torch.Tensor]) -> list[Hook]:
+def _gradient_hooks(engine: PatchingEngine, interpolate: list[Hook], grads: dict[str, torch.Tensor]) -> list[Hook]:
     def accumulate(name: str) -> Callable[..., torch.Tensor]:
         def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
             def save(g: torch.Tensor) -> None:
@@ -48,19 +53,25 @@ def _gradient_hooks(engine: PatchingEngine, alpha: float, grads: dict[str, torch
             return mine
         return hook
 
-    ablated_input = engine.ablated[0]
+    return [*interpolate, *((n, accumulate(n)) for n in destination_hook_names(engine))]
 
-    def embed(x: torch.Tensor, hook: object) -> torch.Tensor:
+
+def _moved(engine: PatchingEngine, name: str, sl: slice, alpha: float) -> Hook:
+    """A source's output moved ``alpha`` of the way from its clean value to its ablated one, as a leaf: gradients
+    are taken downstream of it, never through it."""
+    def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
         x = x.detach()
-        return (x + alpha * (ablated_input - x)).requires_grad_(True)
+        ablated = hook_major(engine.ablated[sl].unsqueeze(0).expand(source_major(x).shape), x)
+        return (x + alpha * (ablated - x)).requires_grad_(True)
+    return name, hook
 
-    return [("blocks.0.hook_resid_pre", embed), *((n, accumulate(n)) for n in destination_hook_names(engine))]
 
-
-def _gradients(engine: PatchingEngine, alpha: float, grads: dict[str, torch.Tensor]) -> None:
-    """One forward/backward; add each destination input's gradient into ``grads``."""
-    hooks = _gradient_hooks(engine, alpha, grads)
-    record = alpha == 0 and not engine.has_clean and engine.metric is not Metric.KL
+def _gradients(engine: PatchingEngine, interpolate: list[Hook], grads: dict[str, torch.Tensor],
+               record: bool = False) -> None:
+    """One forward/backward; add each destination input's gradient into ``grads`` (``record``: keep the clean
+    run's source outputs from this pass, which must then be a clean one)."""
+    hooks = _gradient_hooks(engine, interpolate, grads)
+    record = record and not engine.has_clean and engine.metric is not Metric.KL
     out = engine.source_buffer(engine.batch.clean) if record else None
     if out is not None:
         hooks = engine.recording_hooks(out)[:1] + hooks + engine.recording_hooks(out)[1:]
@@ -78,17 +89,37 @@ def _per_source(g: torch.Tensor) -> torch.Tensor:
 
 
 def ig_alphas(steps: int, points: IgPoints) -> list[float]:
-    """Where the ``steps`` gradients are taken, as the share of the way from the clean input to the ablated one."""
-    return [1 - k / steps if points is IgPoints.MIB else k / steps for k in range(steps)]
+    """Where the ``steps`` gradients are taken, as the share of the way from the clean value (input embedding, or
+    a source's output) to the ablated one."""
+    match points:
+        case IgPoints.MIB:
+            return [1 - k / steps for k in range(steps)]
+        case IgPoints.ACTIVATIONS:
+            return [1 - k / steps for k in range(1, steps + 1)]
+    return [k / steps for k in range(steps)]
+
+
+def _runs(engine: PatchingEngine, steps: int, points: IgPoints) -> list[tuple[list[Hook], bool]]:
+    """Each gradient pass: its interpolation (the input embedding moved, for the inputs variants; or one source's
+    output moved on a clean run, source by source, for EAP-IG-activations) and whether it is the clean run."""
+    embedding = source_hook_names(engine.layout)[0]
+    alphas = ig_alphas(steps, points)
+    if points is not IgPoints.ACTIVATIONS:
+        return [([_moved(engine, *embedding, alpha)], alpha == 0) for alpha in alphas]
+    return [([_moved(engine, name, sl, alpha)] if name == embedding[0] else
+             [_moved(engine, *embedding, 0.0), _moved(engine, name, sl, alpha)], False)
+            for name, sl in source_hook_names(engine.layout) for alpha in alphas]
 
 
 def edge_attribution(engine: PatchingEngine, steps: int = 1, points: IgPoints = IgPoints.CLEAN) -> torch.Tensor:
-    """Scores ``[n_edges]`` in the graph's edge order: EAP for one clean-inclusive step, EAP-IG otherwise."""
+    """Scores ``[n_edges]`` in the graph's edge order: EAP for one clean-inclusive step, EAP-IG otherwise (each
+    destination's gradient averaged over every pass of ``_runs``)."""
     if steps < 1:
         raise ValueError(f"EAP-IG needs at least one step, got {steps}")
     grads: dict[str, torch.Tensor] = {}
-    for alpha in ig_alphas(steps, points):
-        _gradients(engine, alpha, grads)
+    runs = _runs(engine, steps, points)
+    for hooks, clean in runs:
+        _gradients(engine, hooks, grads, record=clean)
     delta = (engine.ablated - engine.clean_out).reshape(engine.n_sources, -1)
     scores = torch.zeros(engine.layout.graph.n_edges, dtype=torch.float64)
     h = engine.model.shape.n_heads
@@ -102,4 +133,4 @@ def edge_attribution(engine: PatchingEngine, steps: int = 1, points: IgPoints = 
         scores[slots.mlp_start:slots.mlp_start + n] = mlp.reshape(-1).double()
     final = _per_source(grads[LOGITS_INPUT]) @ delta.T
     scores[engine.layout.logits_start:] = final.reshape(-1).double()
-    return scores / steps
+    return scores / len(runs)

@@ -130,12 +130,20 @@ def edge_baselines(engine: PatchingEngine) -> Baselines:
     return EdgeEvaluator(engine).baselines
 
 
-def node_baselines(engine: PatchingEngine) -> Baselines:
+def node_baseline_masks(engine: PatchingEngine) -> np.ndarray:
+    """The node masks of the full model and of the empty circuit (``input`` and ``logits`` kept)."""
     graph = engine.layout.graph
-    empty = ~graph.component_mask
-    keep = torch.as_tensor(np.stack([np.ones(graph.n_nodes, bool), empty]), dtype=torch.float32)
-    values = engine.evaluate_nodes(keep).double().cpu()
-    return Baselines(values[0].item(), values[1].item())
+    return np.stack([np.ones(graph.n_nodes, bool), ~graph.component_mask])
+
+
+def node_metrics(engine: PatchingEngine, masks: np.ndarray) -> np.ndarray:
+    """The per-prompt metric ``[mask, prompt]`` of node masks, in one pass."""
+    return engine.evaluate_nodes(torch.as_tensor(masks, dtype=torch.float32), per_prompt=True).double().cpu().numpy()
+
+
+def node_baselines(engine: PatchingEngine) -> Baselines:
+    values = prompt_means(node_metrics(engine, node_baseline_masks(engine)))
+    return Baselines(float(values[0]), float(values[1]))
 
 
 def curve_masks(engine: PatchingEngine, importance_: np.ndarray,

@@ -11,19 +11,26 @@ also sit in the params. Path methods add what they found in ``annotations`` (rou
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 
+from service.bootstrap import DEFAULT_BOOTSTRAP, faithfulness_interval
 from service.circuit import Circuit, Provenance
+from service.config import checkpoint_dir
 from service.jobs.spec import PathSearch
 from service.progress import Progress, silent
 from service.tasks import family_of
 from service.types import Ablation, IgPoints, Method
+from workers.engine.acdc import DEFAULT_TAU, acdc
 from workers.engine.attribution import edge_attribution
+from workers.engine.edge_pruning import PruningConfig, train_gates, warm_start
 from workers.engine.evaluate import Baselines, Curve, EdgeEvaluator, faithfulness_curve
 from workers.engine.ipe import PathScorer, path_circuit, search_paths
 from workers.engine.node_search import DEFAULT_LEVELS, check_levels, node_search
@@ -62,6 +69,12 @@ class RunSpec:
     model_source: str | None = None
     """the local directory the weights were read from, kept as provenance only"""
     paths: PathSearch = field(default_factory=PathSearch)
+    taus: tuple[float, ...] = (DEFAULT_TAU,)
+    """acdc: its thresholds, one circuit each"""
+    acdc_metric: Metric = Metric.KL
+    """acdc: the loss its trials are judged by (KL to the full model, or the task metric's drop)"""
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    """edge-pruning: how the gates are trained"""
 
     @property
     def gradient_points(self) -> int:
@@ -76,6 +89,12 @@ class RunSpec:
             out["model_source"] = self.model_source
         if self.method is Method.ABLATION:
             return out | {"orders": list(self.orders)}
+        if self.method is Method.ACDC:
+            return out | {"acdc_metric": self.acdc_metric.value}
+        if self.method is Method.EDGE_PRUNING:
+            p = self.pruning
+            return out | {"steps": p.steps, "lr": p.lr, "gate": p.gate.value, "target": p.target,
+                          "sparsity_weight": p.sparsity_weight, "warm_start": p.warm_start, "absolute": True}
         if self.method.searches_paths:
             return out | self._path_params()
         out |= {"absolute": self.absolute}
@@ -122,7 +141,8 @@ def _ablation(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> Disc
         extra = {"level": level, "forward_passes": result.forward_passes}
         by_order = dict(zip(result.orders, result.faithfulness[:, i].tolist(), strict=True))
         evaluation = {"full_metric": result.baselines.full, "empty_metric": result.baselines.empty,
-                      "faithfulness_by_order": by_order}
+                      "faithfulness_by_order": by_order,
+                      **_interval(result.prompt_values[0, i], *result.baseline_values)}
         circuits.append(Circuit(_provenance(spec, float(result.faithfulness[0, i]), extra), engine.model.shape,
                                 node_mask=keep, node_scores=result.survival[i].astype(np.float64),
                                 annotations={"evaluation": evaluation}))
@@ -130,12 +150,41 @@ def _ablation(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> Disc
 
 
 def _edges(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
-    steps = spec.gradient_points
     progress(0, 3, "scoring")
     points = spec.ig_points if spec.method is Method.EAP_IG else IgPoints.CLEAN
-    scores = edge_attribution(engine, steps, points).numpy()
+    scores = edge_attribution(engine, spec.gradient_points, points).numpy()
+    return _ranked(EdgeEvaluator(engine, per_prompt=True), scores, spec, progress)
+
+
+def _edge_pruning(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
+    """Train the gates (resuming from a checkpoint of the same run), then choose circuits from their ranking."""
+    evaluator = EdgeEvaluator(engine, per_prompt=True)
+    config = spec.pruning
+    n = engine.layout.graph.n_edges
+    progress(0, config.steps, "warm start" if config.warm_start else "training")
+    init = (warm_start(edge_attribution(engine, IG_STEPS[Method.EAP_IG], IgPoints.MIB).numpy()) if config.warm_start
+            else torch.full((n,), 3.0))
+    checkpoint = checkpoint_dir() / f"edge-pruning-{_run_key(spec)}.pt"
+    base = evaluator.baselines
+    learned = train_gates(engine, config, init, base.full, base.empty, checkpoint, lambda step, loss, sparsity:
+                          progress(step, config.steps, f"step {step}: loss {loss:.4g}, sparsity {sparsity:.1%}"))
+    sign = 1.0 if engine.metric is Metric.KL else -1.0  # a gate's weight, in the metric's sign convention
+    run = _ranked(evaluator, sign * learned.gates, spec, silent)
+    training = {"training": {"history": [list(h) for h in learned.history]}}
+    checkpoint.unlink(missing_ok=True)
+    return replace(run, circuits=[replace(c, annotations=c.annotations | training) for c in run.circuits])
+
+
+def _run_key(spec: RunSpec) -> str:
+    """What identifies a run's checkpoint: the model, task and every parameter."""
+    key = json.dumps([spec.model, spec.task, spec.method.value, spec.metric.value, spec.params(),
+                      list(spec.levels)], sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _ranked(evaluator: EdgeEvaluator, scores: np.ndarray, spec: RunSpec, progress: Progress) -> DiscoveryRun:
+    """The circuits of a score vector: both curves, then the top-n or each level's smallest pruned top-k."""
     progress(1, 3, "faithfulness curves")
-    evaluator = EdgeEvaluator(engine)
     curves, evaluation = _curves(evaluator, scores, spec)
     progress(2, 3, "circuits at each level")
     rank = importance(scores, spec.metric, spec.absolute)
@@ -143,7 +192,8 @@ def _edges(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> Discove
     picks = _pick(evaluator, rank, curves["absolute" if spec.absolute else "signed"], spec)
     progress(3, 3, "done")
     evaluation["masks_evaluated"] = evaluator.evaluations
-    circuits = [_edge_circuit(engine, spec, scores, mask, f, extra | summary, evaluation) for mask, f, extra in picks]
+    circuits = [_edge_circuit(evaluator, spec, scores, mask, f, extra | summary, evaluation)
+                for mask, f, extra in picks]
     return DiscoveryRun(spec, evaluator.baselines, circuits)
 
 
@@ -158,7 +208,7 @@ def _curves(evaluator: EdgeEvaluator, scores: np.ndarray, spec: RunSpec) -> tupl
 
 
 def _path_patching(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
-    evaluator = EdgeEvaluator(engine)
+    evaluator = EdgeEvaluator(engine, per_prompt=True)
     rounds = itertools.count(1)
     result = path_patching(evaluator, spec.paths, tick=lambda msg: progress(next(rounds), None, msg))
     span = evaluator.baselines.full - evaluator.baselines.empty
@@ -170,7 +220,7 @@ def _path_patching(engine: PatchingEngine, spec: RunSpec, progress: Progress) ->
 
 
 def _ipe(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
-    evaluator = EdgeEvaluator(engine)
+    evaluator = EdgeEvaluator(engine, per_prompt=True)
     scorer = PathScorer(engine, evaluator.baselines, spec.gradient_points)
     budget = spec.paths.max_paths
     result = search_paths(scorer, spec.paths, spec.method is Method.IPE_APPROX,
@@ -198,7 +248,7 @@ def _found_circuit(evaluator: EdgeEvaluator, spec: RunSpec, mask: np.ndarray, sc
     curves, evaluation = _curves(evaluator, scores, spec)
     f = float(evaluator.faithfulness(mask[None])[0])
     summary = {"cpr": curves["signed"].cpr, "cmd": curves["absolute"].cmd}
-    circuit = _edge_circuit(evaluator.engine, spec, scores, mask, f, extra | summary, evaluation)
+    circuit = _edge_circuit(evaluator, spec, scores, mask, f, extra | summary, evaluation)
     return DiscoveryRun(spec, evaluator.baselines, [replace(circuit, node_scores=node_scores,
                                                             annotations=circuit.annotations | found)])
 
@@ -221,18 +271,56 @@ def _pick(evaluator: EdgeEvaluator, rank: np.ndarray, curve: Curve,
     return [(mask_of(k), f, {"level": level, "top_n": k}) for level, (k, f) in zip(spec.levels, found, strict=True)]
 
 
-def _edge_circuit(engine: PatchingEngine, spec: RunSpec, scores: np.ndarray, mask: np.ndarray,
+def _edge_circuit(evaluator: EdgeEvaluator, spec: RunSpec, scores: np.ndarray, mask: np.ndarray,
                   faithfulness: float, extra: dict[str, Any], evaluation: dict[str, Any]) -> Circuit:
-    graph = engine.layout.graph
+    graph = evaluator.engine.layout.graph
     nodes = graph.endpoint_mask(mask)
-    return Circuit(_provenance(spec, faithfulness, extra), engine.model.shape, node_mask=nodes,
+    runs = np.stack([mask, np.ones(graph.n_edges, bool), np.zeros(graph.n_edges, bool)])
+    evaluator.metrics(runs)  # memoised: each was evaluated already, so no pass is made
+    interval = _interval(*evaluator.prompt_values(runs))
+    return Circuit(_provenance(spec, faithfulness, extra), evaluator.engine.model.shape, node_mask=nodes,
                    node_scores=np.full(graph.n_nodes, np.nan), edge_mask=mask, edge_scores=scores.astype(np.float64),
-                   annotations={"evaluation": evaluation})
+                   annotations={"evaluation": evaluation | interval})
+
+
+def _interval(circuit: np.ndarray, full: np.ndarray, empty: np.ndarray) -> dict[str, Any]:
+    """``faithfulness_interval``: the 95 % bootstrap interval of a circuit's faithfulness over its prompts, from the
+    per-prompt metrics of the circuit's, the full model's and the empty circuit's passes (none where undefined)."""
+    found = faithfulness_interval(circuit, full, empty, DEFAULT_BOOTSTRAP)
+    if found is None:
+        return {}
+    return {"faithfulness_interval": {"low": found.low, "high": found.high, "samples": DEFAULT_BOOTSTRAP,
+                                      "level": 0.95}}
+
+
+def _acdc(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
+    """ACDC at each threshold (one sequential run each, sharing memoised evaluations), judged by its own loss,
+    each circuit measured, pruned, by the run's metric like every edge circuit."""
+    searching = engine if spec.acdc_metric is engine.metric else PatchingEngine(
+        engine.model, engine.batch, engine.ablation, spec.acdc_metric, engine.per_position)
+    search = EdgeEvaluator(searching)
+    graph = engine.layout.graph
+    evaluator = EdgeEvaluator(engine, per_prompt=True)
+    out = []
+    for i, tau in enumerate(spec.taus):
+        found = acdc(search, tau, lambda tried, i=i, tau=tau: progress(i, len(spec.taus), f"tau {tau:g}: "
+                                                                                       f"{tried} edges tried"))
+        sign = 1.0 if engine.metric is Metric.KL else -1.0  # harm, in the metric's sign convention
+        scores = sign * found.harm
+        mask = prune(graph, found.keep)
+        f = float(evaluator.faithfulness(mask[None])[0])
+        curves, evaluation = _curves(evaluator, scores, spec)
+        extra = {"tau": tau, "edges_tried": found.tried, "masks_tried": found.masks, "passes": found.passes,
+                 "loss": found.loss, "cpr": curves["signed"].cpr, "cmd": curves["absolute"].cmd}
+        out.append(_edge_circuit(evaluator, spec, scores, mask, f, extra, evaluation))
+    progress(len(spec.taus), len(spec.taus), f"{search.evaluations} masked forwards")
+    return DiscoveryRun(spec, evaluator.baselines, out)
 
 
 METHODS: dict[Method, Callable[[PatchingEngine, RunSpec, Progress], DiscoveryRun]] = {
     Method.ABLATION: _ablation, Method.EAP: _edges, Method.EAP_IG: _edges,
-    Method.PATH_PATCHING: _path_patching, Method.IPE: _ipe, Method.IPE_APPROX: _ipe,
+    Method.PATH_PATCHING: _path_patching, Method.IPE: _ipe, Method.IPE_APPROX: _ipe, Method.ACDC: _acdc,
+    Method.EDGE_PRUNING: _edge_pruning,
 }
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from workers.engine.evaluate import Baselines, node_baselines
+from workers.engine.evaluate import Baselines, node_baseline_masks, node_metrics, prompt_means
 from workers.engine.layout import Layout
 from workers.engine.patching import PatchingEngine
 
@@ -35,6 +35,10 @@ class NodeSearchResult:
     faithfulness: np.ndarray
     baselines: Baselines
     forward_passes: int
+    prompt_values: np.ndarray
+    """``[order, level, prompt]``: each circuit's metric per prompt (from the pass that measured it)"""
+    baseline_values: np.ndarray
+    """``[2, prompt]``: the full model's and the empty circuit's metric per prompt"""
 
     @property
     def survival(self) -> np.ndarray:
@@ -93,10 +97,12 @@ def node_search(engine: PatchingEngine, levels: Sequence[float] = DEFAULT_LEVELS
     check_levels(levels)
     if max_sweeps < 1:
         raise ValueError(f"max_sweeps must be at least 1, got {max_sweeps}")
-    baselines = node_baselines(engine)
+    baseline_values = node_metrics(engine, node_baseline_masks(engine))
+    means = prompt_means(baseline_values)
+    baselines = Baselines(float(means[0]), float(means[1]))
     n = engine.layout.graph.n_nodes
     target = torch.tensor(levels, dtype=torch.float64)
-    keeps, faith, passes = [], [], 2
+    keeps, faith, values, passes = [], [], [], 2
     for order in orders:
         seq = component_order(engine.layout, order)
         keep = torch.ones((len(levels), n))
@@ -104,7 +110,9 @@ def node_search(engine: PatchingEngine, levels: Sequence[float] = DEFAULT_LEVELS
             passes += len(seq)
             if not sweep(engine, seq, keep, target, baselines, tick):
                 break
-        faith.append(baselines.faithfulness(engine.evaluate_nodes(keep).double().cpu()).numpy())
+        values.append(node_metrics(engine, keep.bool().numpy()))
+        faith.append(np.asarray(baselines.faithfulness(prompt_means(values[-1])), dtype=np.float64))
         passes += 1
         keeps.append(keep.bool().numpy())
-    return NodeSearchResult(tuple(levels), tuple(orders), np.stack(keeps), np.stack(faith), baselines, passes)
+    return NodeSearchResult(tuple(levels), tuple(orders), np.stack(keeps), np.stack(faith), baselines, passes,
+                            np.stack(values), baseline_values)

@@ -182,6 +182,11 @@ class PatchingEngine:
         """
         return self._final(self.edge_hooks(keep, reference, first), keep.shape[0])
 
+    def masked_logits(self, keep: torch.Tensor) -> torch.Tensor:
+        """``run_edges`` differentiable in ``keep``: fractional coefficients mix each edge's source output and
+        its ablated value (learned masks train through it)."""
+        return self._final(self.edge_hooks(keep), keep.shape[0])
+
     def edge_hooks(self, keep: torch.Tensor, reference: torch.Tensor | None = None,
                    first: torch.Tensor | None = None) -> list[Hook]:
         """The hooks of a masked run (see ``run_edges``); differentiable when run with gradients on."""

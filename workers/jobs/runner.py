@@ -24,8 +24,9 @@ from service.jobs.evaluation import EvaluationSpec
 from service.jobs.store import Job, JobStore
 from service.limits import Limits
 from service.progress import Progress
+from service.stability import StabilityRecord
 from service.stores import CircuitStore, open_store
-from workers.discover import DiscoverError, run_discovery
+from workers.discover import DiscoverError, run_resampled
 from workers.evaluation import EvaluateError, records_of, run_evaluation, run_extension
 from workers.transfer import transfer_matrix
 
@@ -113,9 +114,9 @@ def run_claimed(ctx: WorkerContext, job: Job) -> None:
         if isinstance(job.spec, EvaluationSpec):
             ids, evaluations = _functional(ctx, job.spec, progress)
         else:
-            run = run_discovery(job.spec, ctx.device, progress)
+            done = run_resampled(job.spec, ctx.device, progress)
             progress(1, 1, "storing circuits")
-            ids, evaluations = _store(ctx, run.circuits), []
+            ids, evaluations = _store(ctx, done.circuits, done.stability), []
     except JobCancelled:
         ctx.jobs.cancelled(job.id)
         return
@@ -148,11 +149,16 @@ def _functional(ctx: WorkerContext, spec: EvaluationSpec, progress: Progress) ->
     return [], [s.id for s in cat.add_evaluations(records_of(run))]
 
 
-def _store(ctx: WorkerContext, circuits: list[Circuit]) -> list[str]:
-    """Store every circuit in one transaction, retrying with backoff while the store is unreachable."""
+def _store(ctx: WorkerContext, circuits: list[Circuit], stability: StabilityRecord | None = None) -> list[str]:
+    """Store every circuit in one transaction, then a resampled run's stability summary, retrying with backoff
+    while the store is unreachable (both writes are idempotent, so a retry or a redelivery completes them)."""
     for attempt in range(ctx.store_retries + 1):
         try:
-            return Catalogue(ctx.catalogue.get(), Limits.from_env()).add_many(circuits)
+            cat = Catalogue(ctx.catalogue.get(), Limits.from_env())
+            ids = cat.add_many(circuits)
+            if stability is not None:
+                cat.add_stability(stability)
+            return ids
         except StoreUnavailable:
             ctx.catalogue.drop()
             if attempt == ctx.store_retries:

@@ -1,0 +1,94 @@
+"""Learned edge masks: hard-concrete gates with known answers, the differentiable masked run equal to the plain
+one, a resumed run equal to an uninterrupted one, and the method end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from service.types import Ablation, Gate
+from tests.test_discover_cli import run
+from tests.test_engine import NUMERALS
+from workers.engine.edge_pruning import (
+    BETA,
+    HIGH,
+    LOW,
+    PruningConfig,
+    _deterministic,
+    _kept_share,
+    _sample,
+    train_gates,
+    warm_start,
+)
+from workers.engine.evaluate import EdgeEvaluator
+from workers.engine.patching import PatchingEngine
+from workers.tasks.encode import encode
+
+
+def test_hard_concrete_gates_have_their_known_distribution():
+    log_alpha = torch.tensor([-3.0, 0.0, 2.0])
+    # the deterministic gate stretches sigmoid(log_alpha) to (l, r) and clamps it to [0, 1]
+    expected = [min(1, max(0, (1 / (1 + math.exp(-a))) * (HIGH - LOW) + LOW)) for a in (-3.0, 0.0, 2.0)]
+    assert _deterministic(log_alpha, Gate.HARD_CONCRETE).tolist() == pytest.approx(expected)
+    generator = torch.Generator().manual_seed(1)
+    draws = torch.stack([_sample(log_alpha, Gate.HARD_CONCRETE, generator) for _ in range(20000)])
+    nonzero = (draws > 0).double().mean(0)
+    closed = torch.sigmoid(log_alpha - BETA * math.log(-LOW / HIGH))
+    assert nonzero.tolist() == pytest.approx(closed.tolist(), abs=0.01)  # P(z > 0), Louizos et al.'s closed form
+    assert float(_kept_share(log_alpha, Gate.HARD_CONCRETE)) == pytest.approx(float(closed.mean()))
+    assert _sample(log_alpha, Gate.SIGMOID, torch.Generator()).tolist() == torch.sigmoid(log_alpha).tolist()
+    ranks = warm_start(np.array([0.1, -5.0, 0.0, 2.0]))
+    assert ranks.tolist() == pytest.approx([1.5, 3.5, 0.5, 2.5])
+
+
+def test_the_differentiable_masked_run_equals_the_plain_one(tiny):
+    engine = PatchingEngine(tiny, encode(NUMERALS.examples(4, seed=0), tiny.tokenizer), Ablation.RESAMPLE)
+    keep = torch.as_tensor(np.random.default_rng(0).random((2, engine.layout.graph.n_edges)) > 0.5,
+                           dtype=torch.float32)
+    with torch.enable_grad():
+        soft = engine.masked_logits(keep.clone().requires_grad_(True))
+    assert torch.allclose(soft.detach(), engine.run_edges(keep), atol=1e-5)
+    half = torch.full((1, engine.layout.graph.n_edges), 0.5)
+    ends = engine.run_edges(torch.stack([torch.ones_like(half[0]), torch.zeros_like(half[0])]))
+    assert not torch.allclose(engine.masked_logits(half)[0], ends[0]) and not torch.allclose(
+        engine.masked_logits(half)[0], ends[1])
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one(tiny, tmp_path):
+    engine = PatchingEngine(tiny, encode(NUMERALS.examples(4, seed=0), tiny.tokenizer), Ablation.RESAMPLE)
+    base = EdgeEvaluator(engine).baselines
+    n = engine.layout.graph.n_edges
+    config = PruningConfig(steps=40, checkpoint_every=10)
+    init = torch.full((n,), 2.0)
+    whole = train_gates(engine, config, init, base.full, base.empty)
+    checkpoint = tmp_path / "run.pt"
+
+    def kill(step, loss, sparsity):
+        if step == 27:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_gates(engine, config, init, base.full, base.empty, checkpoint, kill)
+    resumed = train_gates(engine, config, init, base.full, base.empty, checkpoint)
+    assert resumed.resumed_from == 20 and whole.resumed_from == 0
+    assert np.array_equal(resumed.log_alpha, whole.log_alpha) and resumed.history == whole.history
+    assert [h[0] for h in whole.history] == [10, 20, 30, 40]
+
+
+def test_edge_pruning_runs_as_a_method_and_its_options_are_its_own():
+    out = json.loads(run("discover", "--model", "toy", "--task", "months", "--method", "edge-pruning", "--steps", "30",
+                         "--threshold", "0.8", "--n", "8", "--json").stdout)
+    (circuit,) = out["circuits"]
+    assert circuit["edges"] > 0 and circuit["faithfulness"] >= 0.8
+    assert out["spec"]["pruning"]["steps"] == 30 and out["spec"]["pruning"]["gate"] == "hard-concrete"
+    refused = run("discover", "--model", "toy", "--task", "months", "--method", "eap", "--steps", "30", "--json",
+                  ok=False)
+    assert "--steps applies to edge-pruning" in refused.stdout
