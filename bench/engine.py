@@ -33,7 +33,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from service.types import Ablation, Method
 from workers.engine.acdc import acdc
 from workers.engine.attribution import edge_attribution
+from workers.engine.edge_pruning import PruningConfig, train_gates
 from workers.engine.evaluate import EdgeEvaluator, node_baselines
+from workers.engine.gim import GimConfig
 from workers.engine.methods import RunSpec, discover
 from workers.engine.node_search import DEFAULT_LEVELS, component_order, sweep
 from workers.engine.patching import PatchingEngine
@@ -162,6 +164,9 @@ def main() -> None:
 
     t_eap, mem = timed(eap, dev, args.repeat)
     rows.append(("EAP (engine set-up + scores)", t_eap, mem, t_eap / (fb + f), "<= 1.5 x (fwd+bwd + fwd)"))
+    t, mem = timed(lambda: edge_attribution(PatchingEngine(model, batch, Ablation.RESAMPLE, metric), gim=GimConfig()),
+                   dev, args.repeat)
+    rows.append(("EAP with GIM gradients (ratio to EAP)", t, mem, t / t_eap, "<= 1.1 x EAP"))
 
     spec = RunSpec(model.name, args.task, Method.EAP, metric=metric, n_prompts=len(batch))
     started = time.perf_counter()
@@ -180,6 +185,10 @@ def main() -> None:
     rows.append(("node-masked forward", t, mem, t / f, None))
 
     rows += [sweep_row(engine, args.sweep, f, dev, levels) for levels in ((0.8,), DEFAULT_LEVELS)]
+    base = EdgeEvaluator(engine).baselines
+    steps = PruningConfig(steps=args.repeat + 1, checkpoint_every=10**9)
+    t, mem = timed(lambda: train_gates(engine, steps, torch.full((n,), 2.0), base.full, base.empty), dev, 1)
+    rows.append(("edge-pruning training step", t / steps.steps, mem, t / steps.steps / fb, "<= 1.5 x (fwd+bwd)"))
     if args.acdc:
         rows.append(acdc_row(model, batch, args.acdc, f, dev))
     if args.peer:

@@ -110,6 +110,14 @@ class IgPoints(StrEnum):
     averaged over every source and step"""
 
 
+class Gradient(StrEnum):
+    """Which gradients EAP and EAP-IG take."""
+
+    PLAIN = "plain"
+    GIM = "gim"
+    """GIM's backward-pass modifications (frozen norms, softmax temperature, q/k/v and gated-MLP scales)"""
+
+
 class Gate(StrEnum):
     """How a learned edge mask turns its parameter into a coefficient in [0, 1] (``--method edge-pruning``)."""
 

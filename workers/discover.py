@@ -17,7 +17,7 @@ from service.progress import Progress, silent
 from service.stability import StabilityRecord, level_key, level_stability
 from service.stores.base import Membership
 from service.tasks import TASKS
-from service.types import IgPoints
+from service.types import Gradient, IgPoints
 from workers.engine.acdc import DEFAULT_TAU
 from workers.engine.edge_pruning import PruningConfig
 from workers.engine.layout import layout_for
@@ -122,7 +122,8 @@ def _run_spec(spec: DiscoverySpec, loaded: LoadedModel, task: Task, metric: Metr
                    orders=spec.orders or ("backward",), top_n=spec.top_n, absolute=not spec.signed,
                    n_prompts=n_prompts, seed=spec.seed, paths=spec.path_search, taus=spec.taus or (DEFAULT_TAU,),
                    acdc_metric=Metric(spec.metric) if spec.metric else Metric.KL,
-                   pruning=PruningConfig(**(spec.pruning or Pruning()).model_dump()))
+                   pruning=PruningConfig(**(spec.pruning or Pruning()).model_dump()),
+                   gradient=spec.gradient or Gradient.PLAIN)
 
 
 def _of_resample(progress: Progress, r: int, resamples: int) -> Progress:

@@ -15,7 +15,7 @@ import typer
 from service.jobs.spec import DiscoverySpec, PathSearch, Pruning, parse_task_lines
 from service.model_sources import BUILTIN
 from service.tasks import TASKS
-from service.types import Ablation, Gate, IgPoints, Method, Search
+from service.types import Ablation, Gate, Gradient, IgPoints, Method, Search
 
 
 def model_argument(model: str) -> str:
@@ -40,6 +40,7 @@ TopNOpt = Annotated[int | None, typer.Option(min=1, help="edge methods: keep the
 SignedOpt = Annotated[bool, typer.Option(help="edge methods: rank by signed score, not |score|")]
 IgStepsOpt = Annotated[int | None, typer.Option(min=1, help=DiscoverySpec.model_fields["ig_steps"].description)]
 IgPointsOpt = Annotated[IgPoints | None, typer.Option(help=DiscoverySpec.model_fields["ig_points"].description)]
+GradientOpt = Annotated[Gradient | None, typer.Option(help=DiscoverySpec.model_fields["gradient"].description)]
 TauOpt = Annotated[list[float] | None, typer.Option(help=DiscoverySpec.model_fields["taus"].description +
                                                    " (repeatable)")]
 OrderOpt = Annotated[list[str] | None, typer.Option(
@@ -78,7 +79,7 @@ SPEC_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("threshold", ThresholdOpt, None), ("ablation", AblationOpt, Ablation.RESAMPLE),
     ("per_position", PerPositionOpt, False), ("metric", MetricOpt, None), ("top_n", TopNOpt, None),
     ("signed", SignedOpt, False), ("ig_steps", IgStepsOpt, None), ("ig_points", IgPointsOpt, None),
-    ("tau", TauOpt, None),
+    ("tau", TauOpt, None), ("gradient", GradientOpt, None),
     ("order", OrderOpt, None), ("n", NOpt, 64), ("seed", int, 0), ("resamples", ResamplesOpt, 1),
     ("dtype", DtypeOpt, "float32"), ("min_effect", MinEffectOpt, None),
     ("relative", RelativeOpt, False), ("receivers", ReceiversOpt, None), ("search", SearchOpt, _PATHS.search),
@@ -123,6 +124,7 @@ def make_spec(model: str, task: str, method: Method, options: dict[str, Any]) ->
         "levels": tuple(o["threshold"]) if o["threshold"] else None, "ablation": o["ablation"],
         "per_position": o["per_position"], "metric": o["metric"], "top_n": o["top_n"], "signed": o["signed"],
         "ig_steps": o["ig_steps"], "ig_points": o["ig_points"], "taus": tuple(o["tau"]) if o["tau"] else None,
+        "gradient": o["gradient"],
         "orders": tuple(o["order"]) if o["order"] else None, "n": o["n"],
         "seed": o["seed"], "resamples": o["resamples"], "dtype": o["dtype"], "paths": _paths(method, o),
         "pruning": _pruning(method, o)})

@@ -25,7 +25,7 @@ from pydantic import (
 
 from service.limits import MAX_NAME_LENGTH
 from service.tasks import TASKS
-from service.types import Ablation, Gate, IgPoints, Method, Metric, Search
+from service.types import Ablation, Gate, Gradient, IgPoints, Method, Metric, Search
 
 ORDER = re.compile(r"backward|forward|random:\d{1,9}")
 MAX_RESAMPLES = 1000
@@ -158,6 +158,8 @@ class DiscoverySpec(BaseModel):
                                        "the default), clean (the clean end included: one step is EAP) or "
                                        "activations (MIB's EAP-IG-activations: each source's output interpolated "
                                        "in turn)")
+    gradient: Gradient | None = Field(default=None, description="eap, eap-ig: plain gradients (the default) or gim "
+                                      "(GIM's backward modifications with its defaults)")
     pruning: Pruning | None = Field(default=None, description="edge-pruning: training options (default: Pruning's)")
     taus: tuple[Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)], ...] | None = Field(
         default=None, min_length=1, max_length=32,
@@ -213,6 +215,8 @@ class DiscoverySpec(BaseModel):
             raise ValueError(f"paths options apply to path-patching, ipe and ipe-approx, not {self.method.value}")
         if self.seed + self.resamples - 1 > 2**31 - 1:
             raise ValueError(f"seed + resamples - 1 must not pass {2**31 - 1}: the resamples' seeds follow seed")
+        if self.gradient is not None and self.method not in (Method.EAP, Method.EAP_IG):
+            raise ValueError(f"gradient applies to eap and eap-ig, not {self.method.value}")
         if self.pruning is not None and self.method is not Method.EDGE_PRUNING:
             raise ValueError(f"pruning options apply to edge-pruning, not {self.method.value}")
         if self.taus is not None and self.method is not Method.ACDC:
@@ -238,8 +242,9 @@ class DiscoverySpec(BaseModel):
 
     def canonical_json(self) -> str:
         """The spec as canonical JSON (sorted keys, no spaces, defaults included; ``paths``, ``ig_points``,
-        ``taus``, ``pruning`` and ``resamples`` only when given, so specs older than them keep their hash)."""
-        unset = {name for name in ("paths", "ig_points", "taus", "pruning") if getattr(self, name) is None}
+        ``taus``, ``pruning``, ``gradient`` and ``resamples`` only when given, so specs older than them keep their
+        hash)."""
+        unset = {name for name in ("paths", "ig_points", "taus", "pruning", "gradient") if getattr(self, name) is None}
         unset |= {"resamples"} if self.resamples == 1 else set()
         return json.dumps(self.model_dump(mode="json", exclude=unset), sort_keys=True, separators=(",", ":"))
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 
 from service.types import IgPoints
+from workers.engine.gim import GimConfig, gim_hooks, quiet_norm_edits
 from workers.engine.patching import (
     LOGITS_INPUT,
     PORTS,
@@ -67,16 +68,17 @@ def _moved(engine: PatchingEngine, name: str, sl: slice, alpha: float) -> Hook:
 
 
 def _gradients(engine: PatchingEngine, interpolate: list[Hook], grads: dict[str, torch.Tensor],
-               record: bool = False) -> None:
+               record: bool = False, gim: GimConfig | None = None) -> None:
     """One forward/backward; add each destination input's gradient into ``grads`` (``record``: keep the clean
-    run's source outputs from this pass, which must then be a clean one)."""
+    run's source outputs from this pass, which must then be a clean one; ``gim``: GIM's backward modifications)."""
     hooks = _gradient_hooks(engine, interpolate, grads)
     record = record and not engine.has_clean and engine.metric is not Metric.KL
     out = engine.source_buffer(engine.batch.clean) if record else None
     if out is not None:
         hooks = engine.recording_hooks(out)[:1] + hooks + engine.recording_hooks(out)[1:]
-    with torch.enable_grad():
-        final = last_logits(engine.model, engine.batch.clean, hooks, engine.batch.lengths)
+    blocks, final_hooks = gim_hooks(engine.model, gim) if gim is not None else ([], [])
+    with torch.enable_grad(), quiet_norm_edits():
+        final = last_logits(engine.model, engine.batch.clean, hooks + blocks, engine.batch.lengths, final_hooks)
         reference = None if engine.metric is not Metric.KL else engine.clean_final
         task_metric(engine.metric, final, engine.batch, reference).backward()
     if out is not None:
@@ -111,15 +113,16 @@ def _runs(engine: PatchingEngine, steps: int, points: IgPoints) -> list[tuple[li
             for name, sl in source_hook_names(engine.layout) for alpha in alphas]
 
 
-def edge_attribution(engine: PatchingEngine, steps: int = 1, points: IgPoints = IgPoints.CLEAN) -> torch.Tensor:
+def edge_attribution(engine: PatchingEngine, steps: int = 1, points: IgPoints = IgPoints.CLEAN,
+                     gim: GimConfig | None = None) -> torch.Tensor:
     """Scores ``[n_edges]`` in the graph's edge order: EAP for one clean-inclusive step, EAP-IG otherwise (each
-    destination's gradient averaged over every pass of ``_runs``)."""
+    destination's gradient averaged over every pass of ``_runs``); ``gim``: with GIM's modified gradients."""
     if steps < 1:
         raise ValueError(f"EAP-IG needs at least one step, got {steps}")
     grads: dict[str, torch.Tensor] = {}
     runs = _runs(engine, steps, points)
     for hooks, clean in runs:
-        _gradients(engine, hooks, grads, record=clean)
+        _gradients(engine, hooks, grads, record=clean, gim=gim)
     delta = (engine.ablated - engine.clean_out).reshape(engine.n_sources, -1)
     scores = torch.zeros(engine.layout.graph.n_edges, dtype=torch.float64)
     h = engine.model.shape.n_heads

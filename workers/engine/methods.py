@@ -27,11 +27,12 @@ from service.config import checkpoint_dir
 from service.jobs.spec import PathSearch
 from service.progress import Progress, silent
 from service.tasks import family_of
-from service.types import Ablation, IgPoints, Method
+from service.types import Ablation, Gradient, IgPoints, Method
 from workers.engine.acdc import DEFAULT_TAU, acdc
 from workers.engine.attribution import edge_attribution
 from workers.engine.edge_pruning import PruningConfig, train_gates, warm_start
 from workers.engine.evaluate import Baselines, Curve, EdgeEvaluator, faithfulness_curve
+from workers.engine.gim import GimConfig
 from workers.engine.ipe import PathScorer, path_circuit, search_paths
 from workers.engine.node_search import DEFAULT_LEVELS, check_levels, node_search
 from workers.engine.patching import PatchingEngine
@@ -75,6 +76,8 @@ class RunSpec:
     """acdc: the loss its trials are judged by (KL to the full model, or the task metric's drop)"""
     pruning: PruningConfig = field(default_factory=PruningConfig)
     """edge-pruning: how the gates are trained"""
+    gradient: Gradient = Gradient.PLAIN
+    """eap, eap-ig: plain gradients or GIM's"""
 
     @property
     def gradient_points(self) -> int:
@@ -98,6 +101,8 @@ class RunSpec:
         if self.method.searches_paths:
             return out | self._path_params()
         out |= {"absolute": self.absolute}
+        if self.gradient is Gradient.GIM:
+            out |= {"gradient": Gradient.GIM.value, **GimConfig().params()}
         ig = {"ig_steps": self.gradient_points, "ig_points": self.ig_points.value}
         return out | (ig if self.method is Method.EAP_IG else {})
 
@@ -152,7 +157,8 @@ def _ablation(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> Disc
 def _edges(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
     progress(0, 3, "scoring")
     points = spec.ig_points if spec.method is Method.EAP_IG else IgPoints.CLEAN
-    scores = edge_attribution(engine, spec.gradient_points, points).numpy()
+    gim = GimConfig() if spec.gradient is Gradient.GIM else None
+    scores = edge_attribution(engine, spec.gradient_points, points, gim).numpy()
     return _ranked(EdgeEvaluator(engine, per_prompt=True), scores, spec, progress)
 
 

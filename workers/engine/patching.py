@@ -39,8 +39,10 @@ class _Stop(Exception):
     """Raised at the final norm's input, once each prompt's last position has been taken."""
 
 
-def last_logits(model: LoadedModel, tokens: torch.Tensor, hooks: list[Hook], lengths: torch.Tensor) -> torch.Tensor:
-    """Logits ``[batch, vocab]`` at each prompt's last position of a hooked run, unembedding only those."""
+def last_logits(model: LoadedModel, tokens: torch.Tensor, hooks: list[Hook], lengths: torch.Tensor,
+                final_hooks: list[Hook] | None = None) -> torch.Tensor:
+    """Logits ``[batch, vocab]`` at each prompt's last position of a hooked run, unembedding only those
+    (``final_hooks`` apply to the final norm and unembedding)."""
     taken: list[torch.Tensor] = []
 
     def take(x: torch.Tensor, hook: object) -> None:
@@ -49,7 +51,10 @@ def last_logits(model: LoadedModel, tokens: torch.Tensor, hooks: list[Hook], len
 
     with contextlib.suppress(_Stop):
         model.bridge.run_with_hooks(tokens, fwd_hooks=[*hooks, (LOGITS_INPUT, take)])
-    return unembed_last(model.bridge, taken[0])
+    if not final_hooks:
+        return unembed_last(model.bridge, taken[0])
+    with model.bridge.hooks(fwd_hooks=final_hooks):
+        return unembed_last(model.bridge, taken[0])
 
 
 def source_hook_names(layout: Layout) -> list[tuple[str, slice]]:

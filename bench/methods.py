@@ -1,0 +1,109 @@
+"""Methods leaderboard (figures, not a timed test): every discovery method on the same prompts of each task.
+
+Run with scripts/bench.sh methods [--model toy] [--task ioi ...] [--n 16] [--store URL].
+Each method runs through ``run_discovery`` with its defaults at the 80 % level (ACDC at its default tau, path
+methods with their own stopping rules), EAP-IG at both MIB variants (inputs, activations). Printed per task:
+wall time and work (passes, masks or training steps), the circuit's faithfulness and size, CPR and CMD (MIB's
+areas, edge methods), faithfulness at 1, 2, 5 and 10 % of edges on the absolute-score curve, and the mean node
+Jaccard to the other methods' circuits. With ``--store`` the circuits are stored, so ``circat report`` can show
+their curves side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from service.catalogue import Catalogue
+from service.circuit import Circuit
+from service.jobs.spec import DiscoverySpec
+from service.stores import open_store
+from service.types import IgPoints, Method
+from workers.discover import run_discovery
+
+PERCENTS = (1, 2, 5, 10)
+ROWS: tuple[tuple[str, Method, dict[str, Any]], ...] = (
+    ("ablation", Method.ABLATION, {"levels": (0.8,)}),
+    ("path-patching", Method.PATH_PATCHING, {}),
+    ("ipe", Method.IPE, {}),
+    ("ipe-approx", Method.IPE_APPROX, {}),
+    ("eap", Method.EAP, {"levels": (0.8,)}),
+    ("eap-ig (inputs)", Method.EAP_IG, {"levels": (0.8,)}),
+    ("eap-ig (activations)", Method.EAP_IG, {"levels": (0.8,), "ig_points": IgPoints.ACTIVATIONS}),
+    ("acdc", Method.ACDC, {}),
+    ("edge-pruning", Method.EDGE_PRUNING, {"levels": (0.8,)}),
+)
+
+
+def _work(c: Circuit) -> str:
+    """The work a circuit's run reports: forward passes, masks, or training steps."""
+    p, ev = c.provenance.params, c.annotations.get("evaluation", {})
+    if c.provenance.method == Method.EDGE_PRUNING:
+        return f"{p['steps']} steps + {ev.get('masks_evaluated', 0)} masks"
+    if c.provenance.method == Method.ACDC:
+        return f"{p['masks_tried']} masks / {p['passes']} passes"
+    if "forward_passes" in p:
+        return f"{p['forward_passes']} fwd" + (f" + {p['backward_passes']} bwd" if "backward_passes" in p else "")
+    return f"{ev.get('masks_evaluated', '?')} masks"
+
+
+def _at(c: Circuit, percent: float) -> str:
+    curve = c.annotations.get("evaluation", {}).get("curve_absolute")
+    if not curve:
+        return "-"
+    return f"{dict(zip(curve['percents'], curve['faithfulness'], strict=True))[percent]:.2f}"
+
+
+def _jaccard(a: Circuit, b: Circuit) -> float:
+    x, y = a.component_mask, b.component_mask
+    return float((x & y).sum() / max(1, (x | y).sum()))
+
+
+def _task(args: argparse.Namespace, task: str, cat: Catalogue | None) -> None:
+    got: dict[str, tuple[Circuit, float]] = {}
+    for name, method, extra in ROWS:
+        spec = DiscoverySpec.parse({"model": args.model, "task": task, "method": method, "n": args.n, **extra})
+        started = time.perf_counter()
+        circuit = run_discovery(spec, args.device).circuits[0]
+        got[name] = (circuit, time.perf_counter() - started)
+        if cat is not None:
+            cat.add(circuit)
+        print(f"  {task} / {name}: {got[name][1]:.1f} s", flush=True)
+    table = Table("method", "seconds", "work", "faithfulness", "nodes", "edges", "CPR", "CMD",
+                  *(f"f @ {p} %" for p in PERCENTS), "mean node J to others",
+                  title=f"{args.model} / {task}, {args.n} prompts (80 % level where a method takes one)")
+    for name, (c, seconds) in got.items():
+        p = c.provenance.params
+        others = [_jaccard(c, o) for other, (o, _) in got.items() if other != name]
+        table.add_row(name, f"{seconds:.1f}", _work(c), f"{c.provenance.faithfulness:.3f}", str(c.n_nodes),
+                      str(c.n_edges) if c.has_edges else "-",
+                      *(f"{p[k]:.3f}" if k in p else "-" for k in ("cpr", "cmd")),
+                      *(_at(c, pc) for pc in PERCENTS), f"{sum(others) / len(others):.2f}")
+    Console(width=220).print(table)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="toy")
+    ap.add_argument("--task", action="append", help="repeatable (default: ioi, numerals, greater-than)")
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--store", default=None, help="store the circuits in this catalogue")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    store = open_store(args.store) if args.store else None
+    try:
+        for task in args.task or ["ioi", "numerals", "greater-than"]:
+            _task(args, task, None if store is None else Catalogue(store))
+    finally:
+        if store is not None:
+            store.close()
+
+
+if __name__ == "__main__":
+    main()
