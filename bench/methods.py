@@ -5,8 +5,8 @@ Each method runs through ``run_discovery`` with its defaults at the 80 % level (
 methods with their own stopping rules), EAP-IG at both MIB variants (inputs, activations). Printed per task:
 wall time and work (passes, masks or training steps), the circuit's faithfulness and size, CPR and CMD (MIB's
 areas, edge methods), faithfulness at 1, 2, 5 and 10 % of edges on the absolute-score curve, and the mean node
-Jaccard to the other methods' circuits. With ``--store`` the circuits are stored, so ``circat report`` can show
-their curves side by side.
+Jaccard to the other methods' circuits. With ``--store`` the circuits are stored, so ``circat report --methods``
+shows the same table and their curves on one plot per task.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from rich.table import Table
 from service.catalogue import Catalogue
 from service.circuit import Circuit
 from service.jobs.spec import DiscoverySpec
+from service.report.methods import PERCENTS, method_row, number_text
 from service.stores import open_store
 from service.types import IgPoints, Method
 from workers.discover import run_discovery
 
-PERCENTS = (1, 2, 5, 10)
 ROWS: tuple[tuple[str, Method, dict[str, Any]], ...] = (
     ("ablation", Method.ABLATION, {"levels": (0.8,)}),
     ("path-patching", Method.PATH_PATCHING, {}),
@@ -52,13 +52,6 @@ def _work(c: Circuit) -> str:
     return f"{ev.get('masks_evaluated', '?')} masks"
 
 
-def _at(c: Circuit, percent: float) -> str:
-    curve = c.annotations.get("evaluation", {}).get("curve_absolute")
-    if not curve:
-        return "-"
-    return f"{dict(zip(curve['percents'], curve['faithfulness'], strict=True))[percent]:.2f}"
-
-
 def _jaccard(a: Circuit, b: Circuit) -> float:
     x, y = a.component_mask, b.component_mask
     return float((x & y).sum() / max(1, (x | y).sum()))
@@ -78,12 +71,11 @@ def _task(args: argparse.Namespace, task: str, cat: Catalogue | None) -> None:
                   *(f"f @ {p} %" for p in PERCENTS), "mean node J to others",
                   title=f"{args.model} / {task}, {args.n} prompts (80 % level where a method takes one)")
     for name, (c, seconds) in got.items():
-        p = c.provenance.params
+        row = method_row(c)
         others = [_jaccard(c, o) for other, (o, _) in got.items() if other != name]
-        table.add_row(name, f"{seconds:.1f}", _work(c), f"{c.provenance.faithfulness:.3f}", str(c.n_nodes),
-                      str(c.n_edges) if c.has_edges else "-",
-                      *(f"{p[k]:.3f}" if k in p else "-" for k in ("cpr", "cmd")),
-                      *(_at(c, pc) for pc in PERCENTS), f"{sum(others) / len(others):.2f}")
+        table.add_row(name, f"{seconds:.1f}", _work(c), row.faithfulness, str(row.nodes), number_text(row.edges),
+                      number_text(row.cpr), number_text(row.cmd), *(number_text(row.at[pc]) for pc in PERCENTS),
+                      f"{sum(others) / len(others):.2f}")
     Console(width=220).print(table)
 
 

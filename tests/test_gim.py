@@ -123,3 +123,21 @@ def test_eap_and_eap_ig_take_gim_gradients_as_a_method():
     plain = json.loads(run("discover", "--model", "toy", "--task", "months", "--method", "eap-ig", "--top-n", "40",
                            "--n", "8", "--json").stdout)
     assert ig["circuits"][0]["id"] != plain["circuits"][0]["id"]  # GIM's settings are in the provenance
+
+
+def test_the_report_shows_the_methods_leaderboard(tmp_path):
+    ids = {}
+    for name, extra in (("eap", ["--method", "eap"]), ("gim", ["--method", "eap", "--gradient", "gim"]),
+                        ("acdc", ["--method", "acdc"])):
+        ids[name] = json.loads(run("discover", "--model", "toy", "--task", "months", *extra, "--n", "8",
+                                   *([] if name == "acdc" else ["--threshold", "0.8"]), "--json").stdout)
+    page = tmp_path / "r.html"
+    run("report", *(d["circuits"][0]["id"] for d in ids.values()), "--methods", "--out", str(page))
+    html = page.read_text()
+    section = html[html.index("<h2>Methods</h2>"):html.index("<h2>Faithfulness curves</h2>")]
+    assert "<h3>toy / months</h3>" in section and section.count("<tr>") == 4  # the header and three circuits
+    assert "<td>eap + GIM</td>" in section and "<td>acdc</td>" in section
+    assert f"<td>{ids['eap']['summary']['cpr']:.3f}</td>" in section
+    assert section.count('class="curve"') >= 4  # every edge circuit's two curves on the task's plot
+    run("report", ids["eap"]["circuits"][0]["id"], "--out", str(page))
+    assert "<h2>Methods</h2>" not in page.read_text()

@@ -56,6 +56,7 @@ def page_router(cat: Catalogue, reads: dict[str, Any], limits: Limits, gate: Hea
         model: OptionalName = None, task: OptionalName = None, family: OptionalName = None,
         method: OptionalName = None, min_faithfulness: Faithfulness = None,
         limit: Annotated[int, Query(ge=1, le=most)] = min(20, most), top_edges: TopEdges = DEFAULT_TOP_EDGES,
+        methods: Annotated[bool, Query(description="add the methods leaderboard per model and task")] = False,
     ) -> HTMLResponse:
         try:
             circuits = cat.select(ids or [], CircuitFilter(model, task, family, method, min_faithfulness), limit)
@@ -64,7 +65,7 @@ def page_router(cat: Catalogue, reads: dict[str, Any], limits: Limits, gate: Hea
         if not circuits:
             return _error_page(404, "no circuit matches these filters")
         return HTMLResponse(report_html(circuits, top_edges=top_edges, evaluations=cat.evaluations_of(circuits),
-                                        frequencies=cat.stabilities_of(circuits)))
+                                        frequencies=cat.stabilities_of(circuits), methods=methods))
 
     @router.get("/", **pages)
     def browse(

@@ -251,25 +251,28 @@ def report(
     model: str | None = None, task: str | None = None, family: str | None = None, method: str | None = None,
     min_faithfulness: float | None = None, limit: Annotated[int, typer.Option(help="circuits at most")] = 20,
     top_edges: Annotated[int, typer.Option(min=1, help="edges drawn per diagram")] = DEFAULT_TOP_EDGES,
+    methods: Annotated[bool, typer.Option("--methods", help="add the methods leaderboard per model and task")]
+    = False,
     store: StoreOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Write one self-contained HTML report: provenance, diagrams, overlap heatmaps, consensus, transfer
-    matrices of stored evaluations, curves."""
+    matrices of stored evaluations, curves (and with --methods, the methods leaderboard)."""
     with catalogue(store, as_json) as cat:
         circuits = cat.select(ids or [], CircuitFilter(model, task, family, method, min_faithfulness), limit)
         if not circuits:
             fail(ValueError("no circuit matches: give ids or looser filters"), as_json)
-        path = write_report(cat, circuits, out, as_json, top_edges)
+        path = write_report(cat, circuits, out, as_json, top_edges, methods=methods)
     if as_json:
         emit_json({"path": path, "circuits": [c.id for c in circuits]})
 
 
 def write_report(cat: Catalogue, circuits: list[Circuit], out: Path, as_json: bool,
-                 top_edges: int = DEFAULT_TOP_EDGES, effects: Sequence[EffectsView] = ()) -> str:
+                 top_edges: int = DEFAULT_TOP_EDGES, effects: Sequence[EffectsView] = (), methods: bool = False) -> str:
     """Write the HTML report of ``circuits`` (their stored evaluations, and the component ``effects`` given) to
     ``out`` and say where (unless ``as_json``); its path."""
     out.write_text(report_html(circuits, top_edges=top_edges, evaluations=cat.evaluations_of(circuits),
-                               effects=effects, frequencies=cat.stabilities_of(circuits)), encoding="utf-8")
+                               effects=effects, frequencies=cat.stabilities_of(circuits), methods=methods),
+                   encoding="utf-8")
     if not as_json:
         console.print(f"report of {len(circuits)} circuit(s) written to {out}")
     return str(out)

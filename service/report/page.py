@@ -24,6 +24,7 @@ from service.report.components import components_section
 from service.report.curves import curves_svg, stored_curves
 from service.report.diagram import DEFAULT_TOP_EDGES, DiagramOptions, circuit_svg
 from service.report.heatmap import ALPHA, heatmap_svg
+from service.report.methods import methods_section
 from service.report.transfer import transfer_svg, transfer_views
 from service.stores.base import EvaluationRecord, Membership
 from service.types import Level
@@ -49,11 +50,11 @@ KEY = ('<p class="key"><span style="color:#2f6db5">● head</span><span style="c
 
 def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edges: int = DEFAULT_TOP_EDGES,
                 evaluations: Sequence[EvaluationRecord] = (), effects: Sequence[EffectsView] = (),
-                frequencies: Frequencies | None = None) -> str:
+                frequencies: Frequencies | None = None, methods: bool = False) -> str:
     """One self-contained HTML page for ``circuits`` (with the transfer matrices of their stored ``evaluations``,
-    the component ``effects`` given, and, for circuits of resampled runs, their components' ``frequencies`` as
-    shading); a circuit whose annotations do not fit their schema (stored before they were checked) is shown
-    without its curves, and the page says why."""
+    the component ``effects`` given, for circuits of resampled runs their components' ``frequencies`` as
+    shading, and with ``methods`` the methods leaderboard per model and task); a circuit whose annotations do
+    not fit their schema (stored before they were checked) is shown without its curves, and the page says why."""
     by_model: dict[str, list[Circuit]] = defaultdict(list)
     for c in circuits:
         by_model[c.provenance.model].append(c)
@@ -66,6 +67,8 @@ def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edge
         body.append(_model_section(group, labels, top_edges, frequencies or {}))
     body.append(_function_section(circuits, evaluations, labels))
     body.append(components_section(effects))
+    if methods:
+        body.append(methods_section(circuits, labels))
     body.append(_curves_section([c for c in circuits if c.id not in skipped], labels))
     body.append(_ablation_section(circuits, labels))
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
