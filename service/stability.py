@@ -49,7 +49,8 @@ class LevelStability:
     """The circuits of one level across the resamples, how alike they are, and how often each item recurs."""
 
     key: str
-    """the level: a faithfulness target (``0.8``), ``top-N``, or ``circuit`` for a method's one circuit"""
+    """the level: a faithfulness target (``0.8``), ACDC's ``tau-T``, ``top-N``, or ``circuit`` for a method's one
+    circuit"""
     circuits: tuple[str, ...]
     """one per resample, in seed order"""
     node: Spread
