@@ -108,7 +108,8 @@ def test_oversized_job_specs_are_refused_at_once_and_listings_summarise(tmp_path
         huge = json.dumps(SPEC | {"task": "mine", "task_lines": [line] * 1_500_000}).encode()
         t = time.perf_counter()
         r = c.post("/jobs", content=huge, headers={"content-type": "application/json"})
-        assert r.status_code == 413 and r.json()["limit"] == "CIRCAT_MAX_SPEC_BYTES" and time.perf_counter() - t < 2
+        # refused on its Content-Length, never read: seconds, not the minutes of parsing 180 MB (5 s: a loaded CI)
+        assert r.status_code == 413 and r.json()["limit"] == "CIRCAT_MAX_SPEC_BYTES" and time.perf_counter() - t < 5
         many = SPEC | {"task": "mine", "task_lines": [line | {"prompt": "x" * 4000}] * 1100}
         r = c.post("/jobs", json=many)
         assert r.status_code == 422 and r.json()["limit"] == "CIRCAT_MAX_TASK_BYTES" and "task_lines" in r.text
