@@ -47,6 +47,8 @@ def _work(c: Circuit) -> str:
         return f"{p['steps']} steps + {ev.get('masks_evaluated', 0)} masks"
     if c.provenance.method == Method.ACDC:
         return f"{p['masks_tried']} masks / {p['passes']} passes"
+    if "masks_evaluated" in p:
+        return f"{p['masks_evaluated']} masks"
     if "forward_passes" in p:
         return f"{p['forward_passes']} fwd" + (f" + {p['backward_passes']} bwd" if "backward_passes" in p else "")
     return f"{ev.get('masks_evaluated', '?')} masks"

@@ -12,7 +12,8 @@ sparsity and ``t`` the target, raised linearly from 0 to ``target`` over the fir
 Lagrange multipliers ascend the same loss the gates descend. Sigmoid gates (``z = sigmoid(log_alpha)``) add
 ``sparsity_weight x mean(z)`` instead. Warm start: ``log_alpha`` from the rank of each edge's |EAP-IG score|.
 
-The learned gates rank the edges; the circuits at each faithfulness level are chosen from that ranking as for
+The learned parameters rank the edges (``sigmoid(log_alpha)``: the deterministic gate clamps many edges to
+exactly 0 or 1, which would tie them); the circuits at each faithfulness level are chosen from that ranking as for
 every edge method (bisection on the pruned top-k). Every ``checkpoint_every`` steps the state (gates, multipliers,
 optimiser, random generator, step) is saved, so a run killed midway resumes where it was and ends exactly as an
 uninterrupted one.
@@ -53,19 +54,15 @@ class PruningConfig:
 
 @dataclass(frozen=True)
 class LearnedGates:
-    """The trained gates (each edge's deterministic gate value, in [0, 1]) and how training went."""
+    """The trained gates and how training went."""
 
     gates: np.ndarray
+    """each edge's ``sigmoid(log_alpha)``: monotone in the learned parameter and without the ties that clamping
+    makes (many gates sit at exactly 0 or 1), so it ranks the edges"""
     log_alpha: np.ndarray
     history: list[tuple[int, float, float]]
     """(step, loss, expected sparsity) every ``checkpoint_every`` steps and at the end"""
     resumed_from: int
-
-
-def _deterministic(log_alpha: torch.Tensor, gate: Gate) -> torch.Tensor:
-    if gate is Gate.SIGMOID:
-        return torch.sigmoid(log_alpha)
-    return (torch.sigmoid(log_alpha) * (HIGH - LOW) + LOW).clamp(0, 1)
 
 
 def _sample(log_alpha: torch.Tensor, gate: Gate, generator: torch.Generator) -> torch.Tensor:
@@ -136,7 +133,7 @@ def train_gates(engine: PatchingEngine, config: PruningConfig, init: torch.Tenso
                 _save(checkpoint, log_alpha, lambdas, optimiser, generator, done, history)
         tick(done, value, sparsity)
     with torch.no_grad():
-        gates = _deterministic(log_alpha, config.gate)
+        gates = torch.sigmoid(log_alpha)
     return LearnedGates(gates.cpu().double().numpy(), log_alpha.detach().cpu().double().numpy(), history,
                         resumed_from)
 
