@@ -22,7 +22,7 @@ from service.models import KNOWN_SHAPES
 from service.null import UNIFORM, NullSpec, sampled, universe
 from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, levels, matrix, pairwise
 from service.progress import Progress, silent
-from service.stability import StabilityRecord, compare_runs
+from service.stability import LevelStability, StabilityRecord, compare_runs
 from service.stores import CircuitFilter, CircuitStore, Stored
 from service.stores.base import EvaluationFilter, EvaluationRecord, Membership
 from service.types import Level, ModelShape
@@ -134,10 +134,16 @@ class Catalogue:
         """The stability summary with id ``ref``, or the newest holding circuit ``ref``; ``NotFound`` otherwise."""
         if not ref.startswith("c"):
             return self.store.stability(ref)
-        found = self.store.stabilities(ref, 1)[0]
-        if not found:
+        found = self._run_of(ref)
+        if found is None:
             raise NotFound(f"no stability summary holds circuit {ref!r} (it was not made by a resampled run)")
         return found[0]
+
+    def _run_of(self, circuit_id: str) -> tuple[StabilityRecord, LevelStability] | None:
+        """The newest stability summary holding ``circuit_id``, with the level holding it."""
+        found = self.store.stabilities(circuit_id, 1)[0]
+        level = found[0].level_of(circuit_id) if found else None
+        return None if level is None else (found[0], level)
 
     def stabilities_of(self, circuits: Sequence[Circuit]) -> dict[str, dict[Level, dict[str, float]]]:
         """Per circuit made by a resampled run, its items' frequencies across that run's resamples (the newest run
@@ -145,10 +151,9 @@ class Catalogue:
         out = {}
         for c in circuits:
             checkpoint()
-            found = self.store.stabilities(c.id, 1)[0]
-            level = found[0].level_of(c.id) if found else None
-            if level is not None:
-                out[c.id] = {lv: level.frequency_of(lv) for lv in (Level.NODE, Level.EDGE) if level.frequency_of(lv)}
+            if (found := self._run_of(c.id)) is not None:
+                frequencies = {lv: found[1].frequency_of(lv) for lv in (Level.NODE, Level.EDGE)}
+                out[c.id] = {lv: f for lv, f in frequencies.items() if f}
         return out
 
     def overlap(self, a: str, b: str, null: NullSpec = UNIFORM) -> list[PairOverlap]:
@@ -157,12 +162,10 @@ class Catalogue:
         members = self.store.memberships([a, b])
         self._check_null(members, levels(members), null)
         pairs = pairwise(*members, null)
-        runs = [self.store.stabilities(c, 1)[0] for c in (a, b)]
-        if not (runs[0] and runs[1]) or runs[0][0].id == runs[1][0].id:
+        run_a, run_b = self._run_of(a), self._run_of(b)
+        if run_a is None or run_b is None or run_a[0].id == run_b[0].id:
             return pairs
-        (ra,), (rb,) = runs
-        ga, gb = ra.level_of(a), rb.level_of(b)
-        assert ga is not None and gb is not None
+        (ra, ga), (rb, gb) = run_a, run_b
         group = self.store.memberships([*ga.circuits, *gb.circuits])
         at = len(ga.circuits)
         return [replace(p, runs=compare_runs(group[:at], group[at:], p.level, (ra.id, rb.id))) for p in pairs]

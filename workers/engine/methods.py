@@ -37,7 +37,7 @@ from workers.engine.ipe import PathScorer, path_circuit, search_paths
 from workers.engine.node_search import DEFAULT_LEVELS, check_levels, node_search
 from workers.engine.patching import PatchingEngine
 from workers.engine.path_patching import path_patching
-from workers.engine.select import importance, prune, smallest_sizes, top_n
+from workers.engine.select import harm_sign, importance, prune, smallest_sizes, top_n
 from workers.models import LoadedModel
 from workers.tasks import Metric
 from workers.tasks.encode import TaskBatch
@@ -174,8 +174,7 @@ def _edge_pruning(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> 
     base = evaluator.baselines
     learned = train_gates(engine, config, init, base.full, base.empty, checkpoint, lambda step, loss, sparsity:
                           progress(step, config.steps, f"step {step}: loss {loss:.4g}, sparsity {sparsity:.1%}"))
-    sign = 1.0 if engine.metric is Metric.KL else -1.0  # a gate's weight, in the metric's sign convention
-    run = _ranked(evaluator, sign * learned.gates, spec, silent)
+    run = _ranked(evaluator, harm_sign(engine.metric) * learned.gates, spec, silent)  # the metric's sign convention
     training = {"training": {"history": [list(h) for h in learned.history]}}
     checkpoint.unlink(missing_ok=True)
     return replace(run, circuits=[replace(c, annotations=c.annotations | training) for c in run.circuits])
@@ -302,16 +301,15 @@ def _interval(circuit: np.ndarray, full: np.ndarray, empty: np.ndarray) -> dict[
 def _acdc(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> DiscoveryRun:
     """ACDC at each threshold (one sequential run each, sharing memoised evaluations), judged by its own loss,
     each circuit measured, pruned, by the run's metric like every edge circuit."""
-    searching = engine if spec.acdc_metric is engine.metric else PatchingEngine(
-        engine.model, engine.batch, engine.ablation, spec.acdc_metric, engine.per_position)
-    search = EdgeEvaluator(searching)
-    graph = engine.layout.graph
     evaluator = EdgeEvaluator(engine, per_prompt=True)
+    search = evaluator if spec.acdc_metric is engine.metric else EdgeEvaluator(PatchingEngine(
+        engine.model, engine.batch, engine.ablation, spec.acdc_metric, engine.per_position))
+    graph = engine.layout.graph
+    sign = harm_sign(engine.metric)  # each edge's harm, in the metric's sign convention
     out = []
     for i, tau in enumerate(spec.taus):
         found = acdc(search, tau, lambda tried, i=i, tau=tau: progress(i, len(spec.taus), f"tau {tau:g}: "
                                                                                        f"{tried} edges tried"))
-        sign = 1.0 if engine.metric is Metric.KL else -1.0  # harm, in the metric's sign convention
         scores = sign * found.harm
         mask = prune(graph, found.keep)
         f = float(evaluator.faithfulness(mask[None])[0])

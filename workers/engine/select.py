@@ -17,11 +17,16 @@ from service.graph import ModelGraph
 from workers.tasks import Metric
 
 
+def harm_sign(metric: Metric) -> float:
+    """The sign of a score that harms ``metric`` when its edge is ablated: +1 for KL, -1 for differences."""
+    return 1.0 if Metric(metric) is Metric.KL else -1.0
+
+
 def importance(scores: np.ndarray, metric: Metric, absolute: bool = True) -> np.ndarray:
     """Per-edge importance, larger is more important."""
     if absolute:
         return np.abs(scores)
-    return scores if Metric(metric) is Metric.KL else -scores
+    return harm_sign(metric) * scores
 
 
 def top_n(importance_: np.ndarray, n: int) -> np.ndarray:
