@@ -2,8 +2,10 @@
 
 Run with scripts/bench.sh engine [--model smollm2-135m --task ioi | --layers 12 --heads 12 --d-model 768]
 [--batch 32 --pos 16 --device cpu --dtype float32 --peer --acdc 300]. Without ``--model`` the model is
-GPT-2-small-shaped with random weights and GPT-2's vocabulary size and prompts are random token
-ids; with it, the model is loaded by name and the batch is ``--batch`` prompts of ``--task``.
+GPT-2-small-shaped (or, with ``--arch llama --kv-heads --d-mlp``, Llama-shaped) with random weights and
+GPT-2's vocabulary size and prompts are random token ids; ``--memory`` prints only the peak-memory rows
+(EAP, EAP-IG, one learned-mask step, as ratios to the forward + backward's peak); with ``--model``,
+the model is loaded by name and the batch is ``--batch`` prompts of ``--task``.
 Floors: one plain forward and one forward+backward of the loaded bridge (the same model object
 the engine patches). Peak memory is the peak above the starting point during each measurement
 (CUDA: allocator peak; CPU: sampled resident set size after returning freed memory to the
@@ -28,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from service.types import Ablation, Method
+from service.types import Ablation, IgPoints, Method
 from workers.engine.acdc import acdc
 from workers.engine.attribution import edge_attribution
 from workers.engine.edge_pruning import PruningConfig, train_gates
@@ -45,6 +47,8 @@ from workers.tasks import Metric, Split, get_task, registered_tasks
 from workers.tasks.encode import TaskBatch, encode
 from workers.tasks.render import for_tokenizer
 from workers.toy.train import toy_tokenizer
+
+Row = tuple[str, float, int, float | None, str | None]
 
 
 class Peak:
@@ -106,9 +110,7 @@ def build(args: argparse.Namespace, root: Path) -> tuple[LoadedModel, TaskBatch,
         return model, batch.to(model.device), task.metric
     tok = toy_tokenizer(registered_tasks())
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=50257, n_positions=64, n_embd=args.d_model, n_layer=args.layers, n_head=args.heads,
-                     bos_token_id=0, eos_token_id=0)
-    GPT2LMHeadModel(cfg).save_pretrained(root)
+    random_model(args).save_pretrained(root)
     tok.save_pretrained(root)
     model = load_model(str(root), device=args.device, dtype=args.dtype)
     g = torch.Generator().manual_seed(1)
@@ -122,6 +124,37 @@ def build(args: argparse.Namespace, root: Path) -> tuple[LoadedModel, TaskBatch,
     return model, batch.to(model.device), Metric.LOGIT_DIFF
 
 
+def random_model(args: argparse.Namespace) -> GPT2LMHeadModel | LlamaForCausalLM:
+    """A randomly initialised GPT-2 or Llama of the requested shape (GPT-2's vocabulary size)."""
+    if args.arch == "llama":
+        cfg = LlamaConfig(vocab_size=50257, hidden_size=args.d_model, intermediate_size=args.d_mlp or 4 * args.d_model,
+                          num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                          num_key_value_heads=args.kv_heads or args.heads, max_position_embeddings=128,
+                          bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+        return LlamaForCausalLM(cfg)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=64, n_embd=args.d_model, n_layer=args.layers,
+                                      n_head=args.heads, bos_token_id=0, eos_token_id=0))
+
+
+def memory_rows(model: LoadedModel, batch: TaskBatch, metric: Metric, fb_mem: int, dev: torch.device) -> list[Row]:
+    """Peak memory of EAP, EAP-IG and one learned-mask step, as ratios to the forward + backward's peak."""
+    def engine() -> PatchingEngine:
+        return PatchingEngine(model, batch, Ablation.RESAMPLE, metric)
+
+    rows: list[Row] = []
+    for name, fn in (("EAP", lambda: edge_attribution(engine())),
+                     ("EAP-IG (5 steps)", lambda: edge_attribution(engine(), steps=5, points=IgPoints.MIB))):
+        t, mem = timed(fn, dev, 1)
+        rows.append((f"{name}: peak memory", t, mem, mem / fb_mem, "<= 1.5 x peak of fwd+bwd"))
+    e = engine()
+    base = EdgeEvaluator(e).baselines
+    steps = PruningConfig(steps=2, checkpoint_every=10**9)
+    n = e.layout.graph.n_edges
+    t, mem = timed(lambda: train_gates(e, steps, torch.full((n,), 2.0), base.full, base.empty), dev, 1)
+    rows.append(("edge-pruning step: peak memory", t / steps.steps, mem, mem / fb_mem, "<= 1.5 x peak of fwd+bwd"))
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a model name (toy, smollm2-135m, hub name, directory) instead of random GPT-2")
@@ -130,6 +163,10 @@ def main() -> None:
     p.add_argument("--peer", action="store_true", help="also run TransformerLens's edge attribution patching")
     p.add_argument("--sweep", type=int, default=None, help="time only this many components of the node-search sweep")
     p.add_argument("--acdc", type=int, default=300, help="time ACDC on this many edges tried (0: skip)")
+    p.add_argument("--arch", default="gpt2", choices=["gpt2", "llama"], help="the random model's architecture")
+    p.add_argument("--kv-heads", type=int, default=None, help="Llama: key/value heads (grouped-query attention)")
+    p.add_argument("--d-mlp", type=int, default=None, help="Llama: MLP width (default 4 x d_model)")
+    p.add_argument("--memory", action="store_true", help="only the memory rows: EAP, EAP-IG, a learned-mask step")
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--d-model", type=int, default=768)
@@ -157,7 +194,10 @@ def main() -> None:
 
     f, f_mem = timed(plain, dev, args.repeat)
     fb, fb_mem = timed(fwd_bwd, dev, args.repeat)
-    rows = [("plain forward", f, f_mem, None, None), ("forward + backward", fb, fb_mem, None, None)]
+    rows: list[Row] = [("plain forward", f, f_mem, None, None), ("forward + backward", fb, fb_mem, None, None)]
+    if args.memory:
+        print_rows(rows + memory_rows(model, batch, metric, fb_mem, dev))
+        return
 
     def eap() -> torch.Tensor:
         return edge_attribution(PatchingEngine(model, batch, Ablation.RESAMPLE, metric))
@@ -194,6 +234,11 @@ def main() -> None:
     if args.peer:
         rows += peer_rows(model, batch, metric, eap().cpu().numpy(), t_eap, dev)
 
+    print_rows(rows)
+
+
+def print_rows(rows: list[Row]) -> None:
+    """The figures as a fixed-width table."""
     print(f"{'measurement':44} {'seconds':>9} {'peak MB':>9} {'ratio':>7}  target")
     for name, secs, mem, ratio, target in rows:
         r = "" if ratio is None else f"{ratio:7.2f}"

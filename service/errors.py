@@ -43,3 +43,12 @@ def shape_conflict(model: str, registered: ModelShape | None, shape: ModelShape)
     if registered is None or registered == shape:
         return None
     return f"model {model!r} is registered with shape {registered}, the circuit says {shape}"
+
+
+class SchemaMismatch(CatalogueError, RuntimeError):
+    """A store or archive was written by a newer version of the schema than this code knows; nothing was written."""
+
+    def __init__(self, what: str, found: object, known: object):
+        self.what, self.found, self.known = what, found, known
+        super().__init__(f"{what} has schema version {found}, newer than this circat knows ({known}): "
+                         f"upgrade circat to open it; nothing was written")

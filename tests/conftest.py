@@ -42,7 +42,8 @@ def neo4j_uri() -> str:
 
 
 def postgres_url(fresh: bool = False) -> str:
-    """The test PostgreSQL (its job table dropped when ``fresh``); fail loudly unless explicitly opted out."""
+    """The test PostgreSQL (its job and revision tables dropped when ``fresh``); fail loudly unless explicitly
+    opted out."""
     if not POSTGRES_URL:
         if SKIP_POSTGRES:
             pytest.skip("CIRCAT_SKIP_POSTGRES=1: PostgreSQL suite skipped on request")
@@ -51,6 +52,7 @@ def postgres_url(fresh: bool = False) -> str:
         engine = sqlalchemy.create_engine(POSTGRES_URL)
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS jobs"))
+            conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS alembic_version"))
         engine.dispose()
     return POSTGRES_URL
 

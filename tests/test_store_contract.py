@@ -313,6 +313,7 @@ def test_a_sqlite_catalogue_from_before_evaluation_intervals_still_opens(tmp_pat
     with store.engine.begin() as conn:  # the evaluations table as the code before intervals made it
         conn.exec_driver_sql("ALTER TABLE evaluations DROP COLUMN low")
         conn.exec_driver_sql("ALTER TABLE evaluations DROP COLUMN high")
+        conn.exec_driver_sql("PRAGMA user_version = 0")  # and recorded no schema version
     store.close()
     reopened = SqliteStore(url)
     (old,), total = Catalogue(reopened).evaluations()

@@ -14,6 +14,7 @@ import typer
 
 from service.annotations import faithfulness_interval
 from service.bootstrap import with_interval
+from service.cli import lifecycle  # noqa: F401  (registers migrate, copy, dump, restore)
 from service.cli.main import JsonOpt, StoreOpt, app, catalogue, write_report
 from service.cli.output import console, emit_json, fail, table
 from service.cli.stability import print_stability

@@ -16,3 +16,4 @@ CREATE INDEX circuit_created IF NOT EXISTS FOR (c:Circuit) ON (c.created_at);
 CREATE CONSTRAINT evaluation_id IF NOT EXISTS FOR (e:Evaluation) REQUIRE e.id IS UNIQUE;
 CREATE INDEX evaluation_model_task IF NOT EXISTS FOR (e:Evaluation) ON (e.model, e.task);
 CREATE CONSTRAINT stability_id IF NOT EXISTS FOR (s:Stability) REQUIRE s.id IS UNIQUE;
+CREATE CONSTRAINT meta_name IF NOT EXISTS FOR (m:Meta) REQUIRE m.name IS UNIQUE;

@@ -21,7 +21,7 @@ from starlette.routing import Match
 from service.api.bodies import BodyRefused
 from service.api.heavy import RETRY_AFTER_S, Busy
 from service.cancel import Cancelled
-from service.errors import CircuitInvalid, LimitExceeded, NotFound, StoreUnavailable
+from service.errors import CircuitInvalid, LimitExceeded, NotFound, SchemaMismatch, StoreUnavailable
 from service.overlap import OverlapError
 
 log = logging.getLogger("circat.api")
@@ -168,6 +168,10 @@ def install(app: FastAPI, bearer: bool = False) -> None:
     @app.exception_handler(StoreUnavailable)
     async def unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
         return problem(503, "Catalogue store unavailable", str(exc))
+
+    @app.exception_handler(SchemaMismatch)
+    async def newer_schema(_: Request, exc: SchemaMismatch) -> JSONResponse:
+        return problem(503, "Catalogue schema newer than this server", str(exc))
 
     @app.exception_handler(Busy)
     async def busy(_: Request, exc: Busy) -> JSONResponse:

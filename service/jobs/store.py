@@ -14,18 +14,19 @@ import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, computed_field
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import defer
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from service.errors import NotFound, StoreUnavailable
 from service.jobs.evaluation import EvaluationSpec
+from service.jobs.schema import upgrade
 from service.jobs.spec import DiscoverySpec, SpecSummary
 from service.stores.sqlite import ensure_sqlite_dir
 
@@ -151,6 +152,10 @@ class JobSummary(JobState):
         return JobSummary(spec=spec_of(summary, SpecSummary), **JobState.state_of(row))
 
 
+FINISHED = tuple(s for s in JobStatus if s.finished)
+"""the states a job can be pruned in"""
+
+
 @dataclass(frozen=True)
 class JobFilter:
     """Filters for listing jobs; ``None`` means any."""
@@ -159,10 +164,6 @@ class JobFilter:
     model: str | None = None
     task: str | None = None
     method: str | None = None
-
-
-ADDED_COLUMNS = ("spec_summary", "evaluation_ids")
-"""columns added after the first job tables were made: nullable text, added on open where missing"""
 
 
 def _utc(t: datetime | None) -> datetime | None:
@@ -187,20 +188,7 @@ class JobStore:
         if url.startswith("sqlite"):
             sa.event.listen(self.engine, "connect", _sqlite_wal)
         with self._unavailable():
-            SQLModel.metadata.create_all(self.engine, tables=[JobRow.__table__])
-            for column in ADDED_COLUMNS:
-                self._add_column(column)
-
-    def _add_column(self, name: str) -> None:
-        """Give a job table made before ``name`` existed that column (its rows read it as empty)."""
-        if name in {c["name"] for c in sa.inspect(self.engine).get_columns("jobs")}:
-            return
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.text(f"ALTER TABLE jobs ADD COLUMN {name} TEXT"))
-        except (OperationalError, ProgrammingError):  # another process added it a moment before
-            if name not in {c["name"] for c in sa.inspect(self.engine).get_columns("jobs")}:
-                raise
+            self.migrated_from = upgrade(self.engine)
 
     @contextmanager
     def _unavailable(self) -> Iterator[None]:
@@ -337,6 +325,20 @@ class JobStore:
         """End a running job whose cancellation was requested."""
         return self._update(job_id, (JobStatus.RUNNING,), status=JobStatus.CANCELLED.value, finished_at=_now(),
                             message="cancelled", deduplicated=False)
+
+    def prune(self, older_than: timedelta, statuses: Sequence[JobStatus] = FINISHED) -> int:
+        """Delete the records of jobs in ``statuses`` (finished ones only) that finished more than ``older_than``
+        ago; how many. The catalogue's circuits are not touched."""
+        unfinished = [s.value for s in statuses if not s.finished]
+        if unfinished:
+            raise ValueError(f"only finished jobs can be pruned; not {', '.join(unfinished)}")
+        cutoff = _now() - older_than
+        stmt = sa.delete(JobRow).where(col(JobRow.status).in_([s.value for s in statuses]),
+                                       col(JobRow.finished_at).is_not(None), col(JobRow.finished_at) < cutoff)
+        with self._session() as s:
+            removed = s.exec(stmt).rowcount  # type: ignore[call-overload]
+            s.commit()
+        return int(removed)
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` when the database cannot be reached."""

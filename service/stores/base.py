@@ -150,6 +150,15 @@ class CircuitStore(ABC):
         return self.put_many([circuit])[0]
 
     @abstractmethod
+    def schema_version(self) -> int:
+        """The schema version the store records (``service.stores.versions``)."""
+
+    @abstractmethod
+    def migrate(self) -> int | None:
+        """Bring the store to the current schema now (its first use does too); the version it had (None: the
+        store was empty)."""
+
+    @abstractmethod
     def get(self, circuit_id: str) -> Circuit:
         """The circuit with this id; ``NotFound`` otherwise."""
 

@@ -37,6 +37,7 @@ from service.stores.base import (
     pack_outside_scores,
     rebuild,
 )
+from service.stores.versions import CATALOGUE_SCHEMA, check_not_newer
 from service.types import Level, ModelShape
 
 BATCH = 10_000
@@ -81,14 +82,36 @@ class Neo4jStore(CircuitStore):
         self._schema_applied = False
 
     def _ensure_schema(self) -> None:
-        if not self._schema_applied:
-            for stmt in cypher_statements("constraints.cypher"):
-                try:
-                    self.driver.execute_query(stmt, database_=self.database)
-                except ClientError as exc:  # another client created the same rule a moment before
-                    if exc.code not in _SCHEMA_RULE_EXISTS:
-                        raise
-            self._schema_applied = True
+        """On first use: refuse a newer schema, apply the constraints, migrate an older catalogue, record the
+        version (every step idempotent, so an interrupted migration is safe to run again)."""
+        if self._schema_applied:
+            return
+        found = self.schema_version()
+        check_not_newer(f"Neo4j catalogue {self.uri}", found)
+        for stmt in cypher_statements("constraints.cypher"):
+            try:
+                self.driver.execute_query(stmt, database_=self.database)
+            except ClientError as exc:  # another client created the same rule a moment before
+                if exc.code not in _SCHEMA_RULE_EXISTS:
+                    raise
+        if found < CATALOGUE_SCHEMA:
+            self.driver.execute_query("MERGE (m:Meta {name: 'catalogue'}) SET m.schema_version = $v",
+                                      v=CATALOGUE_SCHEMA, database_=self.database)
+        self._schema_applied = True
+
+    def migrate(self) -> int | None:
+        with self._unavailable():
+            found = self.schema_version()
+            empty = not self.driver.execute_query("MATCH (n) RETURN n LIMIT 1", database_=self.database).records
+            self._ensure_schema()
+        return None if empty else found
+
+    def schema_version(self) -> int:
+        """The schema version the catalogue records; 0 for one written before versions (or an empty database,
+        which its first use stamps with the current version)."""
+        records = self.driver.execute_query("MATCH (m:Meta {name: 'catalogue'}) RETURN m.schema_version AS v",
+                                            database_=self.database).records
+        return int(records[0]["v"]) if records else 0
 
     @contextmanager
     def _unavailable(self, where: str | None = None) -> Iterator[None]:

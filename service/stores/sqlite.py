@@ -30,104 +30,22 @@ from service.stores.base import (
     pack_outside_scores,
     rebuild,
 )
+from service.stores.sqlite_schema import (
+    circuits_t,
+    edges_t,
+    evaluation_circuits_t,
+    evaluations_t,
+    migrate_catalogue,
+    models_t,
+    nodes_t,
+    stability_circuits_t,
+    stability_t,
+    user_version,
+)
 from service.types import Level, ModelShape
 
 BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for another's write lock before the store reports itself busy (503)."""
-
-meta = sa.MetaData()
-models_t = sa.Table(
-    "models", meta,
-    sa.Column("name", sa.String, primary_key=True),
-    sa.Column("n_layers", sa.Integer, nullable=False),
-    sa.Column("n_heads", sa.Integer, nullable=False),
-    sa.Column("parallel_attn_mlp", sa.Boolean, nullable=False),
-    sa.Column("d_model", sa.Integer),
-)
-circuits_t = sa.Table(
-    "circuits", meta,
-    sa.Column("id", sa.String, primary_key=True),
-    sa.Column("model", sa.String, sa.ForeignKey("models.name"), nullable=False, index=True),
-    sa.Column("task", sa.String, nullable=False, index=True),
-    sa.Column("task_family", sa.String, index=True),
-    sa.Column("method", sa.String, nullable=False, index=True),
-    sa.Column("params", sa.Text, nullable=False),
-    sa.Column("metric", sa.String),
-    sa.Column("faithfulness", sa.Float),
-    sa.Column("citation", sa.Text),
-    sa.Column("created_at", sa.String, nullable=False),
-    sa.Column("n_nodes", sa.Integer, nullable=False),
-    sa.Column("n_edges", sa.Integer, nullable=False),
-    sa.Column("has_edges", sa.Boolean, nullable=False),
-    sa.Column("node_scores", sa.LargeBinary),
-    sa.Column("edge_scores", sa.LargeBinary),
-    sa.Column("node_extra", sa.Text, nullable=False),
-    sa.Column("annotations", sa.Text, nullable=False),
-)
-
-
-def _items_table(name: str) -> sa.Table:
-    """In-graph items of circuits: (circuit, graph index) with an optional score."""
-    return sa.Table(
-        name, meta,
-        sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
-        sa.Column("idx", sa.Integer, primary_key=True),
-        sa.Column("score", sa.Float),
-        sa.Index(f"{name}_idx", "idx"),
-    )
-
-
-nodes_t = _items_table("circuit_nodes")
-edges_t = _items_table("circuit_edges")
-evaluations_t = sa.Table(
-    "evaluations", meta,
-    sa.Column("id", sa.String, primary_key=True),
-    sa.Column("model", sa.String, nullable=False, index=True),
-    sa.Column("task", sa.String, nullable=False, index=True),
-    sa.Column("expression", sa.Text, nullable=False),
-    sa.Column("mode", sa.String, nullable=False),
-    sa.Column("level", sa.String, nullable=False),
-    sa.Column("metric", sa.String, nullable=False),
-    sa.Column("ablation", sa.String, nullable=False),
-    sa.Column("per_position", sa.Boolean, nullable=False),
-    sa.Column("n_prompts", sa.Integer, nullable=False),
-    sa.Column("seed", sa.Integer, nullable=False),
-    sa.Column("value", sa.Float, nullable=False),
-    sa.Column("metric_value", sa.Float, nullable=False),
-    sa.Column("full_metric", sa.Float, nullable=False),
-    sa.Column("empty_metric", sa.Float, nullable=False),
-    sa.Column("low", sa.Float, nullable=True),
-    sa.Column("high", sa.Float, nullable=True),
-    sa.Column("created_at", sa.String, nullable=False, index=True),
-)
-evaluation_circuits_t = sa.Table(
-    "evaluation_circuits", meta,
-    sa.Column("evaluation_id", sa.String, sa.ForeignKey("evaluations.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Index("evaluation_circuits_circuit", "circuit_id"),
-)
-
-stability_t = sa.Table(
-    "stability", meta,
-    sa.Column("id", sa.String, primary_key=True),
-    sa.Column("model", sa.String, nullable=False, index=True),
-    sa.Column("task", sa.String, nullable=False),
-    sa.Column("method", sa.String, nullable=False),
-    sa.Column("spec", sa.Text, nullable=False),
-    sa.Column("seeds", sa.Text, nullable=False),
-    sa.Column("summary", sa.Text, nullable=False),
-    sa.Column("created_at", sa.String, nullable=False, index=True),
-)
-stability_circuits_t = sa.Table(
-    "stability_circuits", meta,
-    sa.Column("stability_id", sa.String, sa.ForeignKey("stability.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("circuit_id", sa.String, sa.ForeignKey("circuits.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("level", sa.Integer, nullable=False),
-    sa.Column("resample", sa.Integer, nullable=False),
-    sa.Index("stability_circuits_circuit", "circuit_id"),
-)
-
 
 def _rows(circuit_id: str, mask: np.ndarray, scores: np.ndarray) -> list[tuple[str, int, float | None]]:
     idx = np.flatnonzero(mask)
@@ -148,18 +66,6 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _add_nullable_columns(engine: sa.Engine) -> None:
-    """Give tables of an older catalogue the nullable columns added since (``evaluations.low``/``high``), empty;
-    ``create_all`` makes missing tables, not missing columns. A stop-gap until schema versions and migrations."""
-    with engine.begin() as conn:
-        for table in meta.sorted_tables:
-            present = {c["name"] for c in sa.inspect(conn).get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present and column.nullable:
-                    conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
-                                         f"{column.type.compile(engine.dialect)}")
-
-
 class SqliteStore(CircuitStore):
     """Circuits in one SQLite file; in-graph items as indexed rows."""
 
@@ -167,8 +73,15 @@ class SqliteStore(CircuitStore):
         ensure_sqlite_dir(url)
         self.engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
         sa.event.listen(self.engine, "connect", _pragmas)
-        meta.create_all(self.engine)
-        _add_nullable_columns(self.engine)
+        with self._unreachable():
+            self._found_version = migrate_catalogue(self.engine, url)
+
+    def schema_version(self) -> int:
+        with self._connect() as conn:
+            return user_version(conn)
+
+    def migrate(self) -> int | None:
+        return self._found_version
 
     def write_many(self, circuits: Sequence[Circuit]) -> list[Stored]:
         with self._write() as conn:
@@ -412,8 +325,14 @@ class SqliteStore(CircuitStore):
         self.engine.dispose()
 
     def _connect(self) -> sa.Connection:
-        try:
+        with self._unreachable():
             return self.engine.connect()
+
+    @staticmethod
+    @contextmanager
+    def _unreachable() -> Iterator[None]:
+        try:
+            yield
         except OperationalError as exc:
             raise StoreUnavailable(f"SQLite catalogue unreachable: {exc}") from exc
 

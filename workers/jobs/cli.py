@@ -7,9 +7,11 @@ Against a running API when ``CIRCAT_API_URL`` is set, else directly against the 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +21,7 @@ from service.cli.output import console, emit_json, fail, table
 from service.config import Settings
 from service.errors import CatalogueError
 from service.jobs.client import job_client
-from service.jobs.store import JobFilter, JobStatus
+from service.jobs.store import FINISHED, JobFilter, JobStatus, JobStore
 from service.progress import console_progress
 from workers import spec_options as opts
 
@@ -58,13 +60,23 @@ def submit(
     _exit_unless_succeeded(results)
 
 
-@app.command()
+jobs_app = typer.Typer(help="List jobs, newest first; ``circat jobs prune`` removes old finished records.",
+                       invoke_without_command=True)
+app.add_typer(jobs_app, name="jobs")
+DURATION = re.compile(r"^(\d+)([smhdw])$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+@jobs_app.callback()
 def jobs(
+    ctx: typer.Context,
     status: Annotated[JobStatus | None, typer.Option(help="only jobs in this state")] = None,
     model: str | None = None, task: str | None = None, method: str | None = None,
     limit: int = 50, offset: int = 0, as_json: JsonOpt = False,
 ) -> None:
     """List jobs, newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
     try:
         page = job_client().list(JobFilter(status, model, task, method), limit, offset)
     except (CatalogueError, ValueError, OSError) as exc:
@@ -73,6 +85,31 @@ def jobs(
         emit_json(page)
         return
     _print_jobs(page["items"], f"{page['total']} job(s)")
+
+
+def duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``2w``, ``45s`` as a time span."""
+    match = DURATION.match(text.strip())
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a duration: a number and one of s, m, h, d, w (e.g. 30d)")
+    return timedelta(**{UNITS[match[2]]: int(match[1])})
+
+
+@jobs_app.command()
+def prune(
+    older_than: Annotated[timedelta, typer.Option(parser=duration, metavar="DURATION",
+                                                  help="finished more than this long ago: 30d, 12h, 2w ...")],
+    status: Annotated[list[JobStatus] | None, typer.Option(
+        help="only jobs in these states (succeeded, failed, cancelled; default: all three)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove finished job records (never queued or running ones) from the job database; say how many. The
+    catalogue's circuits are not touched."""
+    try:
+        removed = JobStore(Settings.from_env().database_url).prune(older_than, tuple(status or FINISHED))
+    except (CatalogueError, ValueError, OSError) as exc:
+        fail(exc, as_json)
+    emit_json({"removed": removed}) if as_json else console.print(f"removed {removed} finished job record(s)")
 
 
 @app.command("wait")

@@ -1,0 +1,1 @@
+"""A catalogue's lifecycle: its records as documents, copies between stores, dumps and restores (docs/lifecycle.md)."""
