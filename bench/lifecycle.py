@@ -4,8 +4,9 @@ Run with scripts/bench.sh lifecycle [--circuits 10000] [--edges 2000]. Builds th
 circuits (``--edges`` random scored edges each) in a SQLite file through the bulk path, then times, each on an
 empty target: ``circat copy`` SQLite -> Neo4j and Neo4j -> SQLite (the copy, then its verification), ``circat
 dump`` of each store and ``circat restore`` of the SQLite dump into Neo4j and of the Neo4j dump into SQLite.
-Printed: records and edges per second, this process's peak resident memory above its start (sampled: it must
-stay flat as the catalogue grows, since every path streams), and the archive's bytes per stored edge. Neo4j comes
+Printed: records and edges per second, this process's peak resident memory above the step's start (sampled;
+memory the allocator reuses is not counted again) and its largest resident set so far (both must stay flat as
+the catalogue grows, since every path streams), and the archive's bytes per stored edge. Neo4j comes
 from CIRCAT_NEO4J_URI (scripts/bench.sh starts one) and is wiped.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -53,8 +55,9 @@ def peak_rss(fn: Callable[[], Any]) -> tuple[Any, float, int]:
 
 
 def row(what: str, seconds: float, peak: int, circuits: int, edges: int, extra: str = "") -> None:
-    print(f"{what:44} {seconds:9.1f} {circuits / seconds:11.1f} {edges / seconds:12,.0f} {peak / 2**20:9.0f}  {extra}",
-          flush=True)
+    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{what:44} {seconds:9.1f} {circuits / seconds:11.1f} {edges / seconds:12,.0f} {peak / 2**20:9.0f} "
+          f"{max_rss:9.0f}  {extra}", flush=True)
 
 
 def build(path: Path, n: int, edges: int) -> SqliteStore:
@@ -77,7 +80,7 @@ def main() -> None:
         _, t, _ = peak_rss(lambda: build(root / "source.db", args.circuits, args.edges))
         print(f"source: {args.circuits:,} GPT-2-small circuits x {args.edges:,} edges ({total_edges:,} edges) in "
               f"SQLite, built in {t:.0f} s")
-        print(f"{'step':44} {'seconds':>9} {'circuits/s':>11} {'edges/s':>12} {'peak MB':>9}")
+        print(f"{'step':44} {'seconds':>9} {'circuits/s':>11} {'edges/s':>12} {'+peak MB':>9} {'max RSS':>9}")
         source = SqliteStore(f"sqlite:///{root / 'source.db'}")
         wipe_neo4j(uri)
         neo = Neo4jStore(uri)

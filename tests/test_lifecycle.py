@@ -39,10 +39,13 @@ from tests.test_migrations import FIXTURES, reads_back
 from workers.cli import app
 
 runner = CliRunner()
+V0_CIRCUITS = 13
+"""the v0 fixture: 5 literature circuits and 8 toy circuits of six methods"""
+V0_COUNTS = {"circuits": V0_CIRCUITS, "evaluations": 2, "stability": 1}
 
 
 def v0_catalogue(tmp_path: Path) -> SqliteStore:
-    """The v0 fixture catalogue (literature, three methods' circuits, evaluations, a stability summary)."""
+    """The v0 fixture catalogue (literature, six methods' circuits, evaluations, a stability summary)."""
     path = tmp_path / "source.db"
     shutil.copy(FIXTURES / "v0" / "catalogue.db", path)
     return SqliteStore(f"sqlite:///{path}")
@@ -66,11 +69,11 @@ def count(store: CircuitStore) -> int:
 def test_copy_sqlite_to_neo4j_and_back_verifies_and_reads_back_identical(tmp_path):
     source, neo = v0_catalogue(tmp_path), fresh_neo4j()
     report = copy_catalogue(source, neo)
-    assert report.verified and report.copied == {"circuits": 10, "evaluations": 2, "stability": 1}
+    assert report.verified and report.copied == V0_COUNTS
     assert set(report.source) == {"gpt2", "toy"}
     again = copy_catalogue(source, neo)
     assert again.verified and sum(again.copied.values()) == 0
-    assert again.present == {"circuits": 10, "evaluations": 2, "stability": 1}
+    assert again.present == V0_COUNTS
     laptop = SqliteStore(f"sqlite:///{tmp_path / 'laptop.db'}")
     assert copy_catalogue(neo, laptop).verified
     reads_back(neo, "v0")
@@ -82,7 +85,7 @@ def test_copy_of_some_parts_verifies_those_parts(tmp_path):
     source = v0_catalogue(tmp_path)
     target = SqliteStore(f"sqlite:///{tmp_path / 'target.db'}")
     report = copy_catalogue(source, target, (Part.CIRCUITS,))
-    assert report.verified and report.copied == {"circuits": 10, "evaluations": 0, "stability": 0}
+    assert report.verified and report.copied == {"circuits": V0_CIRCUITS, "evaluations": 0, "stability": 0}
     assert target.evaluations(EvaluationFilter())[1] == 0 and target.stabilities()[1] == 0
 
 
@@ -161,7 +164,7 @@ def test_dump_and_restore_round_trip_through_neo4j_gives_identical_catalogues(tm
     first = dump(source, tmp_path / "one.zip")
     neo = fresh_neo4j()
     restored = restore(tmp_path / "one.zip", neo)
-    assert restored.stored == {"circuits": 10, "evaluations": 2, "stability": 1}
+    assert restored.stored == V0_COUNTS
     assert sum(restore(tmp_path / "one.zip", neo).stored.values()) == 0, "restoring again stores nothing"
     second = dump(neo, tmp_path / "two.zip")
     assert second["members"] == first["members"], "the same records, byte for byte"
@@ -174,7 +177,7 @@ def test_dump_and_restore_round_trip_through_neo4j_gives_identical_catalogues(tm
 def test_the_committed_version_1_dump_restores(tmp_path):
     target = SqliteStore(f"sqlite:///{tmp_path / 'r.db'}")
     report = restore(FIXTURES / "v1" / "catalogue.circat.zip", target)
-    assert report.stored == {"circuits": 10, "evaluations": 2, "stability": 1}
+    assert report.stored == V0_COUNTS
     reads_back(target, "v0")
 
 
@@ -234,13 +237,13 @@ def test_cli_copy_dump_and_restore_report_in_json(tmp_path):
     out = json.loads(copied.stdout)
     assert out["verified"] and out["models"]["toy"]["source"] == out["models"]["toy"]["target"]
     dumped = runner.invoke(app, ["dump", str(tmp_path / "d.zip"), "--store", url, "--json"])
-    assert json.loads(dumped.stdout)["members"]["circuits.jsonl"]["count"] == 10
+    assert json.loads(dumped.stdout)["members"]["circuits.jsonl"]["count"] == V0_CIRCUITS
     restored = runner.invoke(app, ["restore", str(tmp_path / "d.zip"), "--to", f"sqlite:///{tmp_path / 'r.db'}",
                                    "--json"])
-    assert json.loads(restored.stdout)["stored"] == {"circuits": 10, "evaluations": 2, "stability": 1}
+    assert json.loads(restored.stdout)["stored"] == V0_COUNTS
     bad = runner.invoke(app, ["copy", "--from", url, "--to", f"sqlite:///{tmp_path / 'x.db'}", "--what", "jobs"])
     assert bad.exit_code != 0 and "circuits, evaluations, stability" in bad.output
-    assert count(source) == 10
+    assert count(source) == V0_CIRCUITS
 
 
 def test_jobs_prune_removes_old_finished_records_only(tmp_path, monkeypatch):
@@ -278,7 +281,7 @@ def test_a_dump_of_an_older_schema_restores_through_the_readers_of_older_lines(t
     manifest["members"]["evaluations.jsonl"]["sha256"] = hashlib.sha256(body).hexdigest()
     rewrite(good, old, {"evaluations.jsonl": body, "manifest.json": json.dumps(manifest).encode()})
     target = SqliteStore(f"sqlite:///{tmp_path / 'target.db'}")
-    assert restore(old, target).stored == {"circuits": 10, "evaluations": 2, "stability": 1}
+    assert restore(old, target).stored == V0_COUNTS
     assert all((e.low, e.high) == (None, None) for e in target.evaluations(EvaluationFilter())[0])
 
 
