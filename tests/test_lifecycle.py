@@ -295,3 +295,11 @@ def test_circat_migrate_reports_what_it_migrated(tmp_path):
     assert first == {"catalogue": {"from": 0, "to": 1}, "jobs": {"from": None, "to": "0003"}}
     assert json.loads(runner.invoke(app, args).stdout) == {"catalogue": {"from": 1, "to": 1},
                                                            "jobs": {"from": "0003", "to": "0003"}}
+
+
+def test_copies_page_through_listings_larger_than_a_page(tmp_path, monkeypatch):
+    monkeypatch.setattr("service.lifecycle.records.PAGE", 7)
+    source = random_catalogue(tmp_path / "paged.db", 30)
+    assert len({c for c, _ in circuit_ids(source)}) == 30
+    report = copy_catalogue(source, SqliteStore(f"sqlite:///{tmp_path / 'target.db'}"))
+    assert report.verified and report.copied["circuits"] == 30

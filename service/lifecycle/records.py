@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from service.circuit import Circuit
 from service.progress import Progress, silent
@@ -20,6 +20,7 @@ from service.stability import StabilityRecord
 from service.stores.base import EVALUATION_FIELDS, CircuitFilter, CircuitStore, EvaluationFilter, EvaluationRecord
 
 PAGE = 500
+T = TypeVar("T")
 
 
 class Part(StrEnum):
@@ -33,49 +34,35 @@ class Part(StrEnum):
 ALL_PARTS = tuple(Part)
 
 
-def circuit_ids(store: CircuitStore) -> Iterator[tuple[str, str]]:
-    """Every stored circuit's (id, model), each once."""
+def _paged(page: Callable[[int], list[T]], key: Callable[[T], str]) -> Iterator[T]:
+    """Every item of a newest-first listing read ``PAGE`` at a time from ``page(offset)``, each once."""
     seen: set[str] = set()
     offset = 0
     while True:
-        rows, _ = store.summaries(CircuitFilter(), limit=PAGE, offset=offset)
+        rows = page(offset)
         for r in rows:
-            if r.id not in seen:
-                seen.add(r.id)
-                yield r.id, r.model
+            if key(r) not in seen:
+                seen.add(key(r))
+                yield r
         if len(rows) < PAGE:
             return
         offset += PAGE
+
+
+def circuit_ids(store: CircuitStore) -> Iterator[tuple[str, str]]:
+    """Every stored circuit's (id, model), each once."""
+    rows = _paged(lambda o: store.summaries(CircuitFilter(), limit=PAGE, offset=o)[0], lambda r: r.id)
+    return ((r.id, r.model) for r in rows)
 
 
 def evaluations(store: CircuitStore) -> Iterator[EvaluationRecord]:
     """Every stored evaluation, each once."""
-    seen: set[str] = set()
-    offset = 0
-    while True:
-        rows, _ = store.evaluations(EvaluationFilter(), limit=PAGE, offset=offset)
-        for r in rows:
-            if r.id not in seen:
-                seen.add(r.id)
-                yield r
-        if len(rows) < PAGE:
-            return
-        offset += PAGE
+    return _paged(lambda o: store.evaluations(EvaluationFilter(), limit=PAGE, offset=o)[0], lambda r: r.id)
 
 
 def stabilities(store: CircuitStore) -> Iterator[StabilityRecord]:
     """Every stored stability summary, each once."""
-    seen: set[str] = set()
-    offset = 0
-    while True:
-        rows, _ = store.stabilities(limit=PAGE, offset=offset)
-        for r in rows:
-            if r.id not in seen:
-                seen.add(r.id)
-                yield r
-        if len(rows) < PAGE:
-            return
-        offset += PAGE
+    return _paged(lambda o: store.stabilities(limit=PAGE, offset=o)[0], lambda r: r.id)
 
 
 def evaluation_doc(r: EvaluationRecord) -> dict[str, Any]:
