@@ -24,7 +24,7 @@ from workers.engine.edge_pruning import (
     warm_start,
 )
 from workers.engine.evaluate import EdgeEvaluator
-from workers.engine.patching import PatchingEngine
+from workers.engine.patching import PatchingEngine, _WeightedParts
 from workers.tasks.encode import encode
 
 
@@ -52,6 +52,18 @@ def test_the_differentiable_masked_run_equals_the_plain_one(tiny):
     ends = engine.run_edges(torch.stack([torch.ones_like(half[0]), torch.zeros_like(half[0])]))
     assert not torch.allclose(engine.masked_logits(half)[0], ends[0]) and not torch.allclose(
         engine.masked_logits(half)[0], ends[1])
+
+
+@pytest.mark.parametrize("n", [5, 3])
+def test_the_weighted_sum_over_source_parts_has_the_gradient_of_its_formula(n):
+    """The differentiable run's weighted sum keeps the parts, not their concatenation; its backward must equal
+    autograd's numerical gradient, also when the destination reads only the first ``n`` sources."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(2, 4, n, generator=g, dtype=torch.float64, requires_grad=True)
+    parts = [torch.randn(2, k, 3, 2, 5, generator=g, dtype=torch.float64, requires_grad=True) for k in (2, 1, 2)]
+    assert torch.autograd.gradcheck(_WeightedParts.apply, (w, *parts))
+    dense = torch.einsum("mrs,msbpd->mrbpd", w, torch.cat(parts, 1)[:, :n])
+    assert torch.allclose(_WeightedParts.apply(w, *parts), dense)
 
 
 class _Killed(Exception):

@@ -266,8 +266,42 @@ class _Deltas:
 def _weighted(delta: _Deltas, w: torch.Tensor) -> torch.Tensor:
     """``sum_s w[m, r, s] * delta[m, s]`` -> ``[m, r, b, p, d]`` as one batched matrix product."""
     m, n = w.shape[0], w.shape[2]
+    if delta.buffer is None and torch.is_grad_enabled():
+        return _WeightedParts.apply(w, *delta.parts)
     d = delta.upto(n)
     return torch.matmul(w, d.reshape(m, n, -1)).view(m, w.shape[1], *d.shape[2:])
+
+
+class _WeightedParts(torch.autograd.Function):
+    """``_weighted`` over the per-source parts of a differentiable run, saving the parts themselves (which the run
+    holds anyway) instead of their concatenation: autograd would keep one concatenated copy of every earlier
+    source per destination layer, memory quadratic in depth; the backward joins them again, one layer at a time."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, w: torch.Tensor, *parts: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(w, *parts)
+        m, n = w.shape[0], w.shape[2]
+        d = torch.cat(parts, 1)[:, :n]
+        return torch.matmul(w, d.reshape(m, n, -1)).view(m, w.shape[1], *d.shape[2:])
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        w, *parts = ctx.saved_tensors  # type: ignore[attr-defined]
+        m, r, n = w.shape
+        d = torch.cat(parts, 1)[:, :n].reshape(m, n, -1)
+        g = g.reshape(m, r, -1)
+        grad_w = torch.matmul(g, d.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_d = torch.matmul(w.transpose(1, 2), g)
+        sizes = [p.shape[1] for p in parts]
+        grads: list[torch.Tensor | None] = []
+        start = 0
+        for p, size in zip(parts, sizes, strict=True):
+            piece = grad_d[:, start:min(start + size, n)]
+            if piece.shape[1] < size:
+                piece = torch.cat([piece, piece.new_zeros((m, size - piece.shape[1], piece.shape[2]))], 1)
+            grads.append(piece.reshape(p.shape))
+            start += size
+        return (grad_w, *grads)
 
 
 def _layer_corrections(slots: LayerSlots, drop: torch.Tensor, delta: _Deltas, n_heads: int) -> list[Hook]:
