@@ -6,6 +6,7 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt README.md ./
 COPY service ./service
 COPY workers ./workers
+COPY circat ./circat
 COPY schema ./schema
 RUN pip install --no-cache-dir -c constraints.txt ".${EXTRAS:+[$EXTRAS]}"
 EXPOSE 8000

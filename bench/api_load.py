@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 
 from bench.catalogue import circuit, wipe_neo4j
-from service.documents import document_from_circuit
+from circat.service.documents import document_from_circuit
 from tests.live_server import live_server
 
 MIX = {"list": 0.30, "get": 0.25, "overlap": 0.25, "consensus": 0.10, "import": 0.10}

@@ -13,12 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.catalogue import Catalogue
-from service.jobs.evaluation import EvaluationSpec
-from service.stores import open_store
-from service.types import Level
-from workers.engine.functional import evaluate_selections
-from workers.evaluation import prepare
+from circat.service.catalogue import Catalogue
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.stores import open_store
+from circat.service.types import Level
+from circat.workers.engine.functional import evaluate_selections
+from circat.workers.evaluation import prepare
 
 NODE = ("heads(L0-L1) | m1", "layer(2), m3", "heads(all) - layer(0)")
 EDGE = ("input->a3.h0<v>, a3.h0->logits, input->logits", "input->m0, m0->logits")

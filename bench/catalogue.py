@@ -26,14 +26,14 @@ import numpy as np
 from neo4j import GraphDatabase
 from rich.progress import track
 
-from service.catalogue import Catalogue
-from service.circuit import Circuit, Provenance
-from service.graph import graph_for
-from service.report.page import report_html
-from service.stores import CircuitFilter, CircuitStore
-from service.stores.neo4j import Neo4jStore
-from service.stores.sqlite import SqliteStore
-from service.types import ModelShape
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import Circuit, Provenance
+from circat.service.graph import graph_for
+from circat.service.report.page import report_html
+from circat.service.stores import CircuitFilter, CircuitStore
+from circat.service.stores.neo4j import Neo4jStore
+from circat.service.stores.sqlite import SqliteStore
+from circat.service.types import ModelShape
 
 GPT2 = ModelShape(12, 12, False, 768)
 LLAMA_8B = ModelShape(32, 32, False, 4096)  # Llama-3.1-8B with its grouped k/v heads ungrouped

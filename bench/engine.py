@@ -32,21 +32,21 @@ import psutil
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from service.types import Ablation, IgPoints, Method
-from workers.engine.acdc import acdc
-from workers.engine.attribution import edge_attribution
-from workers.engine.edge_pruning import PruningConfig, train_gates
-from workers.engine.evaluate import EdgeEvaluator, node_baselines
-from workers.engine.gim import GimConfig
-from workers.engine.methods import RunSpec, discover
-from workers.engine.node_search import DEFAULT_LEVELS, component_order, sweep
-from workers.engine.patching import PatchingEngine
-from workers.metrics import final_logits, task_metric
-from workers.models import LoadedModel, load_model
-from workers.tasks import Metric, Split, get_task, registered_tasks
-from workers.tasks.encode import TaskBatch, encode
-from workers.tasks.render import for_tokenizer
-from workers.toy.train import toy_tokenizer
+from circat.service.types import Ablation, IgPoints, Method
+from circat.workers.engine.acdc import acdc
+from circat.workers.engine.attribution import edge_attribution
+from circat.workers.engine.edge_pruning import PruningConfig, train_gates
+from circat.workers.engine.evaluate import EdgeEvaluator, node_baselines
+from circat.workers.engine.gim import GimConfig
+from circat.workers.engine.methods import RunSpec, discover
+from circat.workers.engine.node_search import DEFAULT_LEVELS, component_order, sweep
+from circat.workers.engine.patching import PatchingEngine
+from circat.workers.metrics import final_logits, task_metric
+from circat.workers.models import LoadedModel, load_model
+from circat.workers.tasks import Metric, Split, get_task, registered_tasks
+from circat.workers.tasks.encode import TaskBatch, encode
+from circat.workers.tasks.render import for_tokenizer
+from circat.workers.toy.train import toy_tokenizer
 
 Row = tuple[str, float, int, float | None, str | None]
 
@@ -294,7 +294,7 @@ def peer_rows(model: LoadedModel, batch: TaskBatch, metric: Metric, ours: np.nda
               dev: torch.device) -> list[tuple[str, float, int, float | None, str | None]]:
     """TransformerLens's edge attribution patching on the same inputs, against the project's EAP."""
     from bench.peer_eap import peer_scores, spearman
-    from workers.engine.layout import layout_for
+    from circat.workers.engine.layout import layout_for
 
     graph = layout_for(model.shape).graph
     started = time.perf_counter()

@@ -26,9 +26,9 @@ import numpy as np
 
 from bench.catalogue import circuit, wipe_neo4j
 from bench.fuzz import peak_mb
-from service.catalogue import Catalogue
-from service.graph import graph_for
-from service.stores import open_store
+from circat.service.catalogue import Catalogue
+from circat.service.graph import graph_for
+from circat.service.stores import open_store
 from tests.helpers import GPT2
 from tests.live_server import busy_after, live_server, poll_health, send_body
 

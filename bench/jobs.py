@@ -22,16 +22,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from service.catalogue import Catalogue
-from service.config import Settings
-from service.jobs.dispatch import Dispatcher
-from service.jobs.spec import DiscoverySpec
-from service.jobs.store import Job, JobStore
-from service.limits import Limits
-from service.stores import open_store
-from service.types import Method
+from circat.service.catalogue import Catalogue
+from circat.service.config import Settings
+from circat.service.jobs.dispatch import Dispatcher
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.jobs.store import Job, JobStore
+from circat.service.limits import Limits
+from circat.service.stores import open_store
+from circat.service.types import Method
+from circat.workers.discover import run_discovery
 from tests.servers import redis_server, wait_until, worker_process
-from workers.discover import run_discovery
 
 SPEC = DiscoverySpec(model="toy", task="ioi", method=Method.EAP, n=8)
 

@@ -26,11 +26,11 @@ import numpy as np
 import psutil
 
 from bench.catalogue import BULK, circuit, wipe_neo4j
-from service.lifecycle.archive import dump, restore
-from service.lifecycle.copy import copy_catalogue
-from service.lifecycle.records import ALL_PARTS, inventory
-from service.stores.neo4j import Neo4jStore
-from service.stores.sqlite import SqliteStore
+from circat.service.lifecycle.archive import dump, restore
+from circat.service.lifecycle.copy import copy_catalogue
+from circat.service.lifecycle.records import ALL_PARTS, inventory
+from circat.service.stores.neo4j import Neo4jStore
+from circat.service.stores.sqlite import SqliteStore
 
 
 def peak_rss(fn: Callable[[], Any]) -> tuple[Any, float, int]:

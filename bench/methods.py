@@ -19,13 +19,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from service.catalogue import Catalogue
-from service.circuit import Circuit
-from service.jobs.spec import DiscoverySpec
-from service.report.methods import PERCENTS, method_row, number_text
-from service.stores import open_store
-from service.types import IgPoints, Method
-from workers.discover import run_discovery
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import Circuit
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.report.methods import PERCENTS, method_row, number_text
+from circat.service.stores import open_store
+from circat.service.types import IgPoints, Method
+from circat.workers.discover import run_discovery
 
 ROWS: tuple[tuple[str, Method, dict[str, Any]], ...] = (
     ("ablation", Method.ABLATION, {"levels": (0.8,)}),

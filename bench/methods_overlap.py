@@ -17,11 +17,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from service.circuit import Circuit
-from service.jobs.spec import DiscoverySpec
-from service.tasks import TASKS
-from service.types import Method, Metric
-from workers.discover import run_discovery
+from circat.service.circuit import Circuit
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.tasks import TASKS
+from circat.service.types import Method, Metric
+from circat.workers.discover import run_discovery
 
 METHODS = (Method.PATH_PATCHING, Method.IPE, Method.EAP_IG)
 

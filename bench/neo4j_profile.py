@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from bench.catalogue import GPT2, circuit, wipe_neo4j
-from service.graph import graph_for
-from service.stores import neo4j as n4
+from circat.service.graph import graph_for
+from circat.service.stores import neo4j as n4
 
 STEPS = ("model lock + id check", "circuit node", "HAS_NODE", "HAS_EDGE", "commit")
 

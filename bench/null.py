@@ -15,12 +15,12 @@ import time
 
 import numpy as np
 
-from service.graph import graph_for
-from service.null import NullSpec, uniform_pair
-from service.null_sampler import connected_draws
-from service.overlap import _shared_grid, matrix
-from service.stores.base import Membership
-from service.types import ModelShape, NullModel
+from circat.service.graph import graph_for
+from circat.service.null import NullSpec, uniform_pair
+from circat.service.null_sampler import connected_draws
+from circat.service.overlap import _shared_grid, matrix
+from circat.service.stores.base import Membership
+from circat.service.types import ModelShape, NullModel
 
 GPT2 = ModelShape(12, 12, False, 768)
 

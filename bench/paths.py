@@ -23,16 +23,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from service.jobs.spec import PathSearch
-from service.types import Ablation, Search
-from workers.engine.evaluate import EdgeEvaluator
-from workers.engine.ipe import IpeResult, PathScorer, path_circuit, search_paths
-from workers.engine.patching import PatchingEngine, last_logits
-from workers.engine.path_patching import path_patching
-from workers.models import load_model
-from workers.tasks import get_task
-from workers.tasks.encode import encode
-from workers.tasks.render import for_tokenizer
+from circat.service.jobs.spec import PathSearch
+from circat.service.types import Ablation, Search
+from circat.workers.engine.evaluate import EdgeEvaluator
+from circat.workers.engine.ipe import IpeResult, PathScorer, path_circuit, search_paths
+from circat.workers.engine.patching import PatchingEngine, last_logits
+from circat.workers.engine.path_patching import path_patching
+from circat.workers.models import load_model
+from circat.workers.tasks import get_task
+from circat.workers.tasks.encode import encode
+from circat.workers.tasks.render import for_tokenizer
 
 
 def ipe_run(engine: PatchingEngine, search: PathSearch, approximate: bool,

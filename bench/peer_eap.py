@@ -22,11 +22,11 @@ from transformer_lens.tools.analysis.attribution_patching import (
     attribution_patch,
 )
 
-from service.graph import ModelGraph
-from workers.metrics import final_logits, task_metric
-from workers.models import LoadedModel
-from workers.tasks import Metric
-from workers.tasks.encode import TaskBatch
+from circat.service.graph import ModelGraph
+from circat.workers.metrics import final_logits, task_metric
+from circat.workers.models import LoadedModel
+from circat.workers.tasks import Metric
+from circat.workers.tasks.encode import TaskBatch
 
 
 def peer_scores(model: LoadedModel, batch: TaskBatch, metric: Metric, graph: ModelGraph) -> np.ndarray:

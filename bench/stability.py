@@ -21,14 +21,14 @@ import argparse
 import itertools
 import time
 
-from service.jobs.spec import DiscoverySpec
-from service.null import NullSpec
-from service.overlap import pairwise
-from service.stability import compare_runs
-from service.stores.base import Membership
-from service.tasks import TASKS
-from service.types import Level, Method, NullModel
-from workers.discover import Resampled, run_discovery, run_resampled
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.null import NullSpec
+from circat.service.overlap import pairwise
+from circat.service.stability import compare_runs
+from circat.service.stores.base import Membership
+from circat.service.tasks import TASKS
+from circat.service.types import Level, Method, NullModel
+from circat.workers.discover import Resampled, run_discovery, run_resampled
 
 
 def _runs(args: argparse.Namespace, method: Method) -> dict[str, Resampled]:

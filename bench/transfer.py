@@ -23,18 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.catalogue import Catalogue
-from service.expressions import parse, select
-from service.graph import graph_for
-from service.jobs.evaluation import EvaluationSpec
-from service.stores import open_store
-from service.tasks import TASKS
-from service.types import Level
-from workers.discover import metric_for, prompts_for
-from workers.engine.functional import component_effects, keep_mask, node_metrics
-from workers.engine.patching import PatchingEngine
-from workers.models import load_model
-from workers.transfer import transfer_matrix
+from circat.service.catalogue import Catalogue
+from circat.service.expressions import parse, select
+from circat.service.graph import graph_for
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.stores import open_store
+from circat.service.tasks import TASKS
+from circat.service.types import Level
+from circat.workers.discover import metric_for, prompts_for
+from circat.workers.engine.functional import component_effects, keep_mask, node_metrics
+from circat.workers.engine.patching import PatchingEngine
+from circat.workers.models import load_model
+from circat.workers.transfer import transfer_matrix
 
 
 def rows_of(shape, count: int, size: int, seed: int) -> list[str]:

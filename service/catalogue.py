@@ -6,26 +6,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from service.cancel import checkpoint
-from service.circuit import Circuit
-from service.documents import (
+from circat.service.cancel import checkpoint
+from circat.service.circuit import Circuit
+from circat.service.documents import (
     CircuitDocument,
     MibDocument,
     check_circuit,
     circuit_from_document,
     mib_to_document,
 )
-from service.errors import CatalogueError, NotFound, StoreUnavailable
-from service.graph import graph_for
-from service.limits import Limits
-from service.models import KNOWN_SHAPES
-from service.null import UNIFORM, NullSpec, sampled, universe
-from service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, levels, matrix, pairwise
-from service.progress import Progress, silent
-from service.stability import LevelStability, StabilityRecord, compare_runs
-from service.stores import CircuitFilter, CircuitStore, Stored
-from service.stores.base import EvaluationFilter, EvaluationRecord, Membership
-from service.types import Level, ModelShape
+from circat.service.errors import CatalogueError, NotFound, StoreUnavailable
+from circat.service.graph import graph_for
+from circat.service.limits import Limits
+from circat.service.models import KNOWN_SHAPES
+from circat.service.null import UNIFORM, NullSpec, sampled, universe
+from circat.service.overlap import Consensus, Matrix, PairOverlap, consensus, difference, levels, matrix, pairwise
+from circat.service.progress import Progress, silent
+from circat.service.stability import LevelStability, StabilityRecord, compare_runs
+from circat.service.stores import CircuitFilter, CircuitStore, Stored
+from circat.service.stores.base import EvaluationFilter, EvaluationRecord, Membership
+from circat.service.types import Level, ModelShape
 
 
 @dataclass

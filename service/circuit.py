@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from service.graph import ModelGraph, graph_for
-from service.types import Level, ModelShape
+from circat.service.graph import ModelGraph, graph_for
+from circat.service.types import Level, ModelShape
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class Circuit:
         edges: dict[str, float | None] | list[str] | None = None,
     ) -> Circuit:
         """Build a circuit from in-graph names (optionally with scores); validates."""
-        from service.documents import CircuitDocument, circuit_from_document
+        from circat.service.documents import CircuitDocument, circuit_from_document
 
         def items(named: dict[str, float | None] | list[str]) -> dict[str, dict[str, Any]]:
             pairs = named.items() if isinstance(named, dict) else ((n, None) for n in named)

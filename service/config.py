@@ -9,8 +9,8 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
-from service.limits import Limits
-from service.models import cache_root
+from circat.service.limits import Limits
+from circat.service.models import cache_root
 
 log = logging.getLogger("circat.config")
 

@@ -14,13 +14,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
-from service.annotations import problems as annotation_problems
-from service.circuit import Circuit, Provenance
-from service.errors import CircuitInvalid, shape_conflict
-from service.graph import ModelGraph, graph_for
-from service.limits import MAX_NAME_LENGTH, Limits
-from service.models import KNOWN_SHAPES
-from service.types import Level, ModelShape
+from circat.service.annotations import problems as annotation_problems
+from circat.service.circuit import Circuit, Provenance
+from circat.service.errors import CircuitInvalid, shape_conflict
+from circat.service.graph import ModelGraph, graph_for
+from circat.service.limits import MAX_NAME_LENGTH, Limits
+from circat.service.models import KNOWN_SHAPES
+from circat.service.types import Level, ModelShape
 
 FORMAT = "circat.circuit/1"
 ShapeLookup = Callable[[str], ModelShape | None]

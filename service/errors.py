@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from service.types import ModelShape
+    from circat.service.types import ModelShape
 
 
 class CatalogueError(Exception):

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.circuit import CIRCUIT_ID
-from service.graph import ModelGraph, graph_for
-from service.stores.base import Membership
-from service.types import Level, ModelShape, NodeKind
+from circat.service.circuit import CIRCUIT_ID
+from circat.service.graph import ModelGraph, graph_for
+from circat.service.stores.base import Membership
+from circat.service.types import Level, ModelShape, NodeKind
 
 _NODE = r"(?:input|logits|a\d+\.h\d+|m\d+)"
 _TOKEN = re.compile(rf"""\s*(?:

@@ -15,7 +15,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from service.types import Edge, InvalidName, Level, ModelShape, Node, NodeKind, Port
+from circat.service.types import Edge, InvalidName, Level, ModelShape, Node, NodeKind, Port
 
 
 @dataclass(frozen=True)

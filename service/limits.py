@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from service.errors import LimitExceeded
-from service.graph import edge_count
-from service.types import ModelShape
+from circat.service.errors import LimitExceeded
+from circat.service.graph import edge_count
+from circat.service.types import ModelShape
 
 MAX_NAME_LENGTH = 256
 """Longest model, task, method, family, metric or item name (fixed: part of the JSON Schema)."""

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Sequence
 
-from service.models import PACKAGED
+from circat.service.models import PACKAGED
 
 BUILTIN = ("toy", *PACKAGED)
 HUB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")

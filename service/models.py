@@ -9,7 +9,7 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from service.types import ModelShape
+from circat.service.types import ModelShape
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from service.graph import ModelGraph
-from service.null_sampler import connected_draws
-from service.types import Level, NullModel
+from circat.service.graph import ModelGraph
+from circat.service.null_sampler import connected_draws
+from circat.service.types import Level, NullModel
 
 DEFAULT_SAMPLES = 200
 WINDOW_SD = 12

@@ -24,7 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from service.graph import ModelGraph
+from circat.service.graph import ModelGraph
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.graph import ModelGraph, graph_for
-from service.null import UNIFORM, Chance, Draws, NullSpec, consensus_chance, pair_chance
-from service.stores.base import Membership
-from service.types import Level, NullModel
+from circat.service.graph import ModelGraph, graph_for
+from circat.service.null import UNIFORM, Chance, Draws, NullSpec, consensus_chance, pair_chance
+from circat.service.stores.base import Membership
+from circat.service.types import Level, NullModel
 
 if TYPE_CHECKING:
-    from service.stability import RunComparison
+    from circat.service.stability import RunComparison
 
 
 class OverlapError(ValueError):

@@ -6,8 +6,8 @@ import json
 
 from pydantic import BaseModel
 
-from service.documents import CircuitDocument, MibDocument
-from service.schema_files import schema_dir
+from circat.service.documents import CircuitDocument, MibDocument
+from circat.service.schema_files import schema_dir
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "circuit.schema.json": CircuitDocument,

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from service.overlap import OverlapError, jaccard_grid, levels, support
-from service.stores.base import Membership
-from service.types import Level
+from circat.service.overlap import OverlapError, jaccard_grid, levels, support
+from circat.service.stores.base import Membership
+from circat.service.types import Level
 
 PERMUTATIONS = 2000
 """label permutations of a run comparison's test"""

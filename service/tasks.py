@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.types import Metric, TaskFamily
+from circat.service.types import Metric, TaskFamily
 
 
 @dataclass(frozen=True)
@@ -41,3 +41,9 @@ def family_of(task: str) -> TaskFamily:
     """The family of a registered task; custom (JSONL) tasks are ``TaskFamily.CUSTOM``."""
     info = TASKS.get(task)
     return info.family if info else TaskFamily.CUSTOM
+
+
+def task_rows() -> list[dict[str, str]]:
+    """Every registered task as a row: task, family, metric, description (``circat tasks``, ``circat.tasks()``)."""
+    return [{"task": t.name, "family": t.family.value, "metric": t.metric.value, "description": t.description}
+            for t in TASKS.values()]

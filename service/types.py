@@ -77,6 +77,12 @@ class Metric(StrEnum):
     PROB_DIFF = "prob_diff"
     KL = "kl"
 
+    @property
+    def harm_sign(self) -> float:
+        """The sign of an attribution score whose edge (or component) the task needs: ablating it harms the
+        metric. -1 for the differences (ablation lowers them), +1 for KL to the full model (ablation raises it)."""
+        return 1.0 if self is Metric.KL else -1.0
+
 
 class TaskFamily(StrEnum):
     """The kind of behaviour a task probes; the catalogue groups circuits by it."""

@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy
 from neo4j import GraphDatabase
 
-from service.stores import CircuitStore
-from service.stores.neo4j import Neo4jStore
-from service.stores.sqlite import SqliteStore
+from circat.service.stores import CircuitStore
+from circat.service.stores.neo4j import Neo4jStore
+from circat.service.stores.sqlite import SqliteStore
 
 NEO4J_URI = os.environ.get("CIRCAT_NEO4J_URI")
 SKIP_NEO4J = os.environ.get("CIRCAT_SKIP_NEO4J") == "1"

@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.catalogue import Catalogue
-from service.literature import literature_documents
-from service.stores import open_store
+from circat.service.catalogue import Catalogue
+from circat.service.literature import literature_documents
+from circat.service.stores import open_store
 
 # Operations whose valid answers include 413/422 for schema-valid input, because what makes the
 # input valid depends on stored data, which JSON Schema cannot say: item names must exist in the

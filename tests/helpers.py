@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from service.circuit import Circuit, Provenance
-from service.graph import graph_for
-from service.types import ModelShape
+from circat.service.circuit import Circuit, Provenance
+from circat.service.graph import graph_for
+from circat.service.types import ModelShape
 
 SMALL = ModelShape(3, 2, False, 16)
 GPT2 = ModelShape(12, 12, False, 768)

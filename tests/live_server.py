@@ -60,7 +60,7 @@ def live_server(store_url: str, log: Path, worker: bool = False, workers: int = 
     """
     port = free_port()
     full_env = {**os.environ, "CIRCAT_STORE_URL": store_url, **env}
-    cmd = [sys.executable, "-c", "from workers.cli import main; main()", "serve", "--host", "127.0.0.1",
+    cmd = [sys.executable, "-c", "from circat.workers.cli import main; main()", "serve", "--host", "127.0.0.1",
            "--port", str(port), "--worker" if worker else "--no-worker", "--workers", str(workers)]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=full_env, stdout=out, stderr=subprocess.STDOUT)

@@ -92,7 +92,7 @@ def redis_server(tmp: Path) -> Iterator[Redis]:
 def worker_process(log: Path, **env: str) -> Iterator[subprocess.Popen]:
     """``circat worker`` (``python -m workers worker``) with these ``CIRCAT_*`` settings; stopped by pid."""
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "workers", "worker"], env={**os.environ, **env},
+        proc = subprocess.Popen([sys.executable, "-m", "circat.workers", "worker"], env={**os.environ, **env},
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc

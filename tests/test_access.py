@@ -9,9 +9,9 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.config import Settings
-from service.limits import Limits
+from circat.service.api.app import create_app
+from circat.service.config import Settings
+from circat.service.limits import Limits
 from tests.helpers import edge_circuit
 from tests.live_server import live_server
 from tests.test_api import PROBLEM, body, load_literature, settings

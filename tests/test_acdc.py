@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from service.types import Ablation
+from circat.service.types import Ablation
+from circat.workers.discover import prompts_for
+from circat.workers.engine.acdc import acdc
+from circat.workers.engine.evaluate import EdgeEvaluator
+from circat.workers.engine.patching import PatchingEngine
+from circat.workers.tasks import Metric
+from circat.workers.tasks.encode import encode
 from tests.test_discover_cli import run
 from tests.test_engine import NUMERALS
-from workers.discover import prompts_for
-from workers.engine.acdc import acdc
-from workers.engine.evaluate import EdgeEvaluator
-from workers.engine.patching import PatchingEngine
-from workers.tasks import Metric
-from workers.tasks.encode import encode
 
 
 def naive_acdc(engine: PatchingEngine, tau: float) -> np.ndarray:

@@ -10,12 +10,12 @@ from dataclasses import replace
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.config import Settings
-from service.documents import document_from_circuit
-from service.limits import Limits
-from service.literature import literature_documents
-from service.stores.neo4j import Neo4jStore
+from circat.service.api.app import create_app
+from circat.service.config import Settings
+from circat.service.documents import document_from_circuit
+from circat.service.limits import Limits
+from circat.service.literature import literature_documents
+from circat.service.stores.neo4j import Neo4jStore
 from tests.helpers import SMALL, edge_circuit, mib_file
 
 PROBLEM = "application/problem+json"
@@ -202,14 +202,14 @@ def test_unreachable_store_is_503_not_500():
 
 
 def test_starting_the_api_does_not_import_torch(tmp_path):
-    code = ("from service.api.app import create_app; create_app(); import sys; "
-            "assert 'torch' not in sys.modules and 'workers' not in sys.modules")
+    code = ("from circat.service.api.app import create_app; create_app(); import sys; "
+            "assert 'torch' not in sys.modules and 'circat.workers' not in sys.modules")
     env = {"CIRCAT_STORE_URL": f"sqlite:///{tmp_path / 'x.db'}", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 def test_the_console_script_stays_light_until_a_worker_command_runs(tmp_path):
-    code = ("import sys; from workers.cli import app; "
+    code = ("import sys; from circat.workers.cli import app; "
             "assert 'torch' not in sys.modules and 'transformer_lens' not in sys.modules")
     env = {"CIRCAT_STORE_URL": f"sqlite:///{tmp_path / 'x.db'}", "PATH": "/usr/bin:/bin"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

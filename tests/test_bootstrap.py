@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from service.bootstrap import DEFAULT_BOOTSTRAP, faithfulness_interval
-from service.catalogue import Catalogue
-from service.jobs.evaluation import EvaluationSpec
-from service.jobs.spec import DiscoverySpec
-from service.types import Ablation, Level, Method, Metric
-from workers.discover import prompts_for, run_discovery
-from workers.engine.functional import evaluate_selections
-from workers.engine.patching import PatchingEngine
-from workers.evaluation import prepare, records_of, run_evaluation
+from circat.service.bootstrap import DEFAULT_BOOTSTRAP, faithfulness_interval
+from circat.service.catalogue import Catalogue
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.types import Ablation, Level, Method, Metric
+from circat.workers.discover import prompts_for, run_discovery
+from circat.workers.engine.functional import evaluate_selections
+from circat.workers.engine.patching import PatchingEngine
+from circat.workers.evaluation import prepare, records_of, run_evaluation
 
 
 def test_identical_prompts_give_an_interval_of_zero_width():

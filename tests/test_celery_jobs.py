@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.config import Settings
-from service.jobs.dispatch import Dispatcher
-from service.jobs.spec import DiscoverySpec
-from service.jobs.store import Job, JobStatus, JobStore
-from service.stores import CircuitFilter, open_store
-from service.types import Method
+from circat.service.api.app import create_app
+from circat.service.config import Settings
+from circat.service.jobs.dispatch import Dispatcher
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.jobs.store import Job, JobStatus, JobStore
+from circat.service.stores import CircuitFilter, open_store
+from circat.service.types import Method
 from tests.live_server import free_port
 from tests.servers import Redis, pool_children, wait_until, worker_process
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from circat.workers.cli import app
 from tests.helpers import GPT2, SMALL, mib_file
-from workers.cli import app
 
 runner = CliRunner()
 

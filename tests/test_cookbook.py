@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from service.catalogue import Catalogue
-from service.documents import CircuitDocument
-from service.literature import literature_documents
-from service.schema_files import schema_dir
-from service.stability import StabilityRecord, level_stability
-from service.stores.base import EvaluationFilter, EvaluationRecord, Membership
-from service.stores.neo4j import Neo4jStore
+from circat.service.catalogue import Catalogue
+from circat.service.documents import CircuitDocument
+from circat.service.literature import literature_documents
+from circat.service.schema_files import schema_dir
+from circat.service.stability import StabilityRecord, level_stability
+from circat.service.stores.base import EvaluationFilter, EvaluationRecord, Membership
+from circat.service.stores.neo4j import Neo4jStore
 from tests.helpers import GPT2, edge_circuit
 
 pytestmark = pytest.mark.neo4j

@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from service.tasks import TASKS
-from workers.cli import app
+from circat.service.tasks import TASKS
+from circat.workers.cli import app
 
 runner = CliRunner()
 

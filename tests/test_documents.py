@@ -8,7 +8,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from service.documents import (
+from circat.service.documents import (
     CircuitDocument,
     MibDocument,
     circuit_from_document,
@@ -16,10 +16,10 @@ from service.documents import (
     mib_from_circuit,
     mib_to_document,
 )
-from service.errors import CircuitInvalid
-from service.schema_export import SCHEMAS
-from service.schema_files import schema_dir
-from service.types import ModelShape
+from circat.service.errors import CircuitInvalid
+from circat.service.schema_export import SCHEMAS
+from circat.service.schema_files import schema_dir
+from circat.service.types import ModelShape
 from tests.helpers import GPT2, SMALL, edge_circuit, mib_file, same_circuit
 
 
@@ -107,7 +107,7 @@ def test_our_document_round_trips():
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
 def test_json_schema_files_match_the_models(name):
     on_disk = json.loads((schema_dir() / name).read_text())
-    assert on_disk == SCHEMAS[name].model_json_schema(), "regenerate with: python -m service.schema_export"
+    assert on_disk == SCHEMAS[name].model_json_schema(), "regenerate with: python -m circat.service.schema_export"
 
 
 def test_a_circuit_file_validates_against_the_published_schema():
@@ -127,9 +127,9 @@ def test_scores_outside_the_graph_survive():
 def test_the_in_memory_gate_refuses_what_the_document_gate_refuses():
     from dataclasses import replace
 
-    from service.documents import check_circuit
-    from service.errors import LimitExceeded
-    from service.limits import Limits
+    from circat.service.documents import check_circuit
+    from circat.service.errors import LimitExceeded
+    from circat.service.limits import Limits
 
     good = edge_circuit()
     assert check_circuit(good) is good

@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from service.types import Ablation, Gate
-from tests.test_discover_cli import run
-from tests.test_engine import NUMERALS
-from workers.engine.edge_pruning import (
+from circat.service.types import Ablation, Gate
+from circat.workers.engine.edge_pruning import (
     BETA,
     HIGH,
     LOW,
@@ -23,9 +21,11 @@ from workers.engine.edge_pruning import (
     train_gates,
     warm_start,
 )
-from workers.engine.evaluate import EdgeEvaluator
-from workers.engine.patching import PatchingEngine, _WeightedParts
-from workers.tasks.encode import encode
+from circat.workers.engine.evaluate import EdgeEvaluator
+from circat.workers.engine.patching import PatchingEngine, _WeightedParts
+from circat.workers.tasks.encode import encode
+from tests.test_discover_cli import run
+from tests.test_engine import NUMERALS
 
 
 def test_hard_concrete_gates_have_their_known_distribution():

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from service.types import Ablation, IgPoints, Level, Method
+from circat.service.types import Ablation, IgPoints, Level, Method
+from circat.workers.engine.attribution import edge_attribution, ig_alphas
+from circat.workers.engine.evaluate import EdgeEvaluator, edge_baselines, faithfulness_curve, node_baselines
+from circat.workers.engine.layout import layout_for
+from circat.workers.engine.methods import RunSpec, discover
+from circat.workers.engine.node_search import component_order, node_search
+from circat.workers.engine.patching import PatchingEngine, source_hook_names
+from circat.workers.engine.select import importance, prune, smallest_sizes, top_n
+from circat.workers.metrics import final_logits, task_metric
+from circat.workers.tasks import Metric, registered_tasks
+from circat.workers.tasks.encode import encode
 from tests.tiny_models import load, save_gpt2
-from workers.engine.attribution import edge_attribution, ig_alphas
-from workers.engine.evaluate import EdgeEvaluator, edge_baselines, faithfulness_curve, node_baselines
-from workers.engine.layout import layout_for
-from workers.engine.methods import RunSpec, discover
-from workers.engine.node_search import component_order, node_search
-from workers.engine.patching import PatchingEngine, source_hook_names
-from workers.engine.select import importance, prune, smallest_sizes, top_n
-from workers.metrics import final_logits, task_metric
-from workers.tasks import Metric, registered_tasks
-from workers.tasks.encode import encode
 
 NUMERALS = registered_tasks()[0]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from service.catalogue import Catalogue
-from service.stores import open_store
+from circat.service.catalogue import Catalogue
+from circat.service.stores import open_store
 from tests.helpers import edge_circuit
 from tests.test_discover_cli import run
 
@@ -47,7 +47,7 @@ def test_evaluate_refuses_bad_expressions_and_other_models(tmp_path):
 def test_evaluations_are_recorded_once_and_listed_by_cli_and_rest():
     from fastapi.testclient import TestClient
 
-    from service.api.app import create_app
+    from circat.service.api.app import create_app
 
     args = ["evaluate", "heads(L2-L3) | m3", "layer(1)", "--model", "toy", "--task", "months", "--n", "8", "--json"]
     first = json.loads(run(*args).stdout)["results"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.catalogue import Catalogue
-from service.circuit import Circuit, Provenance
-from service.errors import NotFound
-from service.expressions import ExpressionError, Items, Op, Ref, Select, Shared, parse, select, text_of
-from service.graph import graph_for
-from service.types import Level
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import Circuit, Provenance
+from circat.service.errors import NotFound
+from circat.service.expressions import ExpressionError, Items, Op, Ref, Select, Shared, parse, select, text_of
+from circat.service.graph import graph_for
+from circat.service.types import Level
 from tests.helpers import SMALL
 
 A, B, C = "c" + "a" * 23, "c" + "b" * 23, "c" + "0" * 23

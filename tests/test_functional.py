@@ -9,17 +9,17 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from service.catalogue import Catalogue
-from service.circuit import Circuit, Provenance
-from service.graph import graph_for
-from service.jobs.evaluation import EvaluationSpec
-from service.jobs.spec import DiscoverySpec
-from service.types import Ablation, Level, Method, Mode, NodeKind
-from workers.discover import metric_for, prompts_for, run_discovery
-from workers.evaluation import expression_circuit, run_components, run_evaluation, run_extension
-from workers.metrics import task_metric
-from workers.models import TOY_DIR
-from workers.tasks.encode import TaskBatch
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import Circuit, Provenance
+from circat.service.graph import graph_for
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.types import Ablation, Level, Method, Mode, NodeKind
+from circat.workers.discover import metric_for, prompts_for, run_discovery
+from circat.workers.evaluation import expression_circuit, run_components, run_evaluation, run_extension
+from circat.workers.metrics import task_metric
+from circat.workers.models import TOY_DIR
+from circat.workers.tasks.encode import TaskBatch
 
 N = 16
 CIRCUITS = ["a1.h0, a2.h1, a3.h2, m1, m3", "heads(L2-L3) | mlps(L0-L1)", "layer(1), a3.h3, m2"]
@@ -116,7 +116,7 @@ def test_keep_and_knockout_equal_plain_hooks_on_the_hugging_face_model(sqlite_st
 
 
 def model_shape():
-    from workers.models import load_model
+    from circat.workers.models import load_model
 
     return load_model("toy").shape
 
@@ -221,7 +221,7 @@ def test_extend_at_edge_level_adds_the_best_edge_first_and_stores_an_edge_circui
 
 
 def test_edge_extend_evaluates_only_its_shortlist_of_edges_by_attribution(sqlite_store):
-    from workers.engine.attribution import edge_attribution
+    from circat.workers.engine.attribution import edge_attribution
 
     cat = Catalogue(sqlite_store)
     start = ["input->a3.h0<v>", "a3.h0->logits"]
@@ -242,7 +242,7 @@ def test_edge_extend_evaluates_only_its_shortlist_of_edges_by_attribution(sqlite
 
 
 def _toy_shape():
-    from workers.models import load_model
+    from circat.workers.models import load_model
 
     return load_model("toy").shape
 
@@ -250,10 +250,10 @@ def _toy_shape():
 @pytest.fixture(scope="module")
 def two_paths(tmp_path_factory) -> str:
     """a0.h0 carries number words and months, a0.h1 greater-than (``tests.tiny_models.save_two_paths``)."""
+    from circat.workers.tasks import Split, get_task
+    from circat.workers.tasks.encode import encode
+    from circat.workers.tasks.render import for_tokenizer
     from tests.tiny_models import TOKENIZER, save_two_paths
-    from workers.tasks import Split, get_task
-    from workers.tasks.encode import encode
-    from workers.tasks.render import for_tokenizer
 
     def answer_tokens(tasks: tuple[str, ...]) -> set[int]:
         out: set[int] = set()

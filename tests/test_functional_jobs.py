@@ -8,10 +8,10 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.catalogue import Catalogue
-from service.jobs.store import JobStatus
-from service.stores import open_store
+from circat.service.api.app import create_app
+from circat.service.catalogue import Catalogue
+from circat.service.jobs.store import JobStatus
+from circat.service.stores import open_store
 from tests.helpers import edge_circuit
 from tests.servers import worker_process
 from tests.test_celery_jobs import dispatcher, finished
@@ -71,7 +71,7 @@ def test_evaluate_extend_and_transfer_jobs_run_on_the_embedded_worker():
 @pytest.mark.redis
 def test_a_functional_job_runs_on_a_celery_worker(tmp_path, env):
     d = dispatcher(env)
-    from service.jobs.evaluation import EvaluationSpec
+    from circat.service.jobs.evaluation import EvaluationSpec
 
     job, _ = d.submit(EvaluationSpec.model_validate(SPEC | {"mode": "knockout"}))
     with worker_process(tmp_path / "worker.log", **env):

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from service.types import Ablation
+from circat.service.types import Ablation
+from circat.workers.engine.attribution import LOGITS_INPUT, _gradients, _moved, edge_attribution
+from circat.workers.engine.gim import GimConfig, scale_grad, softmax_backward_at
+from circat.workers.engine.patching import PatchingEngine, source_hook_names
+from circat.workers.metrics import task_metric
+from circat.workers.tasks.encode import encode
 from tests.test_discover_cli import run
 from tests.test_engine import NUMERALS
-from workers.engine.attribution import LOGITS_INPUT, _gradients, _moved, edge_attribution
-from workers.engine.gim import GimConfig, scale_grad, softmax_backward_at
-from workers.engine.patching import PatchingEngine, source_hook_names
-from workers.metrics import task_metric
-from workers.tasks.encode import encode
 
 NONE = GimConfig(freeze_norm=False, temperature=1.0, q_scale=1, k_scale=1, v_scale=1, gate_scale=1, up_scale=1)
 """every modification off: each test turns on one"""

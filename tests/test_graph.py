@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.graph import edge_count, graph_for, node_count
-from service.types import Edge, InvalidName, ModelShape, Node, NodeKind, Port
+from circat.service.graph import edge_count, graph_for, node_count
+from circat.service.types import Edge, InvalidName, ModelShape, Node, NodeKind, Port
 
 
 def test_gpt2_small_has_158_nodes_and_32491_edges():

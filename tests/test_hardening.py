@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from service.api.app import create_app
-from service.limits import Limits
-from service.stores.neo4j import Neo4jStore
+from circat.service.api.app import create_app
+from circat.service.limits import Limits
+from circat.service.stores.neo4j import Neo4jStore
 from tests.conftest import neo4j_uri
 from tests.helpers import GPT2, SMALL, edge_circuit, mib_file
 from tests.live_server import live_server
@@ -241,7 +241,7 @@ def test_every_operation_declares_its_problems_in_openapi(client):
 
 
 def test_cli_import_applies_the_same_limits(tmp_path, monkeypatch):
-    from service.cli.main import app
+    from circat.service.cli.main import app
 
     runner = CliRunner()
     folder = tmp_path / "ioi_gpt2"

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from bench.catalogue import circuit
-from service.catalogue import Catalogue
-from service.graph import graph_for
-from service.stores import open_store
+from circat.service.catalogue import Catalogue
+from circat.service.graph import graph_for
+from circat.service.stores import open_store
 from tests.conftest import neo4j_uri, wipe_neo4j
 from tests.helpers import GPT2, edge_circuit
 from tests.live_server import busy_after, cpu_seconds, live_server, poll_health, send_body

@@ -7,10 +7,10 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from service.errors import NotFound, StoreUnavailable
-from service.jobs.spec import DiscoverySpec, TaskFileError, parse_task_lines
-from service.jobs.store import JobFilter, JobStatus, JobStore
-from service.types import Method
+from circat.service.errors import NotFound, StoreUnavailable
+from circat.service.jobs.spec import DiscoverySpec, TaskFileError, parse_task_lines
+from circat.service.jobs.store import JobFilter, JobStatus, JobStore
+from circat.service.types import Method
 from tests.conftest import postgres_url
 
 SPEC = DiscoverySpec(model="toy", task="ioi", method=Method.EAP, n=8)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
+from circat.service.api.app import create_app
 from tests.live_server import live_server
 from tests.servers import wait_until
 from tests.test_api import PROBLEM, settings
@@ -95,7 +95,7 @@ def test_serve_runs_jobs_with_its_embedded_worker(tmp_path):
 def test_a_job_and_circat_discover_of_one_spec_make_the_same_circuits(tmp_path):
     from typer.testing import CliRunner
 
-    from workers.cli import app
+    from circat.workers.cli import app
 
     runner = CliRunner()
     args = ["--model", "toy", "--task", "months", "--method", "eap-ig", "--n", "8", "--ig-steps", "2", "--json"]
@@ -107,7 +107,7 @@ def test_a_job_and_circat_discover_of_one_spec_make_the_same_circuits(tmp_path):
 def test_the_cli_reaches_jobs_through_a_running_api(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from workers.cli import app
+    from circat.workers.cli import app
 
     store = f"sqlite:///{tmp_path / 'cat.db'}"
     with live_server(store, tmp_path / "serve.log", worker=True, CIRCAT_API_KEY="k") as server:
@@ -130,12 +130,12 @@ def test_the_cli_reaches_jobs_through_a_running_api(tmp_path, monkeypatch):
 def test_a_running_job_is_cancelled_between_steps(tmp_path):
     import threading
 
-    from service.config import Settings
-    from service.jobs.spec import DiscoverySpec
-    from service.jobs.store import JobStatus
-    from service.types import Method
-    from workers.jobs.local import work
-    from workers.jobs.runner import WorkerContext
+    from circat.service.config import Settings
+    from circat.service.jobs.spec import DiscoverySpec
+    from circat.service.jobs.store import JobStatus
+    from circat.service.types import Method
+    from circat.workers.jobs.local import work
+    from circat.workers.jobs.runner import WorkerContext
 
     ctx = WorkerContext.from_settings(Settings.from_env(), None)
     job, _ = ctx.jobs.submit(DiscoverySpec(model="toy", task="months", method=Method.ABLATION, n=64,
@@ -152,12 +152,12 @@ def test_a_running_job_is_cancelled_between_steps(tmp_path):
 def test_a_job_left_running_by_a_dead_embedded_worker_is_run_again():
     import socket
 
-    from service.config import Settings
-    from service.jobs.spec import DiscoverySpec
-    from service.jobs.store import JobStatus
-    from service.types import Method
-    from workers.jobs.local import work
-    from workers.jobs.runner import WorkerContext
+    from circat.service.config import Settings
+    from circat.service.jobs.spec import DiscoverySpec
+    from circat.service.jobs.store import JobStatus
+    from circat.service.types import Method
+    from circat.workers.jobs.local import work
+    from circat.workers.jobs.runner import WorkerContext
 
     ctx = WorkerContext.from_settings(Settings.from_env(), None)
     job, _ = ctx.jobs.submit(DiscoverySpec(model="toy", task="ioi", method=Method.EAP, n=4))

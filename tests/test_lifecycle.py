@@ -21,22 +21,22 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from service.documents import document_from_circuit
-from service.errors import SchemaMismatch
-from service.jobs.spec import DiscoverySpec
-from service.jobs.store import JobStatus, JobStore
-from service.lifecycle.archive import ArchiveInvalid, dump, restore
-from service.lifecycle.copy import copy_catalogue
-from service.lifecycle.records import Part, circuit_ids, inventory
-from service.stores.base import CircuitFilter, CircuitStore, EvaluationFilter
-from service.stores.neo4j import Neo4jStore
-from service.stores.sqlite import SqliteStore
+from circat.service.documents import document_from_circuit
+from circat.service.errors import SchemaMismatch
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.jobs.store import JobStatus, JobStore
+from circat.service.lifecycle.archive import ArchiveInvalid, dump, restore
+from circat.service.lifecycle.copy import copy_catalogue
+from circat.service.lifecycle.records import Part, circuit_ids, inventory
+from circat.service.stores.base import CircuitFilter, CircuitStore, EvaluationFilter
+from circat.service.stores.neo4j import Neo4jStore
+from circat.service.stores.sqlite import SqliteStore
+from circat.workers.cli import app
 from tests.conftest import neo4j_uri, wipe_neo4j
 from tests.helpers import edge_circuit
 from tests.live_server import live_server
 from tests.servers import stop, wait_until
 from tests.test_migrations import FIXTURES, reads_back
-from workers.cli import app
 
 runner = CliRunner()
 V0_CIRCUITS = 13
@@ -97,7 +97,7 @@ def random_catalogue(path: Path, n: int) -> SqliteStore:
     return store
 
 
-CLI = [sys.executable, "-c", "from workers.cli import main; main()"]
+CLI = [sys.executable, "-c", "from circat.workers.cli import main; main()"]
 
 
 @pytest.mark.neo4j
@@ -298,7 +298,7 @@ def test_circat_migrate_reports_what_it_migrated(tmp_path):
 
 
 def test_copies_page_through_listings_larger_than_a_page(tmp_path, monkeypatch):
-    monkeypatch.setattr("service.lifecycle.records.PAGE", 7)
+    monkeypatch.setattr("circat.service.lifecycle.records.PAGE", 7)
     source = random_catalogue(tmp_path / "paged.db", 30)
     assert len({c for c, _ in circuit_ids(source)}) == 30
     report = copy_catalogue(source, SqliteStore(f"sqlite:///{tmp_path / 'target.db'}"))

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from workers.metrics import accuracy, final_logits, kl_divergence, logit_diff, prob_diff, task_metric
-from workers.tasks import Metric
-from workers.tasks.encode import TaskBatch
+from circat.workers.metrics import accuracy, final_logits, kl_divergence, logit_diff, prob_diff, task_metric
+from circat.workers.tasks import Metric
+from circat.workers.tasks.encode import TaskBatch
 
 
 def batch(answers: list[list[int]], wrongs: list[list[int]]) -> TaskBatch:

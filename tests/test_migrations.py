@@ -18,15 +18,15 @@ from neo4j import GraphDatabase
 from neo4j.time import DateTime
 from sqlmodel import SQLModel
 
-from service.documents import CircuitDocument, document_from_circuit
-from service.errors import SchemaMismatch
-from service.jobs.schema import head
-from service.jobs.spec import DiscoverySpec
-from service.jobs.store import JobRow, JobStatus, JobStore
-from service.stores.base import EvaluationFilter
-from service.stores.neo4j import Neo4jStore
-from service.stores.sqlite import SqliteStore
-from service.stores.versions import CATALOGUE_SCHEMA
+from circat.service.documents import CircuitDocument, document_from_circuit
+from circat.service.errors import SchemaMismatch
+from circat.service.jobs.schema import head
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.jobs.store import JobRow, JobStatus, JobStore
+from circat.service.stores.base import EvaluationFilter
+from circat.service.stores.neo4j import Neo4jStore
+from circat.service.stores.sqlite import SqliteStore
+from circat.service.stores.versions import CATALOGUE_SCHEMA
 from tests.conftest import neo4j_uri, postgres_url, wipe_neo4j
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -99,14 +99,14 @@ def test_a_newer_sqlite_catalogue_is_refused_and_left_untouched(tmp_path):
 
 SLOW_MIGRATION = """
 import sys, time
-from service.stores import sqlite_schema
+from circat.service.stores import sqlite_schema
 step = sqlite_schema.MIGRATIONS[0]
 def slow(conn):
     step(conn)
     print("MIGRATED", flush=True)
     time.sleep(120)
 sqlite_schema.MIGRATIONS = (slow,)
-from service.stores.sqlite import SqliteStore
+from circat.service.stores.sqlite import SqliteStore
 SqliteStore(sys.argv[1])
 """
 
@@ -265,7 +265,7 @@ def test_postgres_job_tables_made_before_alembic_upgrade_once_under_concurrent_o
 def test_the_cli_names_both_versions_of_a_newer_catalogue(tmp_path):
     from typer.testing import CliRunner
 
-    from workers.cli import app
+    from circat.workers.cli import app
 
     path = tmp_path / "future.db"
     SqliteStore(f"sqlite:///{path}").close()

@@ -10,12 +10,12 @@ import torch
 from tokenizers import Tokenizer, models
 from transformers import AutoModelForCausalLM, Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFast
 
+from circat.workers.gqa import kv_groups, ungroup_kv
+from circat.workers.model_names import directory_name
+from circat.workers.models import TOY, ModelLoadError, load_model, resolve_device
+from circat.workers.tasks import registered_tasks
+from circat.workers.tasks.encode import encode
 from tests.tiny_models import SAVERS, TOKENIZER, save_gpt2, save_llama
-from workers.gqa import kv_groups, ungroup_kv
-from workers.model_names import directory_name
-from workers.models import TOY, ModelLoadError, load_model, resolve_device
-from workers.tasks import registered_tasks
-from workers.tasks.encode import encode
 
 
 @pytest.fixture(scope="module")

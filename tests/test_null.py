@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.catalogue import Catalogue
-from service.graph import graph_for
-from service.null import NullSpec, consensus_chance, draws, pair_chance, shared_pmf, uniform_pair, universe
-from service.null_sampler import connected_draws
-from service.report.heatmap import heatmap_svg
-from service.types import Level, ModelShape, NullModel
+from circat.service.api.app import create_app
+from circat.service.catalogue import Catalogue
+from circat.service.graph import graph_for
+from circat.service.null import NullSpec, consensus_chance, draws, pair_chance, shared_pmf, uniform_pair, universe
+from circat.service.null_sampler import connected_draws
+from circat.service.report.heatmap import heatmap_svg
+from circat.service.types import Level, ModelShape, NullModel
 from tests.helpers import GPT2, SMALL, edge_circuit, node_circuit
 
 TOY = ModelShape(4, 4, False, 128)
@@ -161,7 +161,7 @@ def test_the_api_and_cli_give_the_null_and_refuse_too_many_draws(sqlite_store, t
 
 
 def _saved(tmp_path, seed: int):
-    from service.documents import document_from_circuit
+    from circat.service.documents import document_from_circuit
 
     path = tmp_path / f"c{seed}.json"
     path.write_text(document_from_circuit(edge_circuit(seed=seed)).model_dump_json())
@@ -188,8 +188,8 @@ def test_items_held_by_every_circuit_have_an_exact_null():
 
 def test_only_draws_count_against_the_null_limit(sqlite_store):
     """Exact figures draw nothing, so a model too large for sampled nulls still answers the default questions."""
-    from service.errors import LimitExceeded
-    from service.limits import Limits
+    from circat.service.errors import LimitExceeded
+    from circat.service.limits import Limits
 
     cat = Catalogue(sqlite_store, Limits(max_null_cells=10))
     ids = [cat.add(edge_circuit(seed=s)) for s in range(3)]

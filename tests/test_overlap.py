@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.graph import graph_for
-from service.overlap import OverlapError, consensus, difference, matrix, pairwise
-from service.stores.base import Membership
-from service.types import Level
+from circat.service.graph import graph_for
+from circat.service.overlap import OverlapError, consensus, difference, matrix, pairwise
+from circat.service.stores.base import Membership
+from circat.service.types import Level
 from tests.helpers import SMALL
 
 G = graph_for(SMALL)

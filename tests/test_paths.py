@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from service.jobs.spec import PathSearch
-from service.types import Ablation, Level, Method, NodeKind, Search
+from circat.service.jobs.spec import PathSearch
+from circat.service.types import Ablation, Level, Method, NodeKind, Search
+from circat.workers.engine.evaluate import EdgeEvaluator
+from circat.workers.engine.ipe import PathScorer, search_paths
+from circat.workers.engine.methods import RunSpec, discover
+from circat.workers.engine.patching import PatchingEngine
+from circat.workers.engine.path_patching import effects, sender_masks
+from circat.workers.metrics import final_logits, task_metric
+from circat.workers.tasks import get_task, registered_tasks
+from circat.workers.tasks.encode import encode
 from tests.tiny_models import load, save_gpt2
-from workers.engine.evaluate import EdgeEvaluator
-from workers.engine.ipe import PathScorer, search_paths
-from workers.engine.methods import RunSpec, discover
-from workers.engine.patching import PatchingEngine
-from workers.engine.path_patching import effects, sender_masks
-from workers.metrics import final_logits, task_metric
-from workers.tasks import get_task, registered_tasks
-from workers.tasks.encode import encode
 
 NUMERALS = registered_tasks()[0]
 
@@ -236,7 +236,7 @@ def test_integrated_estimates_add_up_to_ablating_the_first_nodes_whole_input():
 
 
 def test_optimism_scales_estimates_by_the_quantile_of_exact_over_estimate():
-    from workers.engine.ipe import _Calibration
+    from circat.workers.engine.ipe import _Calibration
 
     calibration = _Calibration(0.5)
     calibration.observe(np.array([1.0, -2.0, 0.0, 4.0]), np.array([2.0, -2.0, 5.0, 2.0]))
@@ -247,7 +247,7 @@ def test_optimism_scales_estimates_by_the_quantile_of_exact_over_estimate():
 
 
 def load_toy():
-    from workers.models import load_model
+    from circat.workers.models import load_model
 
     return load_model("toy", device="cpu")
 

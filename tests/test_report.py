@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html as html_module
+import json
 import re
 import shutil
 import subprocess
@@ -13,17 +15,17 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from service.api.app import create_app
-from service.circuit import Circuit, Provenance
-from service.effects import ComponentEffects, EffectsView
-from service.graph import graph_for
-from service.literature import literature_documents
-from service.report.diagram import DiagramOptions, circuit_svg
-from service.report.heatmap import cluster_order, heatmap_svg
-from service.report.layout import place
-from service.report.page import report_html
-from service.types import ModelShape
-from tests.helpers import SMALL, edge_circuit, node_circuit
+from circat.service.api.app import create_app
+from circat.service.circuit import Circuit, Provenance
+from circat.service.effects import ComponentEffects, EffectsView
+from circat.service.graph import graph_for
+from circat.service.literature import literature_documents
+from circat.service.report.diagram import NEGATIVE, OPPOSES, POSITIVE, SUPPORTS, DiagramOptions, circuit_svg
+from circat.service.report.heatmap import cluster_order, heatmap_svg
+from circat.service.report.layout import place
+from circat.service.report.page import report_html
+from circat.service.types import ModelShape
+from tests.helpers import GPT2, SMALL, edge_circuit, node_circuit
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 
@@ -50,21 +52,55 @@ def test_diagram_draws_one_element_per_node_and_notes_hidden_edges():
     assert sorted(n.get("data-name") for n in nodes) == sorted(c.node_names)
     edges = [e for e in ElementTree.fromstring(svg).iter(f"{SVG_NS}line") if e.get("class") == "edge"]
     assert len(edges) == 40
-    assert f"40 of {c.n_edges} edges drawn ({c.n_edges - 40} hidden)" in svg
+    assert f"40 of {c.n_edges} edges drawn ({c.n_edges - 40} hidden)" in caption(svg)
     drawn = {e.find(f"{SVG_NS}title").text.split(":")[0] for e in edges}
     top = np.argsort(-np.abs(np.where(c.edge_mask, c.edge_scores, 0)))[:40]
     assert drawn == {c.graph.edge_name(int(i)) for i in top}
 
 
-def test_diagram_colours_by_sign_and_dashes_by_port():
-    c = Circuit.of(Provenance(model="tiny", task="t", method="eap"), SMALL, ["a0.h0", "a1.h1"],
+def caption(svg: str) -> str:
+    """The diagram's caption, its wrapped lines joined."""
+    return " ".join(t.text for t in ElementTree.fromstring(svg).iter(f"{SVG_NS}text") if t.get("class") == "note")
+
+
+def _lines(metric: str | None) -> tuple[dict[str, ElementTree.Element], str]:
+    c = Circuit.of(Provenance(model="tiny", task="t", method="eap", metric=metric), SMALL, ["a0.h0", "a1.h1"],
                    {"a0.h0->a1.h1<k>": -2.0, "a0.h0->a1.h1<q>": 1.0, "input->a0.h0<v>": None})
-    lines = {e.find(f"{SVG_NS}title").text.split(":")[0]: e
-             for e in ElementTree.fromstring(circuit_svg(c)).iter(f"{SVG_NS}line")}
-    assert lines["a0.h0->a1.h1<k>"].get("stroke") == "#b2182b" and lines["a0.h0->a1.h1<k>"].get("stroke-dasharray")
-    assert lines["a0.h0->a1.h1<q>"].get("stroke") == "#2166ac" and not lines["a0.h0->a1.h1<q>"].get("stroke-dasharray")
+    svg = circuit_svg(c)
+    lines = ElementTree.fromstring(svg).iter(f"{SVG_NS}line")
+    return {e.find(f"{SVG_NS}title").text.split(":")[0]: e for e in lines}, caption(svg)
+
+
+@pytest.mark.parametrize(("metric", "supporting", "opposing"),
+                         [("logit_diff", "<k>", "<q>"), ("prob_diff", "<k>", "<q>"), ("kl", "<q>", "<k>")])
+def test_diagram_colours_edges_by_what_they_do_for_the_task(metric, supporting, opposing):
+    # a negative score supports the answer under a difference metric (ablating the edge lowers it); under KL to
+    # the full model a positive one does (ablating the edge raises it)
+    lines, legend = _lines(metric)
+    assert lines[f"a0.h0->a1.h1{supporting}"].get("stroke") == SUPPORTS
+    assert lines[f"a0.h0->a1.h1{opposing}"].get("stroke") == OPPOSES
+    assert "supports the answer" in lines[f"a0.h0->a1.h1{supporting}"].find(f"{SVG_NS}title").text
     assert lines["input->a0.h0<v>"].get("stroke") == "#8c8c8c"
+    assert "Blue: supports the answer" in legend and ("raises KL" if metric == "kl" else f"lowers {metric}") in legend
+    assert lines["a0.h0->a1.h1<k>"].get("stroke-dasharray") and not lines["a0.h0->a1.h1<q>"].get("stroke-dasharray")
     assert float(lines["a0.h0->a1.h1<k>"].get("stroke-width")) > float(lines["a0.h0->a1.h1<q>"].get("stroke-width"))
+
+
+def test_diagram_of_an_unknown_metric_colours_by_sign_and_says_so():
+    lines, legend = _lines(None)
+    assert lines["a0.h0->a1.h1<q>"].get("stroke") == POSITIVE and lines["a0.h0->a1.h1<k>"].get("stroke") == NEGATIVE
+    assert "the metric is unknown" in legend
+
+
+def test_every_kept_component_is_named_and_shaded_by_its_score():
+    c = Circuit.of(Provenance(model="tiny", task="t", method="ablation"), SMALL,
+                   {"a0.h1": 0.5, "a2.h0": -2.0, "m1": 1.0})
+    svg = circuit_svg(c)
+    labels = {t.text for t in ElementTree.fromstring(svg).iter(f"{SVG_NS}text") if t.get("class") == "label"}
+    assert labels == set(c.node_names)
+    nodes = {n.get("data-name"): n for n in svg_nodes(svg)}
+    assert float(nodes["a2.h0"].get("fill-opacity")) == pytest.approx(1.0)
+    assert float(nodes["a0.h1"].get("fill-opacity")) < float(nodes["m1"].get("fill-opacity")) < 1.0
 
 
 def test_shared_components_are_ringed_and_node_view_sizes_by_support():
@@ -92,7 +128,7 @@ def test_cluster_order_keeps_families_together():
 
 
 def literature_circuits() -> list[Circuit]:
-    from service.documents import circuit_from_document
+    from circat.service.documents import circuit_from_document
 
     return [circuit_from_document(d) for d in literature_documents()]
 
@@ -131,7 +167,7 @@ def test_report_ranks_component_effects_with_bars_scaled_to_the_largest():
 
 
 def test_cli_report_writes_html(tmp_path):
-    from workers.cli import app
+    from circat.workers.cli import app
 
     runner = CliRunner()
     for i, d in enumerate(literature_documents()):
@@ -227,8 +263,8 @@ def test_browse_page_renders_from_a_live_server_in_headless_chromium(tmp_path):
 
 
 def test_transfer_cells_show_their_bootstrap_interval_on_hover():
-    from service.report.transfer import transfer_svg, transfer_views
-    from service.stores.base import EvaluationRecord
+    from circat.service.report.transfer import transfer_svg, transfer_views
+    from circat.service.stores.base import EvaluationRecord
 
     def record(task: str, low: float | None, high: float | None) -> EvaluationRecord:
         return EvaluationRecord(model="tiny", task=task, expression="c1", circuits=(), mode="keep", level="node",
@@ -238,3 +274,47 @@ def test_transfer_cells_show_their_bootstrap_interval_on_hover():
     (view,) = transfer_views([record("months", 0.7, 0.9), record("ioi", None, None)], {"c1": "A"}, {"c1": "months"})
     svg = transfer_svg(view)
     assert "A on months: 0.80 [0.70, 0.90]</title>" in svg and "A on ioi: 0.80</title>" in svg
+
+
+MEASURE = """<script>
+window.addEventListener("load", () => {
+  const out = [];
+  for (const svg of document.querySelectorAll("svg.circuit, svg.heatmap")) {
+    const box = svg.getBoundingClientRect();
+    for (const t of svg.querySelectorAll("text")) {
+      const r = t.getBoundingClientRect();
+      out.push([svg.getAttribute("class"), t.getAttribute("class") || "", t.textContent,
+                r.left >= box.left - 0.5 && r.right <= box.right + 0.5 && r.top >= box.top - 0.5
+                && r.bottom <= box.bottom + 0.5, r.height]);
+    }
+  }
+  const pre = document.createElement("pre");
+  pre.id = "measured";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def test_rendered_diagrams_name_every_kept_node_and_captions_and_labels_fit(tmp_path):
+    gpt2 = edge_circuit(GPT2, keep=0.02, task="ioi", model="gpt2", score_all=True)
+    small = Circuit.of(Provenance(model="tiny", task="a-task-with-a-long-name", method="eap", metric="logit_diff"),
+                       SMALL, ["a0.h0", "a1.h1"], {"a0.h0->a1.h1<k>": -2.0, "a0.h0->a1.h1<q>": 1.0})
+    labels = [f"task-{i} / method-{i % 4}" for i in range(30)]
+    grid = [[1.0 if i == j else ((i * 7 + j * 3) % 10) / 10 for j in range(30)] for i in range(30)]
+    page = tmp_path / "measure.html"
+    page.write_text("<!DOCTYPE html><html><body>" + circuit_svg(gpt2) + circuit_svg(small)
+                    + heatmap_svg(labels, grid, "node Jaccard") + MEASURE + "</body></html>")
+    dom = headless(page.as_uri(), "--dump-dom", "--window-size=2000,3000")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'<pre id="measured">(.*?)</pre>', dom.stdout, re.S)
+    assert found, dom.stdout[-2000:]
+    texts = json.loads(html_module.unescape(found[1]))
+    assert all(inside for *_, inside, _ in texts), [t for t in texts if not t[3]][:5]  # nothing cut off
+    rendered = {text for kind, cls, text, *_ in texts if kind == "circuit" and cls == "label"}
+    assert set(gpt2.node_names) | set(small.node_names) <= rendered  # every kept node's name is drawn
+    notes = " ".join(text for kind, cls, text, *_ in texts if cls == "note")
+    assert "a-task-with-a-long-name" in notes and "edges drawn" in notes and "Blue: supports the answer" in notes
+    heat = [(cls, text, height) for kind, cls, text, _, height in texts
+            if kind == "heatmap" and cls in ("row", "column")]
+    assert {t for _, t, _ in heat} == set(labels) and all(h >= 11 for cls, _, h in heat if cls == "row")

@@ -13,19 +13,19 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from service.catalogue import Catalogue
-from service.documents import CircuitDocument
-from service.errors import CircuitInvalid
-from service.jobs.spec import DiscoverySpec
-from service.models import KNOWN_SHAPES, PACKAGED
-from service.stores.sqlite import SqliteStore
-from workers import packaged
-from workers.discover import run_discovery
-from workers.gqa import kv_groups, ungroup_kv
-from workers.models import load_model
-from workers.tasks import get_task
-from workers.tasks.encode import encode
-from workers.tasks.render import for_tokenizer
+from circat.service.catalogue import Catalogue
+from circat.service.documents import CircuitDocument
+from circat.service.errors import CircuitInvalid
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.models import KNOWN_SHAPES, PACKAGED
+from circat.service.stores.sqlite import SqliteStore
+from circat.workers import packaged
+from circat.workers.discover import run_discovery
+from circat.workers.gqa import kv_groups, ungroup_kv
+from circat.workers.models import load_model
+from circat.workers.tasks import get_task
+from circat.workers.tasks.encode import encode
+from circat.workers.tasks.render import for_tokenizer
 
 SMOL = PACKAGED["smollm2-135m"]
 IOI_PROMPT = "When Mary and John went to the store, John gave a drink to"

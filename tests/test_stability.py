@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.api.app import create_app
-from service.catalogue import Catalogue
-from service.graph import graph_for
-from service.jobs.spec import DiscoverySpec
-from service.overlap import OverlapError
-from service.stability import _gaps, compare_runs, level_key, spread
-from service.stores import CircuitFilter, open_store
-from service.stores.base import Membership
-from service.types import Level
+from circat.service.api.app import create_app
+from circat.service.catalogue import Catalogue
+from circat.service.graph import graph_for
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.overlap import OverlapError
+from circat.service.stability import _gaps, compare_runs, level_key, spread
+from circat.service.stores import CircuitFilter, open_store
+from circat.service.stores.base import Membership
+from circat.service.types import Level
 from tests.helpers import GPT2
 from tests.test_discover_cli import run
 

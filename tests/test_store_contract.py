@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from service.catalogue import Catalogue
-from service.documents import CircuitDocument
-from service.errors import CircuitInvalid, NotFound
-from service.literature import literature_documents
-from service.stability import StabilityRecord, level_stability
-from service.stores import CircuitFilter, CircuitStore, Stored
-from service.stores.base import EvaluationFilter, EvaluationRecord, Membership
-from service.stores.sqlite import SqliteStore
-from service.types import Level, ModelShape
+from circat.service.catalogue import Catalogue
+from circat.service.documents import CircuitDocument
+from circat.service.errors import CircuitInvalid, NotFound
+from circat.service.literature import literature_documents
+from circat.service.stability import StabilityRecord, level_stability
+from circat.service.stores import CircuitFilter, CircuitStore, Stored
+from circat.service.stores.base import EvaluationFilter, EvaluationRecord, Membership
+from circat.service.stores.sqlite import SqliteStore
+from circat.service.types import Level, ModelShape
 from tests.helpers import GPT2, SMALL, edge_circuit, node_circuit, same_circuit
 
 
@@ -51,8 +51,8 @@ def test_put_is_idempotent(store):
 
 
 def test_put_many_stores_all_or_none(store, monkeypatch):
-    import service.stores.neo4j as neo4j_module
-    import service.stores.sqlite as sqlite_module
+    import circat.service.stores.neo4j as neo4j_module
+    import circat.service.stores.sqlite as sqlite_module
 
     a, b = edge_circuit(seed=1), edge_circuit(seed=2)
     assert store.put_many([a]) == [a.id]
@@ -182,8 +182,8 @@ def test_both_stores_give_identical_answers(sqlite_store, neo4j_store):
 
 
 def test_a_write_that_fails_midway_leaves_no_partial_circuit(store, monkeypatch):
-    import service.stores.neo4j as neo4j_module
-    import service.stores.sqlite as sqlite_module
+    import circat.service.stores.neo4j as neo4j_module
+    import circat.service.stores.sqlite as sqlite_module
 
     def fail_on_edges(*args, **kwargs):
         raise RuntimeError("injected failure while writing edges")
@@ -217,7 +217,7 @@ def test_parallel_writers_of_one_model_neither_fail_nor_duplicate(store):
     from concurrent.futures import ThreadPoolExecutor
     from threading import Barrier
 
-    from service.stores.neo4j import Neo4jStore
+    from circat.service.stores.neo4j import Neo4jStore
 
     writers, per_writer = 4, 6
     start = Barrier(writers)

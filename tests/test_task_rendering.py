@@ -6,10 +6,10 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from circat.workers.tasks import GreaterThanTask, SequenceTask, Split, registered_tasks
+from circat.workers.tasks.encode import encode
+from circat.workers.tasks.render import SpaceInPrompt, for_tokenizer, one_token
 from tests.tiny_models import TOKENIZER
-from workers.tasks import GreaterThanTask, SequenceTask, Split, registered_tasks
-from workers.tasks.encode import encode
-from workers.tasks.render import SpaceInPrompt, for_tokenizer, one_token
 
 TASKS = {t.name: t for t in registered_tasks()}
 

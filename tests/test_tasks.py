@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from service.tasks import TASKS
-from service.types import TaskFamily
+from circat.service.tasks import TASKS
+from circat.service.types import TaskFamily
+from circat.workers.tasks import Corruption, CustomTask, Split, TaskFileError, get_task, registered_tasks
+from circat.workers.tasks.base import Example, held_out
+from circat.workers.tasks.encode import TokenizationError, encode
+from circat.workers.tasks.greater_than import GreaterThanTask
+from circat.workers.tasks.ioi import NAMES, IOITask
+from circat.workers.tasks.sequences import MONTHS, NUMERALS, SequenceTask
 from tests.tiny_models import TOKENIZER
-from workers.tasks import Corruption, CustomTask, Split, TaskFileError, get_task, registered_tasks
-from workers.tasks.base import Example, held_out
-from workers.tasks.encode import TokenizationError, encode
-from workers.tasks.greater_than import GreaterThanTask
-from workers.tasks.ioi import NAMES, IOITask
-from workers.tasks.sequences import MONTHS, NUMERALS, SequenceTask
 
 
 def test_registry_matches_the_service_table():

@@ -9,12 +9,12 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
-from service.tasks import TASKS
-from workers.cli import app
-from workers.models import TOY_DIR, load_model
-from workers.task_eval import model_scores, score_tasks
-from workers.tasks import registered_tasks
-from workers.toy.train import ACCURACY_BAR, ToyConfig, toy_tokenizer, train_toy
+from circat.service.tasks import TASKS
+from circat.workers.cli import app
+from circat.workers.models import TOY_DIR, load_model
+from circat.workers.task_eval import model_scores, score_tasks
+from circat.workers.tasks import registered_tasks
+from circat.workers.toy.train import ACCURACY_BAR, ToyConfig, toy_tokenizer, train_toy
 
 runner = CliRunner()
 
@@ -68,14 +68,14 @@ def test_model_scores_are_remembered_for_the_same_prompts(tmp_path, monkeypatch)
     (cached,) = (tmp_path / "scores").iterdir()
     assert cached.name.startswith("toy-") and [s.competent for s in first] == [True, True]
     calls = []
-    monkeypatch.setattr("workers.task_eval.score_tasks", lambda *a, **k: calls.append(a) or first)
+    monkeypatch.setattr("circat.workers.task_eval.score_tasks", lambda *a, **k: calls.append(a) or first)
     assert model_scores(toy, registered_tasks()[:2], n=8) == first and not calls
     model_scores(toy, registered_tasks()[:2], n=9)
     assert len(calls) == 1  # other prompts: scored again
 
 
 def test_train_toy_takes_other_shapes_and_refuses_a_width_the_heads_do_not_divide(tmp_path, monkeypatch):
-    import workers.toy.train as train
+    import circat.workers.toy.train as train
 
     seen = []
 

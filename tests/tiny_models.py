@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from workers.models import LoadedModel, load_model
-from workers.tasks import registered_tasks
-from workers.toy.train import toy_tokenizer
+from circat.workers.models import LoadedModel, load_model
+from circat.workers.tasks import registered_tasks
+from circat.workers.toy.train import toy_tokenizer
 
 TOKENIZER = toy_tokenizer(registered_tasks())
 

@@ -1,5 +1,5 @@
-"""``python -m workers ...`` is ``circat ...`` (how ``circat serve`` starts its embedded worker)."""
+"""``python -m circat.workers ...`` is ``circat ...`` (how ``circat serve`` starts its embedded worker)."""
 
-from workers.cli import main
+from circat.workers.cli import main
 
 main()

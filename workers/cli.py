@@ -12,22 +12,22 @@ from typing import Annotated, Any
 
 import typer
 
-from service.annotations import faithfulness_interval
-from service.bootstrap import with_interval
-from service.cli import lifecycle  # noqa: F401  (registers migrate, copy, dump, restore)
-from service.cli.main import JsonOpt, StoreOpt, app, catalogue, write_report
-from service.cli.output import console, emit_json, fail, table
-from service.cli.stability import print_stability
-from service.errors import CatalogueError
-from service.progress import console_progress
-from service.stability import level_key
-from service.stores import CircuitFilter
-from service.tasks import TASKS
-from service.types import Method
-from workers import evaluate_cli  # noqa: F401  (registers evaluate)
-from workers import spec_options as opts
-from workers.jobs.cli import need_worker  # also registers submit, jobs, wait, cancel, worker
-from workers.model_cli import models_app
+from circat.service.annotations import faithfulness_interval
+from circat.service.bootstrap import with_interval
+from circat.service.cli import lifecycle  # noqa: F401  (registers migrate, copy, dump, restore)
+from circat.service.cli.main import JsonOpt, StoreOpt, app, catalogue, write_report
+from circat.service.cli.output import console, emit_json, fail, table
+from circat.service.cli.stability import print_stability
+from circat.service.errors import CatalogueError
+from circat.service.progress import console_progress
+from circat.service.stability import level_key
+from circat.service.stores import CircuitFilter
+from circat.service.tasks import task_rows
+from circat.service.types import Method
+from circat.workers import evaluate_cli  # noqa: F401  (registers evaluate)
+from circat.workers import spec_options as opts
+from circat.workers.jobs.cli import need_worker  # also registers submit, jobs, wait, cancel, worker
+from circat.workers.model_cli import models_app
 
 app.add_typer(models_app, name="models")
 
@@ -45,18 +45,17 @@ def tasks(
 ) -> None:
     """List the registered tasks; with --model, each task's top-1 accuracy and logit difference."""
     if model is None:
-        rows = [{"task": t.name, "family": t.family, "metric": t.metric, "description": t.description}
-                for t in TASKS.values()]
+        rows = task_rows()
         if as_json:
             emit_json(rows)
         else:
             table("Tasks", ["task", "family", "metric", "description"], [list(r.values()) for r in rows])
         return
     need_worker(as_json)
-    from workers.models import ModelLoadError, load_model
-    from workers.task_eval import model_scores
-    from workers.tasks import registered_tasks
-    from workers.tasks.encode import TokenizationError
+    from circat.workers.models import ModelLoadError, load_model
+    from circat.workers.task_eval import model_scores
+    from circat.workers.tasks import registered_tasks
+    from circat.workers.tasks.encode import TokenizationError
 
     try:
         with console_progress(f"scoring {model}", enabled=not as_json) as progress:
@@ -93,8 +92,8 @@ def train_toy(
     need_worker(as_json)
     from dataclasses import replace
 
-    from workers.models import TOY_DIR
-    from workers.toy.train import ACCURACY_BAR, ToyConfig, train_toy
+    from circat.workers.models import TOY_DIR
+    from circat.workers.toy.train import ACCURACY_BAR, ToyConfig, train_toy
 
     given = {"steps": steps, "n_layer": layers, "n_head": heads, "batch_per_task": batch_per_task, "lr": lr}
     given |= {"n_embd": d_model, "n_inner": 4 * d_model} if d_model else {}
@@ -124,7 +123,7 @@ def discover(
 ) -> None:
     """Discover circuits of MODEL on TASK, store them in the catalogue, and print their faithfulness."""
     need_worker(as_json)
-    from workers.discover import DiscoverError, run_resampled
+    from circat.workers.discover import DiscoverError, run_resampled, store_run
 
     try:
         spec = opts.make_spec(model, task, method, options)
@@ -135,12 +134,10 @@ def discover(
     except (DiscoverError, ValueError) as exc:
         fail(exc, as_json)
     with catalogue(store, as_json) as cat:
-        ids = cat.add_many(done.circuits)
-        if done.stability is not None:
-            cat.add_stability(done.stability)
+        ids = store_run(cat, done)
     run = done.runs[0]
     if out is not None:
-        from service.documents import mib_from_circuit
+        from circat.service.documents import mib_from_circuit
 
         out.write_text(json.dumps(mib_from_circuit(run.circuits[0]), indent=1) + "\n")
     if paths_out is not None:
@@ -186,7 +183,7 @@ def demo(
 
     On a model other than the toy, each task is first scored on held-out prompts and the tasks
     it is not competent at (accuracy below 0.6) are left out."""
-    from service.cli.demo import literature_demo
+    from circat.service.cli.demo import literature_demo
 
     with catalogue(store, as_json) as cat:
         lit = literature_demo(cat, as_json)
@@ -197,8 +194,8 @@ def demo(
                 emit_json(lit)
             return
         need_worker(as_json)
-        from workers.demo import jobs_demo, plan
-        from workers.models import ModelLoadError
+        from circat.workers.demo import jobs_demo, plan
+        from circat.workers.models import ModelLoadError
 
         try:
             report = jobs_demo(cat, plan(model, method, device, quiet=as_json), n, as_json)

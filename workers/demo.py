@@ -15,16 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.catalogue import Catalogue
-from service.cli.output import console, p_text, table
-from service.jobs.client import job_client
-from service.jobs.evaluation import EvaluationSpec
-from service.jobs.spec import DiscoverySpec
-from service.progress import console_progress
-from service.types import Method, Mode
-from workers.jobs.cli import wait_for
-from workers.models import TOY
-from workers.transfer import transfer_matrix
+from circat.service.catalogue import Catalogue
+from circat.service.cli.output import console, p_text, table
+from circat.service.jobs.client import job_client
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.progress import console_progress
+from circat.service.types import Method, Mode
+from circat.workers.jobs.cli import wait_for
+from circat.workers.models import TOY
+from circat.workers.transfer import transfer_matrix
 
 SEQUENCES = ("numerals", "number-words", "months")
 TASKS = (*SEQUENCES, "greater-than", "ioi")
@@ -67,9 +67,9 @@ def plan(model: str, methods: Sequence[Method] | None = None, device: str | None
         raise ValueError("the demo compares methods: give at least two")
     if model == TOY:
         return DemoPlan(model, TASKS, chosen, {})
-    from workers.models import load_model
-    from workers.task_eval import model_scores
-    from workers.tasks import registered_tasks
+    from circat.workers.models import load_model
+    from circat.workers.task_eval import model_scores
+    from circat.workers.tasks import registered_tasks
 
     with console_progress(f"competence of {model}", enabled=not quiet) as progress:
         loaded = load_model(model, device, progress=progress)

@@ -10,23 +10,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from service.circuit import Circuit
-from service.jobs.spec import DiscoverySpec, Pruning, TaskLine
-from service.models import PACKAGED
-from service.progress import Progress, silent
-from service.stability import StabilityRecord, level_key, level_stability
-from service.stores.base import Membership
-from service.tasks import TASKS
-from service.types import Gradient, IgPoints
-from workers.engine.acdc import DEFAULT_TAU
-from workers.engine.edge_pruning import PruningConfig
-from workers.engine.layout import layout_for
-from workers.engine.methods import DiscoveryRun, RunSpec, discover, levels_of
-from workers.engine.node_search import component_order
-from workers.models import LoadedModel, ModelLoadError, load_model
-from workers.tasks import CustomTask, Metric, Split, Task, TaskFileError, get_task
-from workers.tasks.encode import TaskBatch, TokenizationError, encode
-from workers.tasks.render import for_tokenizer
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import Circuit
+from circat.service.jobs.spec import DiscoverySpec, Pruning, TaskLine
+from circat.service.models import PACKAGED
+from circat.service.progress import Progress, silent
+from circat.service.stability import StabilityRecord, level_key, level_stability
+from circat.service.stores.base import Membership
+from circat.service.tasks import TASKS
+from circat.service.types import Gradient, IgPoints
+from circat.workers.engine.acdc import DEFAULT_TAU
+from circat.workers.engine.edge_pruning import PruningConfig
+from circat.workers.engine.layout import layout_for
+from circat.workers.engine.methods import DiscoveryRun, RunSpec, discover, levels_of
+from circat.workers.engine.node_search import component_order
+from circat.workers.models import LoadedModel, ModelLoadError, load_model
+from circat.workers.tasks import CustomTask, Metric, Split, Task, TaskFileError, get_task
+from circat.workers.tasks.encode import TaskBatch, TokenizationError, encode
+from circat.workers.tasks.render import for_tokenizer
 
 INPUT_ERRORS = (ModelLoadError, TokenizationError, TaskFileError, KeyError, ValueError)
 """what a bad model, task, prompt or parameter raises while a run is prepared"""
@@ -74,6 +75,14 @@ class Resampled:
     def circuits(self) -> list[Circuit]:
         """Every circuit, run by run."""
         return [c for run in self.runs for c in run.circuits]
+
+
+def store_run(cat: Catalogue, done: Resampled) -> list[str]:
+    """Store a run's circuits (one transaction) and its stability summary; the circuits' ids."""
+    ids = cat.add_many(done.circuits)
+    if done.stability is not None:
+        cat.add_stability(done.stability)
+    return ids
 
 
 def run_discovery(spec: DiscoverySpec, device: str | None = None, progress: Progress = silent) -> DiscoveryRun:

@@ -9,17 +9,17 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from service.bootstrap import DEFAULT_BOOTSTRAP, with_interval
-from service.cli.main import JsonOpt, StoreOpt, app, catalogue, write_report
-from service.cli.output import console, emit_json, fail, table
-from service.effects import EffectsView
-from service.errors import CatalogueError
-from service.jobs.evaluation import EvaluationSpec
-from service.jobs.spec import problems_of
-from service.progress import console_progress
-from service.stores import CircuitFilter
-from service.types import Ablation, Level, Mode
-from workers import spec_options as opts
+from circat.service.bootstrap import DEFAULT_BOOTSTRAP, with_interval
+from circat.service.cli.main import JsonOpt, StoreOpt, app, catalogue, write_report
+from circat.service.cli.output import console, emit_json, fail, table
+from circat.service.effects import EffectsView
+from circat.service.errors import CatalogueError
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.jobs.spec import problems_of
+from circat.service.progress import console_progress
+from circat.service.stores import CircuitFilter
+from circat.service.types import Ablation, Level, Mode
+from circat.workers import spec_options as opts
 
 SubmitOpt = Annotated[bool, typer.Option("--submit", help="queue it as a job instead of running it here")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="with --submit: wait for the job, with a progress bar")]
@@ -74,10 +74,10 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate circuits or expressions on TASK of MODEL: faithfulness (keep) or what is left without them."""
-    from workers.jobs.cli import need_worker
+    from circat.workers.jobs.cli import need_worker
 
     need_worker(as_json)
-    from workers.evaluation import EvaluateError, expression_circuit, records_of, run_evaluation
+    from circat.workers.evaluation import EvaluateError, run_evaluation, store_evaluation
 
     spec = _spec(expressions, model, task, as_json, mode=mode, metric=metric, ablation=ablation,
                  per_position=per_position, level=level, n=n, seed=seed, bootstrap=bootstrap, dtype=dtype)
@@ -91,8 +91,8 @@ def evaluate(
         try:
             with console_progress(f"evaluating on {task}", enabled=not as_json) as progress:
                 run = run_evaluation(spec, cat, device, progress)
-            recorded = [s.id for s in cat.add_evaluations(records_of(run))]
-            ids = [cat.add(expression_circuit(run, r)) for r in run.results] if save else []
+            records, ids = store_evaluation(cat, run, save)
+            recorded = [r.id for r in records]
         except (EvaluateError, CatalogueError, ValueError) as exc:
             fail(exc, as_json)
     _print(run, recorded, ids, as_json)
@@ -110,8 +110,8 @@ def _spec(expressions: list[str], model: str, task: str, as_json: bool, **option
 
 def _submitted(spec: EvaluationSpec, wait: bool, as_json: bool) -> None:
     """Queue ``spec`` as a job (through the API when ``CIRCAT_API_URL`` is set); print its id, or wait for it."""
-    from service.jobs.client import job_client
-    from workers.jobs.cli import wait_for
+    from circat.service.jobs.client import job_client
+    from circat.workers.jobs.cli import wait_for
 
     try:
         job = job_client().submit(spec)
@@ -132,7 +132,7 @@ def _submitted(spec: EvaluationSpec, wait: bool, as_json: bool) -> None:
 
 def _components(spec: EvaluationSpec, store: str | None, device: str | None, as_json: bool,
                 report_out: Path | None) -> None:
-    from workers.evaluation import EvaluateError, run_components
+    from circat.workers.evaluation import EvaluateError, run_components
 
     with catalogue(store, as_json) as cat:
         try:
@@ -181,10 +181,10 @@ def extend(
 ) -> None:
     """Grow a circuit greedily until it reaches THRESHOLD on TASK: each step adds the component (or, at edge level,
     the edge) with the largest gain (one batched pass over the candidates); the result is stored (method extend)."""
-    from workers.jobs.cli import need_worker
+    from circat.workers.jobs.cli import need_worker
 
     need_worker(as_json)
-    from workers.evaluation import EvaluateError, run_extension
+    from circat.workers.evaluation import EvaluateError, run_extension
 
     spec = _spec([expression], model, task, as_json, kind="extend", metric=metric, ablation=ablation,
                  level=level, threshold=threshold, candidates=candidates if level is Level.EDGE else None, n=n,
@@ -253,13 +253,13 @@ def transfer(
 ) -> None:
     """The transfer matrix of MODEL: circuits (rows; default: the model's stored circuits) and expressions
     evaluated on tasks (columns), each cell stored as an evaluation; a circuit on its own task is marked *."""
-    from workers.jobs.cli import need_worker
+    from circat.workers.jobs.cli import need_worker
 
     need_worker(as_json)
-    from service.tasks import TASKS
-    from workers.evaluation import EvaluateError
-    from workers.models import ModelLoadError, load_model
-    from workers.transfer import transfer_matrix
+    from circat.service.tasks import TASKS
+    from circat.workers.evaluation import EvaluateError
+    from circat.workers.models import ModelLoadError, load_model
+    from circat.workers.transfer import transfer_matrix
 
     columns = tuple(tasks or TASKS)
     with catalogue(store, as_json) as cat:

@@ -13,19 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.catalogue import Catalogue
-from service.circuit import Circuit, Provenance
-from service.effects import ComponentEffects
-from service.errors import NotFound
-from service.expressions import ExpressionError, Selection, parse, select
-from service.graph import graph_for
-from service.jobs.evaluation import EvaluationSpec
-from service.progress import Progress, silent
-from service.stores.base import EvaluationRecord
-from service.tasks import family_of
-from service.types import Level, Mode, ModelShape
-from workers.discover import INPUT_ERRORS, metric_for, prompts_for
-from workers.engine.functional import (
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import Circuit, Provenance
+from circat.service.effects import ComponentEffects
+from circat.service.errors import NotFound
+from circat.service.expressions import ExpressionError, Selection, parse, select
+from circat.service.graph import graph_for
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.progress import Progress, silent
+from circat.service.stores.base import EvaluationRecord
+from circat.service.tasks import family_of
+from circat.service.types import Level, Mode, ModelShape
+from circat.workers.discover import INPUT_ERRORS, metric_for, prompts_for
+from circat.workers.engine.functional import (
     DEFAULT_CANDIDATES,
     Extension,
     FunctionalResult,
@@ -33,7 +33,7 @@ from workers.engine.functional import (
     evaluate_selections,
     extend_selection,
 )
-from workers.engine.patching import PatchingEngine
+from circat.workers.engine.patching import PatchingEngine
 
 DEFAULT_THRESHOLD = 0.8
 """the faithfulness ``extend`` grows a circuit to, unless the spec says"""
@@ -164,6 +164,14 @@ def records_of(run: EvaluationRun) -> list[EvaluationRecord]:
                              full_metric=r.full, empty_metric=r.empty,
                              low=None if r.interval is None else r.interval.low,
                              high=None if r.interval is None else r.interval.high) for r in run.results]
+
+
+def store_evaluation(cat: Catalogue, run: EvaluationRun, save: bool) -> tuple[list[EvaluationRecord], list[str]]:
+    """Store a run's evaluation records and, with ``save``, each expression's circuit; the records and the
+    circuits' ids."""
+    records = records_of(run)
+    cat.add_evaluations(records)
+    return records, [cat.add(expression_circuit(run, r)) for r in run.results] if save else []
 
 
 def expression_circuit(run: EvaluationRun, result: FunctionalResult) -> Circuit:

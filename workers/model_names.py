@@ -13,7 +13,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-from service.models import PACKAGED
+from circat.service.models import PACKAGED
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 HASH_CHARS = 10

@@ -18,12 +18,12 @@ import torch
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
-from service.models import PACKAGED
-from service.progress import Progress, silent
-from service.types import ModelShape
-from workers.gqa import kv_groups, ungroup_kv
-from workers.model_names import catalogue_name
-from workers.packaged import PackageFetchError, ensure
+from circat.service.models import PACKAGED
+from circat.service.progress import Progress, silent
+from circat.service.types import ModelShape
+from circat.workers.gqa import kv_groups, ungroup_kv
+from circat.workers.model_names import catalogue_name
+from circat.workers.packaged import PackageFetchError, ensure
 
 TOY = "toy"
 TOY_DIR = Path(__file__).parent / "toy" / "model"

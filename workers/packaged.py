@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from service.models import PACKAGED, PackagedModel, cache_root
-from service.progress import Progress, silent
+from circat.service.models import PACKAGED, PackagedModel, cache_root
+from circat.service.progress import Progress, silent
 
 MARKER = "circat-model.json"
 STEPS = ("download", "verify", "dequantize", "save")

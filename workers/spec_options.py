@@ -12,10 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
-from service.jobs.spec import DiscoverySpec, PathSearch, Pruning, parse_task_lines
-from service.model_sources import BUILTIN
-from service.tasks import TASKS
-from service.types import Ablation, Gate, Gradient, IgPoints, Method, Search
+from circat.service.jobs.spec import DiscoverySpec, PathSearch, Pruning, parse_task_lines
+from circat.service.model_sources import BUILTIN
+from circat.service.tasks import TASKS
+from circat.service.types import Ablation, Gate, Gradient, IgPoints, Method, Search
 
 
 def model_argument(model: str) -> str:

@@ -16,14 +16,14 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from service.models import cache_root
-from service.progress import Progress, silent
-from service.types import TaskFamily
-from workers.metrics import accuracy, final_logits, logit_diff, prob_diff
-from workers.models import LoadedModel
-from workers.tasks import Split, Task
-from workers.tasks.encode import encode
-from workers.tasks.render import for_tokenizer
+from circat.service.models import cache_root
+from circat.service.progress import Progress, silent
+from circat.service.types import TaskFamily
+from circat.workers.metrics import accuracy, final_logits, logit_diff, prob_diff
+from circat.workers.models import LoadedModel
+from circat.workers.tasks import Split, Task
+from circat.workers.tasks.encode import encode
+from circat.workers.tasks.render import for_tokenizer
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 COMPETENT_ACCURACY = 0.6

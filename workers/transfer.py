@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from service.catalogue import Catalogue
-from service.circuit import CIRCUIT_ID
-from service.jobs.evaluation import EvaluationSpec
-from service.progress import Progress, silent
-from workers.evaluation import EvaluationRun, records_of, run_evaluation
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import CIRCUIT_ID
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.progress import Progress, silent
+from circat.workers.evaluation import EvaluationRun, records_of, run_evaluation
 
 
 @dataclass(frozen=True)

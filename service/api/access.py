@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hmac
 
-from service.api.guards import ASGIApp, Receive, Scope, Send
-from service.api.problems import problem
-from service.config import Settings
+from circat.service.api.guards import ASGIApp, Receive, Scope, Send
+from circat.service.api.problems import problem
+from circat.service.config import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DOC_PATHS = ("/docs", "/redoc", "/openapi.json")

@@ -7,10 +7,10 @@ from dataclasses import asdict
 
 from pydantic import BaseModel
 
-from service.null import Chance
-from service.overlap import Consensus, PairOverlap
-from service.stability import RunComparison
-from service.types import Level
+from circat.service.null import Chance
+from circat.service.overlap import Consensus, PairOverlap
+from circat.service.stability import RunComparison
+from circat.service.types import Level
 
 
 class PairAnswer(BaseModel):

@@ -7,34 +7,34 @@ from fastapi import Body, Depends, FastAPI, Path, Query, Response
 from pydantic import BaseModel, StringConstraints
 from starlette.convertors import Convertor, register_url_convertor
 
-from service import __version__
-from service.api import problems
-from service.api.access import KeyGuard
-from service.api.answers import ConsensusAnswer, OverlapAnswer, overlap_answer
-from service.api.bodies import body_route
-from service.api.docs import docs_router
-from service.api.evaluations import evaluation_router
-from service.api.guards import BodyLimit, Timeout, single_valued
-from service.api.headers import HeadAsGet, SecurityHeaders
-from service.api.heavy import HeavyGate
-from service.api.jobs import job_router
-from service.api.pages import page_router
-from service.api.problems import declared
-from service.api.stability import stability_router
-from service.catalogue import Catalogue
-from service.circuit import CIRCUIT_ID, Circuit
-from service.config import Settings
-from service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
-from service.errors import CatalogueError
-from service.jobs.dispatch import Dispatcher
-from service.jobs.evaluation import EvaluationSpec
-from service.jobs.spec import DiscoverySpec
-from service.jobs.store import JobStore
-from service.limits import MAX_NAME_LENGTH
-from service.null import DEFAULT_SAMPLES, NullSpec
-from service.overlap import Matrix
-from service.stores import CircuitFilter, CircuitStore, open_store
-from service.types import NullModel
+from circat.service import __version__
+from circat.service.api import problems
+from circat.service.api.access import KeyGuard
+from circat.service.api.answers import ConsensusAnswer, OverlapAnswer, overlap_answer
+from circat.service.api.bodies import body_route
+from circat.service.api.docs import docs_router
+from circat.service.api.evaluations import evaluation_router
+from circat.service.api.guards import BodyLimit, Timeout, single_valued
+from circat.service.api.headers import HeadAsGet, SecurityHeaders
+from circat.service.api.heavy import HeavyGate
+from circat.service.api.jobs import job_router
+from circat.service.api.pages import page_router
+from circat.service.api.problems import declared
+from circat.service.api.stability import stability_router
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import CIRCUIT_ID, Circuit
+from circat.service.config import Settings
+from circat.service.documents import CircuitDocument, MibDocument, document_from_circuit, mib_from_circuit
+from circat.service.errors import CatalogueError
+from circat.service.jobs.dispatch import Dispatcher
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.jobs.store import JobStore
+from circat.service.limits import MAX_NAME_LENGTH
+from circat.service.null import DEFAULT_SAMPLES, NullSpec
+from circat.service.overlap import Matrix
+from circat.service.stores import CircuitFilter, CircuitStore, open_store
+from circat.service.types import NullModel
 
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)]
 PathName = Annotated[str, Path(max_length=MAX_NAME_LENGTH)]

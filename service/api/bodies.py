@@ -22,9 +22,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from service.api.heavy import HeavyGate
-from service.errors import LimitExceeded
-from service.limits import Limits, env_name
+from circat.service.api.heavy import HeavyGate
+from circat.service.errors import LimitExceeded
+from circat.service.limits import Limits, env_name
 
 BIG_BODY = 1 << 20
 """Bodies over this size take a heavy slot while they are parsed and validated."""

@@ -11,19 +11,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from fastapi.routing import APIRoute
 
-from service.api.jobs import Submitted, submitted
-from service.api.problems import declared
-from service.catalogue import Catalogue
-from service.circuit import CIRCUIT_ID
-from service.config import Settings
-from service.errors import NotFound
-from service.expressions import ExpressionError, circuit_ids, parse
-from service.jobs.dispatch import Dispatcher
-from service.jobs.evaluation import EvaluationSpec
-from service.limits import MAX_NAME_LENGTH
-from service.report.transfer import newest_cells
-from service.stores.base import EvaluationFilter
-from service.types import Mode
+from circat.service.api.jobs import Submitted, submitted
+from circat.service.api.problems import declared
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import CIRCUIT_ID
+from circat.service.config import Settings
+from circat.service.errors import NotFound
+from circat.service.expressions import ExpressionError, circuit_ids, parse
+from circat.service.jobs.dispatch import Dispatcher
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.limits import MAX_NAME_LENGTH
+from circat.service.report.transfer import newest_cells
+from circat.service.stores.base import EvaluationFilter
+from circat.service.types import Mode
 
 OptionalName = Annotated[str | None, Query(max_length=MAX_NAME_LENGTH)]
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from fastapi import Request
 
-from service.api.problems import problem
-from service.cancel import cancellable
-from service.errors import LimitExceeded
-from service.limits import env_name
+from circat.service.api.problems import problem
+from circat.service.cancel import cancellable
+from circat.service.errors import LimitExceeded
+from circat.service.limits import env_name
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -8,8 +8,8 @@ documentation pages run only their own scripts, served by this server.
 
 from __future__ import annotations
 
-from service.api.access import is_doc_path
-from service.api.guards import ASGIApp, Message, Receive, Scope, Send
+from circat.service.api.access import is_doc_path
+from circat.service.api.guards import ASGIApp, Message, Receive, Scope, Send
 
 PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; "
                "frame-ancestors 'none'; base-uri 'none'")

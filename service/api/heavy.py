@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from service.cancel import checkpoint
-from service.limits import env_name
+from circat.service.cancel import checkpoint
+from circat.service.limits import env_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 RETRY_AFTER_S = 2

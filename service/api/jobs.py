@@ -13,13 +13,13 @@ from fastapi import APIRouter, Path, Query, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from service.api.problems import declared
-from service.config import Settings
-from service.jobs.dispatch import Dispatcher
-from service.jobs.spec import DiscoverySpec
-from service.jobs.store import AnySpec, Job, JobFilter, JobStatus, JobSummary
-from service.limits import MAX_NAME_LENGTH
-from service.model_sources import check_rest_model
+from circat.service.api.problems import declared
+from circat.service.config import Settings
+from circat.service.jobs.dispatch import Dispatcher
+from circat.service.jobs.spec import DiscoverySpec
+from circat.service.jobs.store import AnySpec, Job, JobFilter, JobStatus, JobSummary
+from circat.service.limits import MAX_NAME_LENGTH
+from circat.service.model_sources import check_rest_model
 
 JOB_ID = "^j[0-9a-f]{24}$"
 OptionalName = Annotated[str | None, Query(max_length=MAX_NAME_LENGTH)]

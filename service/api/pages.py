@@ -13,15 +13,15 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 from pydantic import StringConstraints
 
-from service.api.heavy import HeavyGate
-from service.catalogue import Catalogue
-from service.circuit import CIRCUIT_ID
-from service.errors import CatalogueError, NotFound
-from service.limits import MAX_NAME_LENGTH, Limits
-from service.overlap import OverlapError
-from service.report.diagram import DEFAULT_TOP_EDGES, DiagramOptions, circuit_svg
-from service.report.page import STYLE, report_html
-from service.stores import CircuitFilter, CircuitSummary
+from circat.service.api.heavy import HeavyGate
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import CIRCUIT_ID
+from circat.service.errors import CatalogueError, NotFound
+from circat.service.limits import MAX_NAME_LENGTH, Limits
+from circat.service.overlap import OverlapError
+from circat.service.report.diagram import DEFAULT_TOP_EDGES, DiagramOptions, circuit_svg
+from circat.service.report.page import STYLE, report_html
+from circat.service.stores import CircuitFilter, CircuitSummary
 
 CircuitId = Annotated[str, Path(pattern=f"^{CIRCUIT_ID}$", description="c and 23 hex digits")]
 Name = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH)]

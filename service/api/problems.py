@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from service.api.bodies import BodyRefused
-from service.api.heavy import RETRY_AFTER_S, Busy
-from service.cancel import Cancelled
-from service.errors import CircuitInvalid, LimitExceeded, NotFound, SchemaMismatch, StoreUnavailable
-from service.overlap import OverlapError
+from circat.service.api.bodies import BodyRefused
+from circat.service.api.heavy import RETRY_AFTER_S, Busy
+from circat.service.cancel import Cancelled
+from circat.service.errors import CircuitInvalid, LimitExceeded, NotFound, SchemaMismatch, StoreUnavailable
+from circat.service.overlap import OverlapError
 
 log = logging.getLogger("circat.api")
 MEDIA = "application/problem+json"

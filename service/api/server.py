@@ -14,7 +14,7 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.limits import Limits
+from circat.service.limits import Limits
 
 
 @cache

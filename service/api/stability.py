@@ -8,10 +8,10 @@ from fastapi import APIRouter, Path, Query
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from service.catalogue import Catalogue
-from service.circuit import CIRCUIT_ID
-from service.limits import Limits
-from service.stability import LevelStability, StabilityRecord
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import CIRCUIT_ID
+from circat.service.limits import Limits
+from circat.service.stability import LevelStability, StabilityRecord
 
 STABILITY_ID = "^s[0-9a-f]{23}$"
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.catalogue import Catalogue
-from service.cli.output import console, p_text, table
-from service.literature import literature_documents
+from circat.service.catalogue import Catalogue
+from circat.service.cli.output import console, p_text, table
+from circat.service.literature import add_literature
 
 SEQUENCE_AND_COMPARISON = ("numerals", "number-words", "months", "greater-than")
 
 
 def literature_demo(cat: Catalogue, as_json: bool) -> dict[str, Any]:
     """Import the five literature circuits (idempotent); print the overlap questions unless ``as_json``."""
-    ids = {doc.task: cat.add_document(doc) for doc in literature_documents()}
+    ids = add_literature(cat)
     four = [ids[t] for t in SEQUENCE_AND_COMPARISON]
     shared = cat.consensus(four)[0]
     m = cat.matrix(list(ids.values()))

@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from service.cli.main import JsonOpt, StoreOpt, app
-from service.cli.output import console, emit_json, fail, table
-from service.config import Settings
-from service.errors import CatalogueError
-from service.lifecycle.archive import dump as dump_catalogue
-from service.lifecycle.archive import restore as restore_catalogue
-from service.lifecycle.copy import CopyReport, copy_catalogue
-from service.lifecycle.records import ALL_PARTS, Part
-from service.progress import console_progress
-from service.stores import open_store
+from circat.service.cli.main import JsonOpt, StoreOpt, app
+from circat.service.cli.output import console, emit_json, fail, table
+from circat.service.config import Settings
+from circat.service.errors import CatalogueError
+from circat.service.lifecycle.archive import dump as dump_catalogue
+from circat.service.lifecycle.archive import restore as restore_catalogue
+from circat.service.lifecycle.copy import CopyReport, copy_catalogue
+from circat.service.lifecycle.records import ALL_PARTS, Part
+from circat.service.progress import console_progress
+from circat.service.stores import open_store
 
 Errors = (CatalogueError, ValueError, OSError)
 
@@ -30,9 +30,9 @@ def migrate(
 ) -> None:
     """Bring the catalogue and the job database to this circat's schema now, and say from which version (opening
     them does the same; a newer version is refused)."""
-    from service.jobs.schema import head
-    from service.jobs.store import JobStore
-    from service.stores.versions import CATALOGUE_SCHEMA
+    from circat.service.jobs.schema import head
+    from circat.service.jobs.store import JobStore
+    from circat.service.stores.versions import CATALOGUE_SCHEMA
 
     settings = Settings.from_env()
     try:

@@ -10,28 +10,28 @@ from typing import Annotated, Any
 
 import typer
 
-from service.catalogue import Catalogue
-from service.circuit import Circuit
-from service.cli.output import console, emit_json, fail, p_text, table
-from service.documents import (
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import Circuit
+from circat.service.cli.output import console, emit_json, fail, p_text, table
+from circat.service.documents import (
     CircuitDocument,
     MibDocument,
     document_from_circuit,
     mib_from_circuit,
     mib_to_document,
 )
-from service.effects import EffectsView
-from service.errors import CatalogueError, LimitExceeded
-from service.limits import Limits, env_name
-from service.models import KNOWN_SHAPES
-from service.null import DEFAULT_SAMPLES, NullSpec
-from service.progress import console_progress
-from service.report.diagram import DEFAULT_TOP_EDGES
-from service.report.page import report_html
-from service.stability import RunComparison
-from service.stores import CircuitFilter, open_store
-from service.stores.base import EvaluationFilter
-from service.types import Mode, NullModel
+from circat.service.effects import EffectsView
+from circat.service.errors import CatalogueError, LimitExceeded
+from circat.service.limits import Limits, env_name
+from circat.service.models import KNOWN_SHAPES
+from circat.service.null import DEFAULT_SAMPLES, NullSpec
+from circat.service.progress import console_progress
+from circat.service.report.diagram import DEFAULT_TOP_EDGES
+from circat.service.report.page import report_html
+from circat.service.stability import RunComparison
+from circat.service.stores import CircuitFilter, open_store
+from circat.service.stores.base import EvaluationFilter
+from circat.service.types import Mode, NullModel
 
 app = typer.Typer(help="Circuit Catalogue: discover, store and compare circuits of language models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -316,9 +316,9 @@ def serve(
 
     import uvicorn
 
-    from service.api.app import create_app
-    from service.api.server import uvicorn_options
-    from service.config import Settings
+    from circat.service.api.app import create_app
+    from circat.service.api.server import uvicorn_options
+    from circat.service.config import Settings
 
     settings = Settings.from_env()
     if not _loopback(host) and not settings.write_keys:
@@ -327,7 +327,7 @@ def serve(
         child = None
         if worker and not settings.broker_url:
             # its own process, so torch stays out of the API; it exits when this one does
-            child = subprocess.Popen([sys.executable, "-m", "workers", "worker", "--parent", str(os.getpid())])
+            child = subprocess.Popen([sys.executable, "-m", "circat.workers", "worker", "--parent", str(os.getpid())])
         options = uvicorn_options(settings.limits)
         try:
             if workers == 1:
@@ -335,7 +335,7 @@ def serve(
             else:  # each process builds its own app (and store connections) from the environment
                 if store:
                     os.environ["CIRCAT_STORE_URL"] = store
-                uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                uvicorn.run("circat.service.api.app:create_app", factory=True, host=host, port=port, workers=workers,
                             **options)
         finally:
             if child is not None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from service.errors import CircuitInvalid
+from circat.service.errors import CircuitInvalid
 
 console = Console()
 errors = Console(stderr=True)

@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from service.cli.main import JsonOpt, StoreOpt, app, catalogue
-from service.cli.output import console, emit_json, fail, table
-from service.errors import CatalogueError
-from service.stability import StabilityRecord
+from circat.service.cli.main import JsonOpt, StoreOpt, app, catalogue
+from circat.service.cli.output import console, emit_json, fail, table
+from circat.service.errors import CatalogueError
+from circat.service.stability import StabilityRecord
 
 SHOWN_ITEMS = 12
 """items per level the table lists, most frequent first (``--json`` has them all)"""
@@ -31,7 +31,7 @@ def stability(
 
 
 def _circuit_of_job(job_id: str) -> str:
-    from service.jobs.client import job_client
+    from circat.service.jobs.client import job_client
 
     job = job_client().get(job_id)
     if not job["circuit_ids"]:

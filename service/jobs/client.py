@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from service.config import Settings
-from service.errors import NotFound, StoreUnavailable
-from service.jobs.dispatch import Dispatcher
-from service.jobs.evaluation import EvaluationSpec
-from service.jobs.store import AnySpec, JobFilter, JobStore
+from circat.service.config import Settings
+from circat.service.errors import NotFound, StoreUnavailable
+from circat.service.jobs.dispatch import Dispatcher
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.jobs.store import AnySpec, JobFilter, JobStore
 
 
 class JobClient(Protocol):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.config import Settings
-from service.errors import StoreUnavailable
-from service.jobs.store import AnySpec, Job, JobStore
+from circat.service.config import Settings
+from circat.service.errors import StoreUnavailable
+from circat.service.jobs.store import AnySpec, Job, JobStore
 
 QUEUE = "circat"
 TASK_NAME = "circat.run_job"

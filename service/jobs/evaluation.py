@@ -15,10 +15,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from service.bootstrap import DEFAULT_BOOTSTRAP
-from service.limits import MAX_NAME_LENGTH
-from service.tasks import TASKS
-from service.types import Ablation, Level, Metric, Mode
+from circat.service.bootstrap import DEFAULT_BOOTSTRAP
+from circat.service.limits import MAX_NAME_LENGTH
+from circat.service.tasks import TASKS
+from circat.service.types import Ablation, Level, Metric, Mode
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
 ExpressionText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]

@@ -17,7 +17,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from service.errors import SchemaMismatch
+from circat.service.errors import SchemaMismatch
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK = 0x63697263  # the advisory lock key PostgreSQL migrations hold ("circ")

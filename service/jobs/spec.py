@@ -23,9 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from service.limits import MAX_NAME_LENGTH
-from service.tasks import TASKS
-from service.types import Ablation, Gate, Gradient, IgPoints, Method, Metric, Search
+from circat.service.limits import MAX_NAME_LENGTH
+from circat.service.tasks import TASKS
+from circat.service.types import Ablation, Gate, Gradient, IgPoints, Method, Metric, Search
 
 ORDER = re.compile(r"backward|forward|random:\d{1,9}")
 MAX_RESAMPLES = 1000

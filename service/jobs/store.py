@@ -24,11 +24,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import defer
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
-from service.errors import NotFound, StoreUnavailable
-from service.jobs.evaluation import EvaluationSpec
-from service.jobs.schema import upgrade
-from service.jobs.spec import DiscoverySpec, SpecSummary
-from service.stores.sqlite import ensure_sqlite_dir
+from circat.service.errors import NotFound, StoreUnavailable
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.jobs.schema import upgrade
+from circat.service.jobs.spec import DiscoverySpec, SpecSummary
+from circat.service.stores.sqlite import ensure_sqlite_dir
 
 AnySpec = DiscoverySpec | EvaluationSpec
 """what a job runs: a discovery, or a functional run (evaluate, extend, transfer)"""

@@ -28,11 +28,11 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from service.circuit import Circuit
-from service.documents import CircuitDocument, circuit_from_document, document_from_circuit
-from service.errors import CatalogueError, CircuitInvalid, NotFound, SchemaMismatch
-from service.lifecycle.copy import BATCH
-from service.lifecycle.records import (
+from circat.service.circuit import Circuit
+from circat.service.documents import CircuitDocument, circuit_from_document, document_from_circuit
+from circat.service.errors import CatalogueError, CircuitInvalid, NotFound, SchemaMismatch
+from circat.service.lifecycle.copy import BATCH
+from circat.service.lifecycle.records import (
     ALL_PARTS,
     Part,
     circuit_ids,
@@ -43,9 +43,9 @@ from service.lifecycle.records import (
     stability_doc,
     stability_of,
 )
-from service.progress import Progress, silent
-from service.stores.base import CircuitStore
-from service.stores.versions import CATALOGUE_SCHEMA
+from circat.service.progress import Progress, silent
+from circat.service.stores.base import CircuitStore
+from circat.service.stores.versions import CATALOGUE_SCHEMA
 
 FORMAT = "circat.dump"
 DUMP_VERSION = 1

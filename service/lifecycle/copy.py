@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.errors import NotFound
-from service.lifecycle.records import (
+from circat.service.errors import NotFound
+from circat.service.lifecycle.records import (
     ALL_PARTS,
     ModelInventory,
     Part,
@@ -23,9 +23,9 @@ from service.lifecycle.records import (
     inventory,
     stabilities,
 )
-from service.progress import Progress, silent
-from service.stability import StabilityRecord
-from service.stores.base import CircuitStore, EvaluationRecord
+from circat.service.progress import Progress, silent
+from circat.service.stability import StabilityRecord
+from circat.service.stores.base import CircuitStore, EvaluationRecord
 
 BATCH = 50
 

@@ -14,10 +14,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from service.circuit import Circuit
-from service.progress import Progress, silent
-from service.stability import StabilityRecord
-from service.stores.base import EVALUATION_FIELDS, CircuitFilter, CircuitStore, EvaluationFilter, EvaluationRecord
+from circat.service.circuit import Circuit
+from circat.service.progress import Progress, silent
+from circat.service.stability import StabilityRecord
+from circat.service.stores.base import (
+    EVALUATION_FIELDS,
+    CircuitFilter,
+    CircuitStore,
+    EvaluationFilter,
+    EvaluationRecord,
+)
 
 PAGE = 500
 T = TypeVar("T")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from service.documents import CircuitDocument
+from circat.service.documents import CircuitDocument
+
+if TYPE_CHECKING:
+    from circat.service.catalogue import Catalogue
 
 DATA = "gpt2_small.json"
 
@@ -20,3 +24,8 @@ def literature_documents() -> list[CircuitDocument]:
         nodes = {name: {"in_graph": True} for name in heads + mlps}
         docs.append(CircuitDocument(model=raw["model"], method="literature", nodes=nodes, **entry))
     return docs
+
+
+def add_literature(cat: Catalogue) -> dict[str, str]:
+    """Store the literature circuits in ``cat`` (a no-op for those it holds); their ids by task."""
+    return {doc.task: cat.add_document(doc) for doc in literature_documents()}

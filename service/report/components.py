@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from service.effects import EffectsView
+from circat.service.effects import EffectsView
 
 TOP_ADDED = 20
 BAR_PX = 120

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 
-from service.annotations import evaluation_of
-from service.circuit import Circuit
+from circat.service.annotations import evaluation_of
+from circat.service.circuit import Circuit
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")

@@ -2,7 +2,8 @@
 
 The order is the leaf order of average-linkage agglomerative clustering on 1 - Jaccard (ties
 broken by position), so families of circuits sit next to each other. Each cell carries its value
-in a ``<title>`` (hover) and, when there are at most ``LABEL_CELLS`` rows, as text in the cell.
+in a ``<title>`` (hover) and, when there are at most ``LABEL_CELLS`` rows, as text in the cell; rows are
+labelled on the left and columns on top (rotated), in a size readable at a glance up to 30 circuits.
 Given the null model's tail probabilities, a cell not above chance (``p >= ALPHA``) is drawn grey,
 marked ``data-chance="1"``, its title saying what chance expects.
 """
@@ -13,8 +14,11 @@ from html import escape
 
 import numpy as np
 
-LABEL_CELLS = 20
-CELL = 26.0
+LABEL_CELLS = 30
+CELL = 32.0
+LABEL_SIZE = 12.0
+CHAR_WIDTH = 0.6
+"""an upper bound of the average glyph width of sans-serif text, in ems"""
 ALPHA = 0.05
 """a Jaccard whose tail probability under the null model is at least this is not above chance"""
 CHANCE_GREY = "#bdbdbd"
@@ -36,17 +40,23 @@ def cluster_order(similarity: np.ndarray) -> list[int]:
 
 def heatmap_svg(labels: list[str], values: list[list[float | None]], title: str,
                 p: list[list[float | None]] | None = None, expected: list[list[float | None]] | None = None) -> str:
-    """A heatmap of ``values`` (``None``: no common level) with rows and columns in cluster order; cells whose
-    tail probability ``p`` is at least ``ALPHA`` are grey (``expected``: chance's value, in their titles)."""
+    """A heatmap of ``values`` (``None``: no common level) with rows and columns in cluster order, both labelled;
+    cells whose tail probability ``p`` is at least ``ALPHA`` are grey (``expected``: chance's value, in their
+    titles)."""
     grid = np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
     tails = np.array([[np.nan if v is None else v for v in row] for row in p], dtype=float) if p else None
     order = cluster_order(grid)
     n = len(order)
-    left, top = 12 + 6.5 * max((len(s) for s in labels), default=0), 24.0
-    parts = [f'<text x="4" y="14" font-size="12">{escape(title)}</text>']
+    label_width = LABEL_SIZE * CHAR_WIDTH * max((len(s) for s in labels), default=0)
+    left, top = 12 + label_width, 30 + label_width
+    parts = [f'<text x="4" y="16" font-size="13">{escape(title)}</text>']
+    for c, j in enumerate(order):
+        x = left + c * CELL + CELL / 2 + 4
+        parts.append(f'<text class="column" x="{x:.1f}" y="{top - 6:.1f}" transform="rotate(-90 {x:.1f} {top - 6:.1f})"'
+                     f'>{escape(labels[j])}</text>')
     for r, i in enumerate(order):
         y = top + r * CELL
-        parts.append(f'<text x="{left - 4:.0f}" y="{y + CELL / 2 + 3:.1f}" '
+        parts.append(f'<text class="row" x="{left - 6:.0f}" y="{y + CELL / 2 + 4:.1f}" '
                      f'text-anchor="end">{escape(labels[i])}</text>')
         for c, j in enumerate(order):
             chance = None if tails is None or np.isnan(tails[i, j]) or tails[i, j] < ALPHA else (
@@ -55,7 +65,7 @@ def heatmap_svg(labels: list[str], values: list[list[float | None]], title: str,
                                chance))
     width, height = left + n * CELL + 10, top + n * CELL + 10
     return (f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" width="{width:.0f}" height="{height:.0f}" '
-            f'font-family="sans-serif" font-size="10">' + "".join(parts) + "</svg>")
+            f'font-family="sans-serif" font-size="{LABEL_SIZE:g}">' + "".join(parts) + "</svg>")
 
 
 def _cell(row: int, col: int, x: float, y: float, v: float, pair: str, label: bool,
@@ -70,7 +80,7 @@ def _cell(row: int, col: int, x: float, y: float, v: float, pair: str, label: bo
            f'width="{CELL - 1}" height="{CELL - 1}" fill="{fill}"><title>{escape(pair)}: {text}{note}</title></rect>')
     if label and not np.isnan(v):
         ink = "#ffffff" if v > 0.6 and chance is None else "#222222"
-        out += (f'<text x="{x + CELL / 2 - 0.5:.1f}" y="{y + CELL / 2 + 3:.1f}" text-anchor="middle" font-size="8" '
+        out += (f'<text x="{x + CELL / 2 - 0.5:.1f}" y="{y + CELL / 2 + 3.5:.1f}" text-anchor="middle" font-size="10" '
                 f'fill="{ink}">{text}</text>')
     return out
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.graph import ModelGraph
-from service.types import NodeKind
+from circat.service.graph import ModelGraph
+from circat.service.types import NodeKind
 
 COLUMN = 34.0
 ROW = 46.0

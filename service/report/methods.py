@@ -7,10 +7,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from html import escape
 
-from service.annotations import evaluation_of, faithfulness_interval, problems
-from service.bootstrap import with_interval
-from service.circuit import Circuit
-from service.report.curves import curves_svg, stored_curves
+from circat.service.annotations import evaluation_of, faithfulness_interval, problems
+from circat.service.bootstrap import with_interval
+from circat.service.circuit import Circuit
+from circat.service.report.curves import curves_svg, stored_curves
 
 PERCENTS = (1, 2, 5, 10)
 

@@ -13,21 +13,21 @@ from collections.abc import Sequence
 from dataclasses import replace
 from html import escape
 
-from service.annotations import faithfulness_interval
-from service.annotations import problems as annotation_problems
-from service.bootstrap import with_interval
-from service.cancel import checkpoint
-from service.circuit import Circuit
-from service.effects import EffectsView
-from service.overlap import consensus, matrix
-from service.report.components import components_section
-from service.report.curves import curves_svg, stored_curves
-from service.report.diagram import DEFAULT_TOP_EDGES, DiagramOptions, circuit_svg
-from service.report.heatmap import ALPHA, heatmap_svg
-from service.report.methods import methods_section
-from service.report.transfer import transfer_svg, transfer_views
-from service.stores.base import EvaluationRecord, Membership
-from service.types import Level
+from circat.service.annotations import faithfulness_interval
+from circat.service.annotations import problems as annotation_problems
+from circat.service.bootstrap import with_interval
+from circat.service.cancel import checkpoint
+from circat.service.circuit import Circuit
+from circat.service.effects import EffectsView
+from circat.service.overlap import consensus, matrix
+from circat.service.report.components import components_section
+from circat.service.report.curves import curves_svg, stored_curves
+from circat.service.report.diagram import DEFAULT_TOP_EDGES, DiagramOptions, circuit_svg
+from circat.service.report.heatmap import ALPHA, heatmap_svg
+from circat.service.report.methods import methods_section
+from circat.service.report.transfer import transfer_svg, transfer_views
+from circat.service.stores.base import EvaluationRecord, Membership
+from circat.service.types import Level
 
 Frequencies = dict[str, dict[Level, dict[str, float]]]
 """per circuit id, per level, each item's share of the resamples holding it"""
@@ -58,7 +58,7 @@ def report_html(circuits: list[Circuit], title: str = "Circuit report", top_edge
     by_model: dict[str, list[Circuit]] = defaultdict(list)
     for c in circuits:
         by_model[c.provenance.model].append(c)
-    labels = _labels(circuits)
+    labels = circuit_labels(circuits)
     skipped = {c.id: found for c in circuits if (found := annotation_problems(c.annotations))}
     body = [f"<h1>{escape(title)}</h1>", _provenance_table(circuits, labels), _skipped_note(skipped, labels)]
     for model, group in by_model.items():
@@ -84,7 +84,7 @@ def _skipped_note(skipped: dict[str, list[str]], labels: dict[str, str]) -> str:
            f"schema:</p><ul>{items}</ul></div>"
 
 
-def _labels(circuits: list[Circuit]) -> dict[str, str]:
+def circuit_labels(circuits: list[Circuit]) -> dict[str, str]:
     """A short readable name per circuit: task / method, with a number where two would read alike."""
     seen: dict[str, int] = defaultdict(int)
     out = {}

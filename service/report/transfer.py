@@ -14,8 +14,8 @@ from html import escape
 
 import numpy as np
 
-from service.report.heatmap import CELL, colour
-from service.stores.base import EvaluationRecord
+from circat.service.report.heatmap import CELL, colour
+from circat.service.stores.base import EvaluationRecord
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.stores.base import CircuitFilter, CircuitStore, CircuitSummary, Membership, Stored
+from circat.service.stores.base import CircuitFilter, CircuitStore, CircuitSummary, Membership, Stored
 
 __all__ = ["CircuitFilter", "CircuitStore", "CircuitSummary", "Membership", "Stored", "open_store"]
 
@@ -12,16 +12,16 @@ def open_store(url: str | None = None) -> CircuitStore:
 
     With no URL, the configured one (``CIRCAT_STORE_URL``) or the embedded default.
     """
-    from service.config import Settings
+    from circat.service.config import Settings
 
     settings = Settings.from_env()
     url = url or settings.store_url
     if url.startswith(("bolt://", "bolt+s://", "neo4j://", "neo4j+s://")):
-        from service.stores.neo4j import Neo4jStore
+        from circat.service.stores.neo4j import Neo4jStore
 
         return Neo4jStore(url, settings.neo4j_user, settings.neo4j_password, settings.neo4j_database)
     if url.startswith("sqlite:"):
-        from service.stores.sqlite import SqliteStore
+        from circat.service.stores.sqlite import SqliteStore
 
         return SqliteStore(url)
     raise ValueError(f"unsupported store URL {url!r}: use sqlite:///PATH or bolt://HOST:PORT")

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.circuit import Circuit
-from service.errors import CircuitInvalid, shape_conflict
-from service.types import Level, ModelShape
+from circat.service.circuit import Circuit
+from circat.service.errors import CircuitInvalid, shape_conflict
+from circat.service.types import Level, ModelShape
 
 if TYPE_CHECKING:
-    from service.stability import StabilityRecord
+    from circat.service.stability import StabilityRecord
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ import numpy as np
 from neo4j import Driver, GraphDatabase, ManagedTransaction
 from neo4j.exceptions import AuthError, ClientError, ServiceUnavailable, SessionExpired
 
-from service.circuit import Circuit, Provenance
-from service.errors import NotFound, StoreUnavailable
-from service.graph import ModelGraph, graph_for
-from service.schema_files import cypher_statements
-from service.stability import StabilityRecord
-from service.stores.base import (
+from circat.service.circuit import Circuit, Provenance
+from circat.service.errors import NotFound, StoreUnavailable
+from circat.service.graph import ModelGraph, graph_for
+from circat.service.schema_files import cypher_statements
+from circat.service.stability import StabilityRecord
+from circat.service.stores.base import (
     EVALUATION_FIELDS,
     CircuitFilter,
     CircuitStore,
@@ -37,8 +37,8 @@ from service.stores.base import (
     pack_outside_scores,
     rebuild,
 )
-from service.stores.versions import CATALOGUE_SCHEMA, check_not_newer
-from service.types import Level, ModelShape
+from circat.service.stores.versions import CATALOGUE_SCHEMA, check_not_newer
+from circat.service.types import Level, ModelShape
 
 BATCH = 10_000
 _SCHEMA_RULE_EXISTS = {"Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists",

@@ -13,11 +13,11 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from service.circuit import Circuit, Provenance
-from service.errors import NotFound, StoreUnavailable
-from service.graph import graph_for
-from service.stability import StabilityRecord
-from service.stores.base import (
+from circat.service.circuit import Circuit, Provenance
+from circat.service.errors import NotFound, StoreUnavailable
+from circat.service.graph import graph_for
+from circat.service.stability import StabilityRecord
+from circat.service.stores.base import (
     EVALUATION_FIELDS,
     CircuitFilter,
     CircuitStore,
@@ -30,7 +30,7 @@ from service.stores.base import (
     pack_outside_scores,
     rebuild,
 )
-from service.stores.sqlite_schema import (
+from circat.service.stores.sqlite_schema import (
     circuits_t,
     edges_t,
     evaluation_circuits_t,
@@ -42,7 +42,7 @@ from service.stores.sqlite_schema import (
     stability_t,
     user_version,
 )
-from service.types import Level, ModelShape
+from circat.service.types import Level, ModelShape
 
 BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for another's write lock before the store reports itself busy (503)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from service.stores.versions import CATALOGUE_SCHEMA, check_not_newer
+from circat.service.stores.versions import CATALOGUE_SCHEMA, check_not_newer
 
 meta = sa.MetaData()
 models_t = sa.Table(

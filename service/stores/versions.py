@@ -8,7 +8,7 @@ evaluation and stability records). Opening an older store migrates it forward; a
 
 from __future__ import annotations
 
-from service.errors import SchemaMismatch
+from circat.service.errors import SchemaMismatch
 
 CATALOGUE_SCHEMA = 1
 """1: the first recorded version (the format of 49b2790: circuits, evaluations with intervals, stability)."""

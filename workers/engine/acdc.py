@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workers.engine.evaluate import EdgeEvaluator, masks_per_run
-from workers.tasks import Metric
+from circat.workers.engine.evaluate import EdgeEvaluator, masks_per_run
+from circat.workers.tasks import Metric
 
 DEFAULT_TAU = 0.01
 """ACDC's threshold where none is given"""

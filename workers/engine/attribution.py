@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import torch
 
-from service.types import IgPoints
-from workers.engine.gim import GimConfig, gim_hooks, quiet_norm_edits
-from workers.engine.patching import (
+from circat.service.types import IgPoints
+from circat.workers.engine.gim import GimConfig, gim_hooks, quiet_norm_edits
+from circat.workers.engine.patching import (
     LOGITS_INPUT,
     PORTS,
     Hook,
@@ -32,8 +32,8 @@ from workers.engine.patching import (
     source_hook_names,
     source_major,
 )
-from workers.metrics import task_metric
-from workers.tasks import Metric
+from circat.workers.metrics import task_metric
+from circat.workers.tasks import Metric
 
 
 def destination_hook_names(engine: PatchingEngine) -> list[str]:

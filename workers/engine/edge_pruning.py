@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.types import Gate
-from workers.engine.patching import PatchingEngine
-from workers.tasks import Metric
+from circat.service.types import Gate
+from circat.workers.engine.patching import PatchingEngine
+from circat.workers.tasks import Metric
 
 BETA, LOW, HIGH = 2 / 3, -0.1, 1.1
 

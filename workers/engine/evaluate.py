@@ -17,8 +17,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from workers.engine.patching import PatchingEngine
-from workers.engine.select import prune, top_n
+from circat.workers.engine.patching import PatchingEngine
+from circat.workers.engine.select import prune, top_n
 
 CURVE_PERCENTS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 MASK_BUDGET_BYTES = 2**30

@@ -16,13 +16,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.bootstrap import Interval, faithfulness_interval
-from service.effects import ComponentEffects
-from service.expressions import Selection
-from service.types import Level, Mode, NodeKind
-from workers.engine.attribution import edge_attribution
-from workers.engine.evaluate import Baselines, EdgeEvaluator, batched_metrics, budget, masks_per_run, prompt_means
-from workers.engine.patching import PatchingEngine
+from circat.service.bootstrap import Interval, faithfulness_interval
+from circat.service.effects import ComponentEffects
+from circat.service.expressions import Selection
+from circat.service.types import Level, Mode, NodeKind
+from circat.workers.engine.attribution import edge_attribution
+from circat.workers.engine.evaluate import (
+    Baselines,
+    EdgeEvaluator,
+    batched_metrics,
+    budget,
+    masks_per_run,
+    prompt_means,
+)
+from circat.workers.engine.patching import PatchingEngine
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from workers.engine.patching import Hook
-from workers.models import LoadedModel
+from circat.workers.engine.patching import Hook
+from circat.workers.models import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -40,12 +40,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from service.graph import ModelGraph
-from service.jobs.spec import PathSearch
-from service.types import Port, Search
-from workers.engine.evaluate import Baselines, masks_per_run
-from workers.engine.patching import LOGITS_INPUT, PatchingEngine, input_hook, last_logits
-from workers.engine.path_patching import input_slots, passing
+from circat.service.graph import ModelGraph
+from circat.service.jobs.spec import PathSearch
+from circat.service.types import Port, Search
+from circat.workers.engine.evaluate import Baselines, masks_per_run
+from circat.workers.engine.patching import LOGITS_INPUT, PatchingEngine, input_hook, last_logits
+from circat.workers.engine.path_patching import input_slots, passing
 
 ALL_PORTS = ("q", "k", "v", "mlp")
 PartialPath = tuple[int, ...]

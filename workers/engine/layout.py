@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from service.graph import ModelGraph, graph_for
-from service.types import ModelShape
+from circat.service.graph import ModelGraph, graph_for
+from circat.service.types import ModelShape
 
 
 @dataclass(frozen=True)

@@ -21,26 +21,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.bootstrap import DEFAULT_BOOTSTRAP, faithfulness_interval
-from service.circuit import Circuit, Provenance
-from service.config import checkpoint_dir
-from service.jobs.spec import PathSearch
-from service.progress import Progress, silent
-from service.tasks import family_of
-from service.types import Ablation, Gradient, IgPoints, Method
-from workers.engine.acdc import DEFAULT_TAU, acdc
-from workers.engine.attribution import edge_attribution
-from workers.engine.edge_pruning import PruningConfig, train_gates, warm_start
-from workers.engine.evaluate import Baselines, Curve, EdgeEvaluator, faithfulness_curve
-from workers.engine.gim import GimConfig
-from workers.engine.ipe import PathScorer, path_circuit, search_paths
-from workers.engine.node_search import DEFAULT_LEVELS, check_levels, node_search
-from workers.engine.patching import PatchingEngine
-from workers.engine.path_patching import path_patching
-from workers.engine.select import harm_sign, importance, prune, smallest_sizes, top_n
-from workers.models import LoadedModel
-from workers.tasks import Metric
-from workers.tasks.encode import TaskBatch
+from circat.service.bootstrap import DEFAULT_BOOTSTRAP, faithfulness_interval
+from circat.service.circuit import Circuit, Provenance
+from circat.service.config import checkpoint_dir
+from circat.service.jobs.spec import PathSearch
+from circat.service.progress import Progress, silent
+from circat.service.tasks import family_of
+from circat.service.types import Ablation, Gradient, IgPoints, Method
+from circat.workers.engine.acdc import DEFAULT_TAU, acdc
+from circat.workers.engine.attribution import edge_attribution
+from circat.workers.engine.edge_pruning import PruningConfig, train_gates, warm_start
+from circat.workers.engine.evaluate import Baselines, Curve, EdgeEvaluator, faithfulness_curve
+from circat.workers.engine.gim import GimConfig
+from circat.workers.engine.ipe import PathScorer, path_circuit, search_paths
+from circat.workers.engine.node_search import DEFAULT_LEVELS, check_levels, node_search
+from circat.workers.engine.patching import PatchingEngine
+from circat.workers.engine.path_patching import path_patching
+from circat.workers.engine.select import harm_sign, importance, prune, smallest_sizes, top_n
+from circat.workers.models import LoadedModel
+from circat.workers.tasks import Metric
+from circat.workers.tasks.encode import TaskBatch
 
 IG_STEPS = {Method.EAP_IG: 5, Method.IPE_APPROX: 2}
 """gradient points where none are given: EAP-IG's interpolation steps; ipe-approx's derivative points

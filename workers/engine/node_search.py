@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from workers.engine.evaluate import Baselines, node_baseline_masks, node_metrics, prompt_means
-from workers.engine.layout import Layout
-from workers.engine.patching import PatchingEngine
+from circat.workers.engine.evaluate import Baselines, node_baseline_masks, node_metrics, prompt_means
+from circat.workers.engine.layout import Layout
+from circat.workers.engine.patching import PatchingEngine
 
 DEFAULT_LEVELS = (0.7, 0.8, 0.9, 0.97)
 

@@ -18,12 +18,12 @@ from collections.abc import Callable
 
 import torch
 
-from service.types import Ablation
-from workers.engine.layout import LayerSlots, Layout, layout_for
-from workers.metrics import per_example, task_metric
-from workers.models import LoadedModel, unembed_last
-from workers.tasks import Metric
-from workers.tasks.encode import TaskBatch
+from circat.service.types import Ablation
+from circat.workers.engine.layout import LayerSlots, Layout, layout_for
+from circat.workers.metrics import per_example, task_metric
+from circat.workers.models import LoadedModel, unembed_last
+from circat.workers.tasks import Metric
+from circat.workers.tasks.encode import TaskBatch
 
 Hook = tuple[str, Callable[..., torch.Tensor | None]]
 PORTS = ("q", "k", "v")

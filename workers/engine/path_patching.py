@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.graph import ModelGraph
-from service.jobs.spec import PathSearch
-from service.types import NodeKind, Port
-from workers.engine.evaluate import EdgeEvaluator
+from circat.service.graph import ModelGraph
+from circat.service.jobs.spec import PathSearch
+from circat.service.types import NodeKind, Port
+from circat.workers.engine.evaluate import EdgeEvaluator
 
 PORTS_OF = {NodeKind.ATTENTION: (Port.Q, Port.K, Port.V), NodeKind.MLP: (Port.MLP,)}
 

@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from service.graph import ModelGraph
-from workers.tasks import Metric
+from circat.service.graph import ModelGraph
+from circat.workers.tasks import Metric
 
 
 def harm_sign(metric: Metric) -> float:
     """The sign of a score that harms ``metric`` when its edge is ablated: +1 for KL, -1 for differences."""
-    return 1.0 if Metric(metric) is Metric.KL else -1.0
+    return Metric(metric).harm_sign
 
 
 def importance(scores: np.ndarray, metric: Metric, absolute: bool = True) -> np.ndarray:

@@ -15,9 +15,9 @@ import socket
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
-from service.config import Settings
-from service.jobs.dispatch import QUEUE, TASK_NAME, celery_settings
-from workers.jobs.runner import WorkerContext
+from circat.service.config import Settings
+from circat.service.jobs.dispatch import QUEUE, TASK_NAME, celery_settings
+from circat.workers.jobs.runner import WorkerContext
 
 _settings = Settings.from_env()
 app = Celery("circat")
@@ -44,6 +44,6 @@ def _fresh_context(**_: object) -> None:
 @app.task(name=TASK_NAME, bind=True, queue=QUEUE, ignore_result=True)
 def run_job_task(self: Task, job_id: str) -> None:
     """Run one job by id (claimed even while its record says running: this delivery is the live one)."""
-    from workers.jobs.runner import run_job
+    from circat.workers.jobs.runner import run_job
 
     run_job(context(), job_id, redelivered=True)

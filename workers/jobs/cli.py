@@ -9,23 +9,20 @@ from __future__ import annotations
 import os
 import re
 import sys
-import threading
-import time
 from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
 
-from service.cli.main import JsonOpt, app
-from service.cli.output import console, emit_json, fail, table
-from service.config import Settings
-from service.errors import CatalogueError
-from service.jobs.client import job_client
-from service.jobs.store import FINISHED, JobFilter, JobStatus, JobStore
-from service.progress import console_progress
-from workers import spec_options as opts
-
-WAIT_POLL_S = 0.2
+from circat.service.cli.main import JsonOpt, app
+from circat.service.cli.output import console, emit_json, fail, table
+from circat.service.config import Settings
+from circat.service.errors import CatalogueError
+from circat.service.jobs.client import job_client
+from circat.service.jobs.store import FINISHED, JobFilter, JobStatus, JobStore
+from circat.service.progress import console_progress
+from circat.workers import spec_options as opts
+from circat.workers.jobs.wait import wait_jobs
 
 
 def need_worker(as_json: bool) -> None:
@@ -35,7 +32,7 @@ def need_worker(as_json: bool) -> None:
         import transformer_lens  # noqa: F401
     except ImportError as exc:
         fail(RuntimeError(f"this command needs the worker extra ({exc.name} is missing): "
-                          "pip install 'circuit-catalogue[worker]'"), as_json)
+                          "pip install 'circat[worker]'"), as_json)
 
 
 @app.command()
@@ -146,15 +143,15 @@ def worker(
     if device:
         os.environ["CIRCAT_DEVICE"] = device
     if not settings.broker_url:
-        from workers.jobs.local import work
-        from workers.jobs.runner import WorkerContext
+        from circat.workers.jobs.local import work
+        from circat.workers.jobs.runner import WorkerContext
 
         ctx = WorkerContext.from_settings(settings, device)
         print(f"embedded worker {ctx.name} on {settings.database_url} (device {ctx.device_name})",
               file=sys.stderr, flush=True)
         work(ctx, until_idle=until_idle, parent=parent)
         return
-    from workers.jobs.celery_app import app as celery
+    from circat.workers.jobs.celery_app import app as celery
 
     celery.worker_main(["worker", "--queues", queue, "--concurrency", str(concurrency), "--pool", "prefork",
                         "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
@@ -162,44 +159,11 @@ def worker(
 
 
 def wait_for(ids: list[str], as_json: bool) -> list[dict[str, Any]]:
-    """Poll until every job has finished; runs the embedded worker here when nothing else would."""
-    settings = Settings.from_env()
-    client = job_client(settings)
-    embedded = not settings.api_url and not settings.broker_url
-    done: dict[str, dict[str, Any]] = {}
-    bars = {i: console_progress(i, enabled=not as_json) for i in ids}
-    ticks = {i: bar.__enter__() for i, bar in bars.items()}
-    runner: threading.Thread | None = None
-    stop = threading.Event()
+    """Poll until every job has finished, a bar per job; runs the embedded worker here when nothing else would."""
     try:
-        while len(done) < len(ids):
-            if embedded and (runner is None or not runner.is_alive()):
-                runner = threading.Thread(target=_run_queued_here, args=(settings, stop), daemon=True)
-                runner.start()
-            for i in ids:
-                if i in done:
-                    continue
-                job = client.get(i)
-                ticks[i](round(100 * (job["progress"] or 0)), 100, f"{job['status']}: {job['message'] or ''}")
-                if JobStatus(job["status"]).finished:
-                    done[i] = job
-            time.sleep(0 if len(done) == len(ids) else WAIT_POLL_S)
+        return wait_jobs(ids, lambda i: console_progress(i, enabled=not as_json))
     except (CatalogueError, ValueError, OSError) as exc:
         fail(exc, as_json)
-    finally:
-        stop.set()  # the in-process worker finishes the job in hand (never left half-run), then stops
-        if runner is not None:
-            runner.join()
-        for bar in bars.values():
-            bar.__exit__(*sys.exc_info())
-    return [done[i] for i in ids]
-
-
-def _run_queued_here(settings: Settings, stop: threading.Event) -> None:
-    from workers.jobs.local import work
-    from workers.jobs.runner import WorkerContext
-
-    work(WorkerContext.from_settings(settings, os.environ.get("CIRCAT_DEVICE")), stop=stop, until_idle=True)
 
 
 def _print_jobs(items: list[dict[str, Any]], title: str = "jobs") -> None:

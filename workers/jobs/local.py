@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from workers.jobs.runner import WorkerContext, run_claimed
+from circat.workers.jobs.runner import WorkerContext, run_claimed
 
 WATCH_S = 0.005
 QUERY_EVERY_S = 1.0

@@ -16,19 +16,19 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from service.catalogue import Catalogue
-from service.circuit import Circuit
-from service.config import Settings
-from service.errors import NotFound, StoreUnavailable
-from service.jobs.evaluation import EvaluationSpec
-from service.jobs.store import Job, JobStore
-from service.limits import Limits
-from service.progress import Progress
-from service.stability import StabilityRecord
-from service.stores import CircuitStore, open_store
-from workers.discover import DiscoverError, run_resampled
-from workers.evaluation import EvaluateError, records_of, run_evaluation, run_extension
-from workers.transfer import transfer_matrix
+from circat.service.catalogue import Catalogue
+from circat.service.circuit import Circuit
+from circat.service.config import Settings
+from circat.service.errors import NotFound, StoreUnavailable
+from circat.service.jobs.evaluation import EvaluationSpec
+from circat.service.jobs.store import Job, JobStore
+from circat.service.limits import Limits
+from circat.service.progress import Progress
+from circat.service.stability import StabilityRecord
+from circat.service.stores import CircuitStore, open_store
+from circat.workers.discover import DiscoverError, run_resampled
+from circat.workers.evaluation import EvaluateError, records_of, run_evaluation, run_extension
+from circat.workers.transfer import transfer_matrix
 
 log = logging.getLogger("circat.worker")
 PROGRESS_EVERY_S = 0.25

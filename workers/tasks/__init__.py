@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.tasks import TASKS
-from workers.tasks.base import Example, Metric, Split, Task
-from workers.tasks.custom import CustomTask, TaskFileError
-from workers.tasks.greater_than import GreaterThanTask
-from workers.tasks.ioi import IOITask
-from workers.tasks.sequences import Corruption, SequenceTask, sequence_tasks
+from circat.service.tasks import TASKS
+from circat.workers.tasks.base import Example, Metric, Split, Task
+from circat.workers.tasks.custom import CustomTask, TaskFileError
+from circat.workers.tasks.greater_than import GreaterThanTask
+from circat.workers.tasks.ioi import IOITask
+from circat.workers.tasks.sequences import Corruption, SequenceTask, sequence_tasks
 
 __all__ = ["Corruption", "CustomTask", "Example", "GreaterThanTask", "IOITask", "Metric", "SequenceTask",
            "Split", "Task", "TaskFileError", "get_task", "registered_tasks"]

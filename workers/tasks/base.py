@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from service.types import Metric, TaskFamily
+from circat.service.types import Metric, TaskFamily
 
 HELD_OUT_PERCENT = 20
 

@@ -7,9 +7,9 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.jobs.spec import TaskFileError, TaskLine, parse_task_lines
-from service.types import TaskFamily
-from workers.tasks.base import Example, Split, Task
+from circat.service.jobs.spec import TaskFileError, TaskLine, parse_task_lines
+from circat.service.types import TaskFamily
+from circat.workers.tasks.base import Example, Split, Task
 
 
 class CustomTask(Task):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from workers.tasks.base import Example
+from circat.workers.tasks.base import Example
 
 SHOWN = 5
 

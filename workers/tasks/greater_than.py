@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import random
 
-from service.types import TaskFamily
-from workers.tasks.base import Example, Metric, OneToken, Task
+from circat.service.types import TaskFamily
+from circat.workers.tasks.base import Example, Metric, OneToken, Task
 
 NOUNS = ("war", "expedition", "siege", "campaign", "journey", "voyage", "reign", "dispute",
          "drought", "famine", "pilgrimage", "rebellion")

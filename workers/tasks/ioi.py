@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 from enum import StrEnum
 
-from service.types import TaskFamily
-from workers.tasks.base import Example, OneToken, Task
+from circat.service.types import TaskFamily
+from circat.workers.tasks.base import Example, OneToken, Task
 
 NAMES = ("Mary", "John", "Tom", "James", "Dan", "Sid", "Martin", "Amy", "Anna", "Kate",
          "Paul", "Rose", "Lisa", "Mark", "Sarah", "Jane", "Mike", "Emma", "Eric", "Laura")

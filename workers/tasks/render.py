@@ -14,8 +14,8 @@ from functools import lru_cache
 
 from transformers import PreTrainedTokenizerBase
 
-from workers.tasks.base import Example, OneToken, Split, Task
-from workers.tasks.encode import added_token, token_ids
+from circat.workers.tasks.base import Example, OneToken, Split, Task
+from circat.workers.tasks.encode import added_token, token_ids
 
 PROBE = 16
 

@@ -13,8 +13,8 @@ import itertools
 import random
 from enum import StrEnum
 
-from service.types import TaskFamily
-from workers.tasks.base import Example, OneToken, Task
+from circat.service.types import TaskFamily
+from circat.workers.tasks.base import Example, OneToken, Task
 
 NAMES = ("Van", "Hat", "Sun", "Car", "Bat", "Dog", "Pen", "Cup", "Box", "Map",
          "Key", "Jar", "Fan", "Bus", "Cat", "Hen", "Fox", "Owl", "Pig", "Rat")

@@ -19,10 +19,10 @@ from tqdm import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from workers.task_eval import TaskScore, score_tasks
-from workers.tasks import Split, Task, registered_tasks
-from workers.tasks.encode import TaskBatch, encode
-from workers.toy.tokenizer import build_tokenizer
+from circat.workers.task_eval import TaskScore, score_tasks
+from circat.workers.tasks import Split, Task, registered_tasks
+from circat.workers.tasks.encode import TaskBatch, encode
+from circat.workers.toy.tokenizer import build_tokenizer
 
 ACCURACY_BAR = 0.95
 

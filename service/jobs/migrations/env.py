@@ -8,7 +8,7 @@ import os
 import sqlalchemy as sa
 from alembic import context
 
-from service.jobs.store import JobRow
+from circat.service.jobs.store import JobRow
 
 connection = context.config.attributes.get("connection")
 if connection is None:
