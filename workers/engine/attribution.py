@@ -42,19 +42,21 @@ def destination_hook_names(engine: PatchingEngine) -> list[str]:
     return [*names, LOGITS_INPUT]
 
 
-def _gradient_hooks(engine: PatchingEngine, interpolate: list[Hook], grads: dict[str, torch.Tensor]) -> list[Hook]:
-    def accumulate(name: str) -> Callable[..., torch.Tensor]:
+OnGradient = Callable[[str, torch.Tensor], None]
+"""called in the backward pass with a destination input's hook name and its gradient ``[b, p, (h,) d]``"""
+
+
+def _gradient_hooks(engine: PatchingEngine, interpolate: list[Hook], on_gradient: OnGradient) -> list[Hook]:
+    def watch(name: str) -> Callable[..., torch.Tensor]:
         def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
-            def save(g: torch.Tensor) -> None:
-                grads[name] = grads[name] + g if name in grads else g.detach().clone()
             # A fresh tensor: the hooked value may also be the residual stream itself (MLP input),
             # and only the gradient through the destination's own input is wanted.
             mine = x.clone()
-            mine.register_hook(save)
+            mine.register_hook(lambda g: on_gradient(name, g))
             return mine
         return hook
 
-    return [*interpolate, *((n, accumulate(n)) for n in destination_hook_names(engine))]
+    return [*interpolate, *((n, watch(n)) for n in destination_hook_names(engine))]
 
 
 def _moved(engine: PatchingEngine, name: str, sl: slice, alpha: float) -> Hook:
@@ -67,22 +69,21 @@ def _moved(engine: PatchingEngine, name: str, sl: slice, alpha: float) -> Hook:
     return name, hook
 
 
-def _gradients(engine: PatchingEngine, interpolate: list[Hook], grads: dict[str, torch.Tensor],
-               record: bool = False, gim: GimConfig | None = None) -> None:
-    """One forward/backward; add each destination input's gradient into ``grads`` (``record``: keep the clean
-    run's source outputs from this pass, which must then be a clean one; ``gim``: GIM's backward modifications)."""
-    hooks = _gradient_hooks(engine, interpolate, grads)
-    record = record and not engine.has_clean and engine.metric is not Metric.KL
-    out = engine.source_buffer(engine.batch.clean) if record else None
-    if out is not None:
-        hooks = engine.recording_hooks(out)[:1] + hooks + engine.recording_hooks(out)[1:]
+def _gradients(engine: PatchingEngine, interpolate: list[Hook], on_gradient: OnGradient,
+               record: torch.Tensor | None = None, gim: GimConfig | None = None) -> None:
+    """One forward/backward, each destination input's gradient handed to ``on_gradient`` as the backward pass
+    reaches it (``record``: a buffer ``[source, batch, pos, d_model]`` to keep this pass's source outputs in, which
+    must then be the clean run's; ``gim``: GIM's backward modifications)."""
+    hooks = _gradient_hooks(engine, interpolate, on_gradient)
+    if record is not None:
+        hooks = engine.recording_hooks(record)[:1] + hooks + engine.recording_hooks(record)[1:]
     blocks, final_hooks = gim_hooks(engine.model, gim) if gim is not None else ([], [])
     with torch.enable_grad(), quiet_norm_edits():
         final = last_logits(engine.model, engine.batch.clean, hooks + blocks, engine.batch.lengths, final_hooks)
         reference = None if engine.metric is not Metric.KL else engine.clean_final
         task_metric(engine.metric, final, engine.batch, reference).backward()
-    if out is not None:
-        engine.set_clean(out, final)
+    if record is not None:
+        engine.set_clean(record, final)
 
 
 def _per_source(g: torch.Tensor) -> torch.Tensor:
@@ -116,24 +117,48 @@ def _runs(engine: PatchingEngine, steps: int, points: IgPoints) -> list[tuple[li
 def edge_attribution(engine: PatchingEngine, steps: int = 1, points: IgPoints = IgPoints.CLEAN,
                      gim: GimConfig | None = None) -> torch.Tensor:
     """Scores ``[n_edges]`` in the graph's edge order: EAP for one clean-inclusive step, EAP-IG otherwise (each
-    destination's gradient averaged over every pass of ``_runs``); ``gim``: with GIM's modified gradients."""
+    destination's gradient averaged over every pass of ``_runs``); ``gim``: with GIM's modified gradients.
+
+    Each destination's gradient becomes its edges' scores as the backward pass reaches it and is then dropped,
+    so a pass holds its own graph and one destination's gradient, never every destination's (a score is linear
+    in the gradient: the mean of the passes' scores is the score of the mean gradient)."""
     if steps < 1:
         raise ValueError(f"EAP-IG needs at least one step, got {steps}")
-    grads: dict[str, torch.Tensor] = {}
     runs = _runs(engine, steps, points)
-    for hooks, clean in runs:
-        _gradients(engine, hooks, grads, record=clean, gim=gim)
-    delta = (engine.ablated - engine.clean_out).reshape(engine.n_sources, -1)
     scores = torch.zeros(engine.layout.graph.n_edges, dtype=torch.float64)
-    h = engine.model.shape.n_heads
+    slices = _score_slices(engine)
+    clean: list[torch.Tensor] = []  # the clean source outputs: complete before any backward pass starts
+    delta: list[torch.Tensor] = []
+
+    def add(name: str, g: torch.Tensor) -> None:
+        if not delta:
+            delta.append((engine.ablated - clean[0]).reshape(engine.n_sources, -1))
+        where, n_sources, port = slices[name]
+        block = (_per_source(g) @ delta[0][:n_sources].T).double()
+        if port is None:
+            scores[where] += block.reshape(-1)
+        else:
+            scores[where].view(-1, len(PORTS), n_sources)[:, port] += block
+
+    for hooks, is_clean in runs:
+        record = None
+        if not clean:
+            fresh = is_clean and not engine.has_clean and engine.metric is not Metric.KL
+            record = engine.source_buffer(engine.batch.clean) if fresh else None
+            clean.append(record if record is not None else engine.clean_out)
+        _gradients(engine, hooks, add, record, gim)
+    return scores / len(runs)
+
+
+def _score_slices(engine: PatchingEngine) -> dict[str, tuple[slice, int, int | None]]:
+    """Per destination hook: its edges' slice of the scores, how many sources feed it, and its port's position
+    among q, k, v (``None`` for an MLP's or the logits' input, whose slice is one row per source)."""
+    out: dict[str, tuple[slice, int, int | None]] = {}
     for slots in engine.layout.layers:
         s = slots.n_attn_sources
-        rows = torch.cat([_per_source(grads[input_hook(slots.layer, p)]) for p in PORTS])
-        block = (rows @ delta[:s].T).view(3, h, s).transpose(0, 1)
-        scores[slots.attn_start:slots.mlp_start] = block.reshape(-1).double()
+        for i, port in enumerate(PORTS):
+            out[input_hook(slots.layer, port)] = (slice(slots.attn_start, slots.mlp_start), s, i)
         n = slots.n_mlp_sources
-        mlp = _per_source(grads[input_hook(slots.layer, "mlp")]) @ delta[:n].T
-        scores[slots.mlp_start:slots.mlp_start + n] = mlp.reshape(-1).double()
-    final = _per_source(grads[LOGITS_INPUT]) @ delta.T
-    scores[engine.layout.logits_start:] = final.reshape(-1).double()
-    return scores / len(runs)
+        out[input_hook(slots.layer, "mlp")] = (slice(slots.mlp_start, slots.mlp_start + n), n, None)
+    out[LOGITS_INPUT] = (slice(engine.layout.logits_start, engine.layout.graph.n_edges), engine.n_sources, None)
+    return out
