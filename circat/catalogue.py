@@ -17,7 +17,7 @@ from circat.service.null import DEFAULT_SAMPLES, NullSpec
 from circat.service.report.page import circuit_labels
 from circat.service.stores import CircuitFilter, open_store
 from circat.service.stores.base import EvaluationFilter
-from circat.service.types import Level, NullModel
+from circat.service.types import NullModel
 from circat.views import CircuitView, MatrixView, Overlap, Rows, Shared
 
 
@@ -87,7 +87,7 @@ class Catalogue:
     def containing(self, model: str, item: str) -> tuple[str, list[str]]:
         """The level of ``item`` (a component or an edge name) and the circuits of ``model`` that hold it."""
         level, ids = self.core.containing(model, item)
-        return Level(level).value, ids
+        return level.value, ids
 
     def evaluations(self, circuit: str | None = None, model: str | None = None, task: str | None = None,
                     mode: str | None = None, min_value: float | None = None, limit: int = 50,
@@ -109,7 +109,7 @@ class Catalogue:
                  expressions: list[str] | None = None, device: str | None = None, progress: bool = True,
                  **options: Any) -> Any:
         """The transfer matrix of ``model``: circuits and expressions (rows) evaluated on tasks (columns), each
-        cell stored as an evaluation; a heatmap in Jupyter."""
+        cell stored as an evaluation; a table in Jupyter (``.to_pandas()`` for a DataFrame)."""
         from circat.run import transfer
 
         return transfer(self, model, tasks, circuits, expressions, device, progress, **options)

@@ -14,7 +14,7 @@ from circat.service.jobs.evaluation import EvaluationSpec
 from circat.service.jobs.spec import DiscoverySpec
 from circat.service.progress import Progress, console_progress, silent
 from circat.service.tasks import TASKS, task_rows
-from circat.views import CircuitView, Rows, html_table
+from circat.views import CircuitView, Rows, html_table, pandas
 
 if TYPE_CHECKING:
     from circat.catalogue import Catalogue
@@ -98,10 +98,9 @@ class Transfer:
 
     def to_pandas(self) -> Any:
         """The values as a DataFrame: one row per expression, one column per task."""
-        import pandas as pd
-
         m = self.matrix
-        return pd.DataFrame([r.values for r in m.rows], index=[r.expression for r in m.rows], columns=list(m.tasks))
+        return pandas().DataFrame([r.values for r in m.rows], index=[r.expression for r in m.rows],
+                                  columns=list(m.tasks))
 
     def _repr_html_(self) -> str:
         m = self.matrix

@@ -21,14 +21,21 @@ from circat.service.report.heatmap import heatmap_svg
 
 
 def record(item: Any) -> dict[str, Any]:
-    """One row as a plain dict: a dataclass's fields, a dict as it is, ``.view()`` where an object has one."""
+    """One row as a plain dict: a dataclass's fields, a dict as it is."""
     if isinstance(item, dict):
         return item
     if dataclasses.is_dataclass(item) and not isinstance(item, type):
         return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
-    if hasattr(item, "view"):
-        return item.view()
     raise TypeError(f"cannot show a {type(item).__name__} as a row")
+
+
+def pandas() -> Any:
+    """The pandas module, or an ImportError saying how to install it (pandas is optional)."""
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError("to_pandas needs pandas: pip install pandas") from exc
+    return pd
 
 
 def html_table(rows: Iterable[dict[str, Any]], caption: str = "") -> str:
@@ -58,11 +65,7 @@ class Rows(list):
 
     def to_pandas(self) -> Any:
         """The rows as a pandas DataFrame (needs pandas: ``pip install pandas``)."""
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError("Rows.to_pandas needs pandas: pip install pandas") from exc
-        return pd.DataFrame([record(r) for r in self])
+        return pandas().DataFrame([record(r) for r in self])
 
     def _repr_html_(self) -> str:
         caption = self.caption or f"{len(self)} of {self.total}"
@@ -185,10 +188,8 @@ class MatrixView:
 
     def to_pandas(self, level: str = "node") -> Any:
         """The Jaccard grid at ``level`` (node or edge) as a DataFrame indexed by circuit id."""
-        import pandas as pd
-
         grid = self.matrix.node if level == "node" else self.matrix.edge
-        return pd.DataFrame(grid, index=self.matrix.ids, columns=self.matrix.ids)
+        return pandas().DataFrame(grid, index=self.matrix.ids, columns=self.matrix.ids)
 
     def _repr_html_(self) -> str:
         m = self.matrix

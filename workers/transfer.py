@@ -14,7 +14,7 @@ from circat.service.catalogue import Catalogue
 from circat.service.circuit import CIRCUIT_ID
 from circat.service.jobs.evaluation import EvaluationSpec
 from circat.service.progress import Progress, silent
-from circat.workers.evaluation import EvaluationRun, records_of, run_evaluation
+from circat.workers.evaluation import EvaluationRun, run_evaluation, store_evaluation
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ def transfer_matrix(spec: EvaluationSpec, cat: Catalogue, device: str | None = N
         progress(i, len(tasks), f"on {task}")
         column = EvaluationSpec(**spec.model_dump() | {"kind": "evaluate", "task": task, "tasks": None})
         run = run_evaluation(column, cat, device)
-        ids += [s.id for s in cat.add_evaluations(records_of(run))]
+        records, _ = store_evaluation(cat, run, save=False)
+        ids += [r.id for r in records]
         runs.append(run)
     progress(len(tasks), len(tasks), "done")
     own = {r: cat.get(r).provenance.task for r in rows if _is_id(r)}

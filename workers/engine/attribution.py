@@ -127,26 +127,25 @@ def edge_attribution(engine: PatchingEngine, steps: int = 1, points: IgPoints = 
     runs = _runs(engine, steps, points)
     scores = torch.zeros(engine.layout.graph.n_edges, dtype=torch.float64)
     slices = _score_slices(engine)
-    clean: list[torch.Tensor] = []  # the clean source outputs: complete before any backward pass starts
-    delta: list[torch.Tensor] = []
+    # Only a first, clean pass can record the clean source outputs; its buffer is complete before its backward.
+    fresh = runs[0][1] and not engine.has_clean and engine.metric is not Metric.KL
+    record = engine.source_buffer(engine.batch.clean) if fresh else None
+    clean = record if record is not None else engine.clean_out
+    delta: torch.Tensor | None = None
 
     def add(name: str, g: torch.Tensor) -> None:
-        if not delta:
-            delta.append((engine.ablated - clean[0]).reshape(engine.n_sources, -1))
+        nonlocal delta
+        if delta is None:
+            delta = (engine.ablated - clean).reshape(engine.n_sources, -1)
         where, n_sources, port = slices[name]
-        block = (_per_source(g) @ delta[0][:n_sources].T).double()
+        block = (_per_source(g) @ delta[:n_sources].T).double()
         if port is None:
             scores[where] += block.reshape(-1)
         else:
             scores[where].view(-1, len(PORTS), n_sources)[:, port] += block
 
-    for hooks, is_clean in runs:
-        record = None
-        if not clean:
-            fresh = is_clean and not engine.has_clean and engine.metric is not Metric.KL
-            record = engine.source_buffer(engine.batch.clean) if fresh else None
-            clean.append(record if record is not None else engine.clean_out)
-        _gradients(engine, hooks, add, record, gim)
+    for k, (hooks, _) in enumerate(runs):
+        _gradients(engine, hooks, add, record if k == 0 else None, gim)
     return scores / len(runs)
 
 

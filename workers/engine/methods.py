@@ -37,7 +37,7 @@ from circat.workers.engine.ipe import PathScorer, path_circuit, search_paths
 from circat.workers.engine.node_search import DEFAULT_LEVELS, check_levels, node_search
 from circat.workers.engine.patching import PatchingEngine
 from circat.workers.engine.path_patching import path_patching
-from circat.workers.engine.select import harm_sign, importance, prune, smallest_sizes, top_n
+from circat.workers.engine.select import importance, prune, smallest_sizes, top_n
 from circat.workers.models import LoadedModel
 from circat.workers.tasks import Metric
 from circat.workers.tasks.encode import TaskBatch
@@ -174,7 +174,7 @@ def _edge_pruning(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> 
     base = evaluator.baselines
     learned = train_gates(engine, config, init, base.full, base.empty, checkpoint, lambda step, loss, sparsity:
                           progress(step, config.steps, f"step {step}: loss {loss:.4g}, sparsity {sparsity:.1%}"))
-    run = _ranked(evaluator, harm_sign(engine.metric) * learned.gates, spec, silent)  # the metric's sign convention
+    run = _ranked(evaluator, engine.metric.harm_sign * learned.gates, spec, silent)  # the metric's sign convention
     training = {"training": {"history": [list(h) for h in learned.history]}}
     checkpoint.unlink(missing_ok=True)
     return replace(run, circuits=[replace(c, annotations=c.annotations | training) for c in run.circuits])
@@ -305,7 +305,7 @@ def _acdc(engine: PatchingEngine, spec: RunSpec, progress: Progress) -> Discover
     search = evaluator if spec.acdc_metric is engine.metric else EdgeEvaluator(PatchingEngine(
         engine.model, engine.batch, engine.ablation, spec.acdc_metric, engine.per_position))
     graph = engine.layout.graph
-    sign = harm_sign(engine.metric)  # each edge's harm, in the metric's sign convention
+    sign = engine.metric.harm_sign  # each edge's harm, in the metric's sign convention
     out = []
     for i, tau in enumerate(spec.taus):
         found = acdc(search, tau, lambda tried, i=i, tau=tau: progress(i, len(spec.taus), f"tau {tau:g}: "

@@ -17,16 +17,11 @@ from circat.service.graph import ModelGraph
 from circat.workers.tasks import Metric
 
 
-def harm_sign(metric: Metric) -> float:
-    """The sign of a score that harms ``metric`` when its edge is ablated: +1 for KL, -1 for differences."""
-    return Metric(metric).harm_sign
-
-
 def importance(scores: np.ndarray, metric: Metric, absolute: bool = True) -> np.ndarray:
     """Per-edge importance, larger is more important."""
     if absolute:
         return np.abs(scores)
-    return harm_sign(metric) * scores
+    return Metric(metric).harm_sign * scores
 
 
 def top_n(importance_: np.ndarray, n: int) -> np.ndarray:
