@@ -162,7 +162,8 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--peer", action="store_true", help="also run TransformerLens's edge attribution patching")
     p.add_argument("--sweep", type=int, default=None, help="time only this many components of the node-search sweep")
-    p.add_argument("--acdc", type=int, default=300, help="time ACDC on this many edges tried (0: skip)")
+    p.add_argument("--acdc", type=int, default=300,
+                   help="time ACDC on this many edges tried (0: skip; more than the run tries: the whole run)")
     p.add_argument("--arch", default="gpt2", choices=["gpt2", "llama"], help="the random model's architecture")
     p.add_argument("--kv-heads", type=int, default=None, help="Llama: key/value heads (grouped-query attention)")
     p.add_argument("--d-mlp", type=int, default=None, help="Llama: MLP width (default 4 x d_model)")
@@ -231,6 +232,7 @@ def main() -> None:
     rows.append(("edge-pruning training step", t / steps.steps, mem, t / steps.steps / fb, "<= 1.5 x (fwd+bwd)"))
     if args.acdc:
         rows.append(acdc_row(model, batch, args.acdc, f, dev))
+        rows.append(acdc_layers_row(model, batch, f, dev))
     if args.peer:
         rows += peer_rows(model, batch, metric, eap().cpu().numpy(), t_eap, dev)
 
@@ -283,10 +285,39 @@ def acdc_row(model: LoadedModel, batch: TaskBatch, limit: int, f: float,
             raise _Enough
 
     started = time.perf_counter()
+    kept = None
     with Peak(dev) as peak, contextlib.suppress(_Enough):
-        acdc(evaluator, tau, tick)
+        kept = int(acdc(evaluator, tau, tick).keep.sum())
     t = time.perf_counter() - started
-    return (f"ACDC, first {tried[0]} edges tried (tau {tau:.2g})", t, peak.peak, t / (tried[0] * f),
+    run = f"first {tried[0]} edges tried" if kept is None else f"whole run, {tried[0]} edges tried, {kept} kept"
+    return f"ACDC, {run} (tau {tau:.2g})", t, peak.peak, t / (tried[0] * f), "<= 0.5 x (edges tried x fwd)"
+
+
+def acdc_layers_row(model: LoadedModel, batch: TaskBatch, f: float, dev: torch.device, kept: float = 0.02,
+                    trials: int = 4) -> tuple[str, float, int, float | None, str | None]:
+    """ACDC's cost per edge tried if it tried every edge, keeping ``kept`` of them: for each layer, the median time
+    of ``trials`` single-edge trials into it in the state ACDC is in when it reaches that layer (every edge into an
+    earlier layer kept, those into later layers and the logits kept with probability ``kept``), weighted by the
+    number of edges into the layer (the logits' edges at the last layer's cost); over a plain forward."""
+    engine = PatchingEngine(model, batch, Ablation.RESAMPLE, Metric.KL)
+    layout, rng = engine.layout, np.random.default_rng(4)
+    n = layout.graph.n_edges
+    total = 0.0
+    for slots in layout.layers:
+        last = slots.layer + 1 == len(layout.layers)
+        later = layout.logits_start if last else layout.layers[slots.layer + 1].attn_start
+        state = np.ones(n, dtype=bool)
+        state[later:] = rng.random(n - later) < kept
+        masks = np.repeat(state[None], trials, axis=0)
+        tried = rng.choice(np.arange(slots.attn_start, later), trials, replace=False)
+        masks[np.arange(trials), tried] = False
+        times = []
+        for mask in masks:
+            started = time.perf_counter()
+            engine.evaluate_edges(torch.as_tensor(mask[None], dtype=torch.float32))
+            times.append(time.perf_counter() - started)
+        total += ((n if last else later) - slots.attn_start) * statistics.median(times)
+    return (f"ACDC per edge, every edge tried ({kept:.0%} kept), by layer", total / n, 0, total / (n * f),
             "<= 0.5 x (edges tried x fwd)")
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from circat.service.types import Ablation, Gate
+from circat.workers.engine.corrections import Deltas, weighted
 from circat.workers.engine.edge_pruning import (
     BETA,
     HIGH,
@@ -22,7 +23,7 @@ from circat.workers.engine.edge_pruning import (
     warm_start,
 )
 from circat.workers.engine.evaluate import EdgeEvaluator
-from circat.workers.engine.patching import PatchingEngine, _WeightedParts
+from circat.workers.engine.patching import PatchingEngine
 from circat.workers.tasks.encode import encode
 from tests.test_discover_cli import run
 from tests.test_engine import NUMERALS
@@ -55,15 +56,27 @@ def test_the_differentiable_masked_run_equals_the_plain_one(tiny):
 
 
 @pytest.mark.parametrize("n", [5, 3])
-def test_the_weighted_sum_over_source_parts_has_the_gradient_of_its_formula(n):
-    """The differentiable run's weighted sum keeps the parts, not their concatenation; its backward must equal
-    autograd's numerical gradient, also when the destination reads only the first ``n`` sources."""
+def test_the_differentiable_weighted_sum_has_the_gradient_of_its_formula(n):
+    """The sum reads one buffer the run writes outside autograd; its gradient reaches each source's output
+    through that source's token, and must equal the numerical gradient of ``w . (reference - current)`` over the
+    first ``n`` sources, for the weights and every source group."""
     g = torch.Generator().manual_seed(0)
     w = torch.randn(2, 4, n, generator=g, dtype=torch.float64, requires_grad=True)
-    parts = [torch.randn(2, k, 3, 2, 5, generator=g, dtype=torch.float64, requires_grad=True) for k in (2, 1, 2)]
-    assert torch.autograd.gradcheck(_WeightedParts.apply, (w, *parts))
-    dense = torch.einsum("mrs,msbpd->mrbpd", w, torch.cat(parts, 1)[:, :n])
-    assert torch.allclose(_WeightedParts.apply(w, *parts), dense)
+    reference = torch.randn(1, 5, 3, 2, 5, generator=g, dtype=torch.float64)
+    currents = [torch.randn(2, k, 3, 2, 5, generator=g, dtype=torch.float64, requires_grad=True) for k in (2, 1, 2)]
+
+    def summed(w: torch.Tensor, *currents: torch.Tensor) -> torch.Tensor:
+        delta, start = Deltas(2, 5), 0
+        for current in currents:
+            sl = slice(start, start + current.shape[1])
+            delta.record(sl, reference[:, sl], current)
+            start = sl.stop
+        return weighted(delta, w, None)
+
+    with torch.enable_grad():
+        assert torch.autograd.gradcheck(summed, (w, *currents))
+        dense = torch.einsum("mrs,msbpd->mrbpd", w, (reference - torch.cat(currents, 1))[:, :n])
+        assert torch.allclose(summed(w, *currents), dense)
 
 
 class _Killed(Exception):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from circat.service.types import Ablation, IgPoints, Level, Method
+from circat.workers.engine import corrections
 from circat.workers.engine.attribution import edge_attribution, ig_alphas
 from circat.workers.engine.evaluate import EdgeEvaluator, edge_baselines, faithfulness_curve, node_baselines
 from circat.workers.engine.layout import layout_for
@@ -68,6 +69,65 @@ def test_fast_edge_patching_equals_naive_hooks(tiny, batch, ablation):
     fast = engine.run_edges(torch.as_tensor(masks, dtype=torch.float32))
     for m, mask in enumerate(masks):
         torch.testing.assert_close(fast[m], naive_logits(engine, mask), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_every_form_of_the_weighted_sums_equals_naive_hooks(tiny, batch, share, monkeypatch):
+    monkeypatch.setattr(corrections, "SPARSE_SHARE", share)  # 0: dense wherever both sides exist, 1: one-sided
+    engine = PatchingEngine(tiny, batch, Ablation.MEAN)
+    rng = np.random.default_rng(2)
+    n = engine.layout.graph.n_edges
+    masks = np.stack([rng.random(n) > p for p in (0.05, 0.5, 0.95)] + [np.zeros(n, bool), np.ones(n, bool)])
+    fast = engine.run_edges(torch.as_tensor(masks, dtype=torch.float32))
+    for m, mask in enumerate(masks):
+        torch.testing.assert_close(fast[m], naive_logits(engine, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_a_masks_result_does_not_depend_on_the_masks_beside_it_that_start_where_it_does(tiny, batch):
+    engine = PatchingEngine(tiny, batch, Ablation.RESAMPLE)
+    layout, rng = engine.layout, np.random.default_rng(3)
+    n, late = layout.graph.n_edges, layout.layers[2].attn_start
+
+    def start_at(start: int, p: float) -> np.ndarray:
+        mask = np.ones(n, bool)
+        mask[start:] = rng.random(n - start) > p
+        return mask
+
+    for start in (0, late):  # every form in each batch: dense, dropped columns, complement
+        masks = torch.as_tensor(np.stack([start_at(start, p) for p in (0.5, 0.05, 0.95, 0.9)]), dtype=torch.float32)
+        together = engine.run_edges(masks)
+        for m in range(len(masks)):
+            assert torch.equal(engine.run_edges(masks[m:m + 1])[0], together[m])
+
+
+@pytest.mark.parametrize("ablation", list(Ablation))
+def test_runs_that_change_nothing_early_start_later_and_equal_naive_hooks(tiny, batch, ablation):
+    engine = PatchingEngine(tiny, batch, ablation)
+    layout, rng = engine.layout, np.random.default_rng(1)
+    n = layout.graph.n_edges
+    starts = [layout.layers[1].attn_start, layout.layers[2].attn_start, layout.layers[2].mlp_start,
+              layout.logits_start]
+    masks = np.ones((len(starts), n), bool)
+    for row, start in zip(masks, starts, strict=True):
+        row[start:] = rng.random(n - start) > 0.4
+    with torch.no_grad():
+        assert [engine.start_layer(torch.as_tensor(~m[None], dtype=torch.float32)) for m in masks] == [1, 2, 2, 2]
+    fast = engine.run_edges(torch.as_tensor(masks, dtype=torch.float32))
+    for m, mask in enumerate(masks):
+        torch.testing.assert_close(fast[m], naive_logits(engine, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_a_source_emitting_its_ablated_value_starts_the_run_at_its_layer(tiny, batch):
+    engine = PatchingEngine(tiny, batch, Ablation.RESAMPLE)
+    layout = engine.layout
+    keep = torch.ones(1, layout.graph.n_edges)
+    keep[0, layout.logits_start:] = 0
+    first = torch.zeros(1, engine.n_sources)
+    first[0, layout.layers[1].head_nodes[2]] = 1
+    with torch.no_grad():
+        assert engine.start_layer(1 - keep, first) == 1
+        whole = engine._final(engine.edge_hooks(keep, engine.clean_out, first), 1)
+    torch.testing.assert_close(engine.run_edges(keep, engine.clean_out, first), whole, atol=1e-5, rtol=1e-5)
 
 
 def test_node_masks_equal_their_edge_masks(tiny, batch):

@@ -4,21 +4,27 @@ Clean source outputs and ablated ones (zero, mean over the corrupted prompts, op
 position, or resampled from the corrupted run) are computed once per batch and held
 source-major, ``[source, batch, pos, d_model]``. A masked run fills a buffer
 ``delta[m, source] = ablated - current`` as sources fire; each layer's q/k/v inputs get
-``W @ delta`` with ``W = 1 - mask`` over their incoming edges (one matrix product per layer for
-all heads and ports), and likewise each MLP input and the final residual: no hook per edge.
-Several masks run as one batch. Masks are 1 for kept, 0 for ablated items. Every run stops at
-the final norm's input and unembeds each prompt's last position only (``last_logits``): the
-metric reads nothing else, and the unembedding of every position is a large share of a forward.
+``W @ delta`` with ``W = 1 - mask`` over their incoming edges (one sum per layer for all heads and
+ports, in the form ``corrections`` picks for each mask), and likewise each MLP input and the final
+residual: no hook per edge. Several masks run as one batch. Masks are 1 for kept, 0 for ablated
+items. Every run stops at the final norm's input and unembeds each prompt's last position only
+(``last_logits``): the metric reads nothing else, and the unembedding of every position is a large
+share of a forward.
+A run without gradients whose masks change nothing before some layer (no dropped edge into it, no
+source before it emitting its ablated value, as in ACDC's trials of a late destination) starts at
+that layer from the clean run's residual stream (``start_layer``): the earlier blocks are skipped
+(the bridge's ``start_at_layer`` still calls them, so their computation is swapped out meanwhile).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 from circat.service.types import Ablation
+from circat.workers.engine.corrections import Deltas, correction
 from circat.workers.engine.layout import LayerSlots, Layout, layout_for
 from circat.workers.metrics import per_example, task_metric
 from circat.workers.models import LoadedModel, unembed_last
@@ -39,18 +45,42 @@ class _Stop(Exception):
     """Raised at the final norm's input, once each prompt's last position has been taken."""
 
 
+class _Skipped(torch.nn.Module):
+    """Stands in for a skipped block's computation: hands its input on unchanged."""
+
+    def forward(self, *args: torch.Tensor, **kwargs: object) -> object:
+        return args[0] if args else kwargs["hidden_states"]
+
+
+@contextlib.contextmanager
+def _skipping(model: LoadedModel, n: int) -> Iterator[None]:
+    """The first ``n`` blocks compute nothing (the bridge's ``start_at_layer`` replaces their output)."""
+    blocks = list(model.bridge.blocks)[:n]
+    kept = [block._modules["_original_component"] for block in blocks]
+    try:
+        for block in blocks:
+            block._modules["_original_component"] = _Skipped()
+        yield
+    finally:
+        for block, original in zip(blocks, kept, strict=True):
+            block._modules["_original_component"] = original
+
+
 def last_logits(model: LoadedModel, tokens: torch.Tensor, hooks: list[Hook], lengths: torch.Tensor,
-                final_hooks: list[Hook] | None = None) -> torch.Tensor:
+                final_hooks: list[Hook] | None = None, start: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Logits ``[batch, vocab]`` at each prompt's last position of a hooked run, unembedding only those
-    (``final_hooks`` apply to the final norm and unembedding)."""
+    (``final_hooks`` apply to the final norm and unembedding; ``start``: a layer and the residual stream
+    ``[batch, pos, d_model]`` entering it, the run then computing only that layer and the later ones)."""
     taken: list[torch.Tensor] = []
 
     def take(x: torch.Tensor, hook: object) -> None:
         taken.append(x[torch.arange(x.shape[0], device=x.device), lengths.to(x.device) - 1])
         raise _Stop
 
-    with contextlib.suppress(_Stop):
-        model.bridge.run_with_hooks(tokens, fwd_hooks=[*hooks, (LOGITS_INPUT, take)])
+    layer, resid = start if start is not None else (0, tokens)
+    with contextlib.suppress(_Stop), _skipping(model, layer):
+        model.bridge.run_with_hooks(resid, fwd_hooks=[*hooks, (LOGITS_INPUT, take)],
+                                    **({"start_at_layer": layer} if layer else {}))
     if not final_hooks:
         return unembed_last(model.bridge, taken[0])
     with model.bridge.hooks(fwd_hooks=final_hooks):
@@ -89,6 +119,9 @@ class PatchingEngine:
         self.ablation, self.per_position = Ablation(ablation), per_position
         self.batch = batch.to(model.device)
         self._clean: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._resid: torch.Tensor | None = None
+        self._clean_delta: torch.Tensor | None = None
+        self._prefix_totals: dict[int, torch.Tensor] = {}
         self.ablated = self._ablated_sources()
 
     @property
@@ -107,9 +140,47 @@ class PatchingEngine:
 
     def _clean_run(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._clean is None:
-            self.set_clean(*self.sources(self.batch.clean, self.batch.lengths))
+            self.set_clean(*self.sources(self.batch.clean, self.batch.lengths, record_resid=True))
         assert self._clean is not None
         return self._clean
+
+    @property
+    def clean_resid(self) -> torch.Tensor:
+        """The clean run's residual stream entering each block ``[layer, batch, pos, d_model]`` (on first use)."""
+        if self._resid is None:
+            self.sources(self.batch.clean, self.batch.lengths, record_resid=True)
+        assert self._resid is not None
+        return self._resid
+
+    def _prefix_delta(self, reference: torch.Tensor | None, n: int) -> torch.Tensor:
+        """``reference - clean`` of the first ``n`` sources (``reference``: default the ablated values)."""
+        if reference is not None:
+            return reference[:n] - self.clean_out[:n]
+        if self._clean_delta is None:
+            self._clean_delta = self.ablated - self.clean_out
+        return self._clean_delta[:n]
+
+    def _prefix_total(self, reference: torch.Tensor | None, n: int) -> torch.Tensor:
+        """The sum of ``_prefix_delta`` over its ``n`` sources ``[b, p, d]`` (kept per ``n`` for the ablated one)."""
+        if reference is not None:
+            return self._prefix_delta(reference, n).sum(0)
+        if n not in self._prefix_totals:
+            self._prefix_totals[n] = self._prefix_delta(None, n).sum(0)
+        return self._prefix_totals[n]
+
+    def start_layer(self, drop: torch.Tensor, emit: torch.Tensor | None = None) -> int:
+        """The first layer a run of ``drop`` masks ``[mask, edge]`` (and ``emit`` ``[mask, source]``) must compute:
+        every layer before it gets all its edges and none of its sources emits its ablated value, so it runs as in
+        the clean run. 0 with gradients on, which must reach every mask entry."""
+        if torch.is_grad_enabled():
+            return 0
+        dropped, emitted = drop.any(0).cpu(), None if emit is None else emit.any(0).cpu()
+        for slots in self.layout.layers:
+            first = 0 if slots.layer == 0 else slots.head_nodes.start
+            if (bool(dropped[slots.attn_start:slots.mlp_start + slots.n_mlp_sources].any())
+                    or (emitted is not None and bool(emitted[first:slots.mlp_node + 1].any()))):
+                return slots.layer
+        return len(self.layout.layers) - 1
 
     @property
     def has_clean(self) -> bool:
@@ -134,10 +205,17 @@ class PatchingEngine:
         return [(name, store(sl)) for name, sl in source_hook_names(self.layout)]
 
     @torch.no_grad()
-    def sources(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every source's output ``[source, batch, pos, d_model]`` and the last-position logits of a plain run."""
+    def sources(self, tokens: torch.Tensor, lengths: torch.Tensor,
+                record_resid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every source's output ``[source, batch, pos, d_model]`` and the last-position logits of a plain run
+        (``record_resid``: of the clean prompts, whose residual stream entering each block is kept too)."""
         out = self.source_buffer(tokens)
-        return out, last_logits(self.model, tokens, self.recording_hooks(out), lengths)
+        hooks = self.recording_hooks(out)
+        if record_resid:
+            resid = out.new_empty((len(self.layout.layers), *out.shape[1:]))
+            hooks += [(f"blocks.{i}.hook_resid_pre", _store_at(resid, i)) for i in range(len(resid))]
+            self._resid = resid
+        return out, last_logits(self.model, tokens, hooks, lengths)
 
     def _ablated_sources(self) -> torch.Tensor:
         """Broadcastable ``[source, batch|1, pos|1, d_model]`` values an ablated source carries."""
@@ -185,7 +263,10 @@ class PatchingEngine:
         A dropped edge carries its source's ``reference`` output (default: the ablated one; the clean
         one freezes it instead). Sources where ``first`` ``[mask, source]`` is 1 emit their ablated output.
         """
-        return self._final(self.edge_hooks(keep, reference, first), keep.shape[0])
+        drop = 1 - keep.to(self.model.device, self.model.dtype)
+        emit = None if first is None else first.to(self.model.device, self.model.dtype)
+        start = self.start_layer(drop, emit)
+        return self._final(self.edge_hooks(keep, reference, first, start), keep.shape[0], start)
 
     def masked_logits(self, keep: torch.Tensor) -> torch.Tensor:
         """``run_edges`` differentiable in ``keep``: fractional coefficients mix each edge's source output and
@@ -193,23 +274,28 @@ class PatchingEngine:
         return self._final(self.edge_hooks(keep), keep.shape[0])
 
     def edge_hooks(self, keep: torch.Tensor, reference: torch.Tensor | None = None,
-                   first: torch.Tensor | None = None) -> list[Hook]:
-        """The hooks of a masked run (see ``run_edges``); differentiable when run with gradients on."""
+                   first: torch.Tensor | None = None, start: int = 0) -> list[Hook]:
+        """The hooks of a masked run (see ``run_edges``); differentiable when run with gradients on. From
+        ``start`` > 0 (see ``start_layer``), the run begins at that layer: the earlier sources' deltas are the
+        clean run's."""
         drop = 1 - keep.to(self.model.device, self.model.dtype)
-        m = drop.shape[0]
+        on_cpu, grad = drop.detach().cpu(), torch.is_grad_enabled()
         ref = self.ablated if reference is None else reference
         emit = None if first is None else first.to(self.model.device, self.model.dtype)
-        delta = _Deltas(m, self.n_sources)
+        skipped = self.layout.layers[start].n_attn_sources if start else 0
+        delta = Deltas(drop.shape[0], self.n_sources, self._prefix_delta(reference, skipped) if skipped else None)
         hooks: list[Hook] = [(name, self._source_hook(delta, sl, ref, emit)) for name, sl in
-                             source_hook_names(self.layout)]
+                             source_hook_names(self.layout) if sl.start >= skipped]
         for slots in self.layout.layers:
-            hooks += _layer_corrections(slots, drop, delta, self.model.shape.n_heads)
-        logits = drop[:, self.layout.logits_start:]
-        if logits.any():
-            hooks.append((LOGITS_INPUT, _add_resid(delta, logits)))
+            hooks += _layer_corrections(slots, (drop, on_cpu), delta, self.model.shape.n_heads, grad)
+        logits = slice(self.layout.logits_start, None)
+        if bool(on_cpu[:, logits].any()):
+            hooks.append((LOGITS_INPUT, _add_resid(delta, drop[:, logits], on_cpu[:, logits], grad)))
+        if delta.totals and skipped:
+            delta.prefix_total = self._prefix_total(reference, skipped)
         return hooks
 
-    def _source_hook(self, delta: _Deltas, sl: slice, reference: torch.Tensor,
+    def _source_hook(self, delta: Deltas, sl: slice, reference: torch.Tensor,
                      emit: torch.Tensor | None) -> Callable[..., torch.Tensor | None]:
         m = delta.m
         patch = emit is not None and bool(emit[:, sl].any())
@@ -223,8 +309,10 @@ class PatchingEngine:
             return hook_major(cur, x) if patch else None
         return hook
 
-    def _final(self, hooks: list[Hook], m: int) -> torch.Tensor:
-        final = last_logits(self.model, self.batch.clean.repeat(m, 1), hooks, self.batch.lengths.repeat(m))
+    def _final(self, hooks: list[Hook], m: int, start: int = 0) -> torch.Tensor:
+        begin = (start, self.clean_resid[start].repeat(m, 1, 1)) if start else None
+        final = last_logits(self.model, self.batch.clean.repeat(m, 1), hooks, self.batch.lengths.repeat(m),
+                            start=begin)
         return final.view(m, len(self.batch), -1)
 
     def evaluate_edges(self, keep: torch.Tensor, per_prompt: bool = False) -> torch.Tensor:
@@ -236,98 +324,46 @@ class PatchingEngine:
         return self.metric_of(self.run_nodes(keep), per_prompt)
 
 
-class _Deltas:
-    """``reference - current`` of every source ``[m, source, b, p, d]``, filled as sources fire.
-
-    Without gradients it is one preallocated buffer written in place; with gradients on, a list of
-    per-source tensors joined when read, so autograd sees no in-place writes.
-    """
-
-    def __init__(self, m: int, n_sources: int):
-        self.m, self.n_sources = m, n_sources
-        self.buffer: torch.Tensor | None = None
-        self.parts: list[torch.Tensor] = []
-
-    def record(self, sl: slice, reference: torch.Tensor, current: torch.Tensor) -> None:
-        if torch.is_grad_enabled():
-            self.parts.append(reference - current)
-            return
-        if self.buffer is None:
-            self.buffer = current.new_empty((self.m, self.n_sources, *current.shape[2:]))
-        torch.sub(reference, current, out=self.buffer[:, sl])
-
-    def upto(self, n: int) -> torch.Tensor:
-        """The first ``n`` sources' deltas ``[m, n, b, p, d]``."""
-        if self.buffer is not None:
-            return self.buffer[:, :n]
-        return torch.cat(self.parts, 1)[:, :n]
+def _store_at(out: torch.Tensor, i: int) -> Callable[..., None]:
+    """A hook that copies its value into ``out[i]``."""
+    def hook(x: torch.Tensor, hook: object) -> None:
+        out[i] = x.detach()
+    return hook
 
 
-def _weighted(delta: _Deltas, w: torch.Tensor) -> torch.Tensor:
-    """``sum_s w[m, r, s] * delta[m, s]`` -> ``[m, r, b, p, d]`` as one batched matrix product."""
-    m, n = w.shape[0], w.shape[2]
-    if delta.buffer is None and torch.is_grad_enabled():
-        return _WeightedParts.apply(w, *delta.parts)
-    d = delta.upto(n)
-    return torch.matmul(w, d.reshape(m, n, -1)).view(m, w.shape[1], *d.shape[2:])
-
-
-class _WeightedParts(torch.autograd.Function):
-    """``_weighted`` over the per-source parts of a differentiable run, saving the parts themselves (which the run
-    holds anyway) instead of their concatenation: autograd would keep one concatenated copy of every earlier
-    source per destination layer, memory quadratic in depth; the backward joins them again, one layer at a time."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, w: torch.Tensor, *parts: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(w, *parts)
-        m, n = w.shape[0], w.shape[2]
-        d = torch.cat(parts, 1)[:, :n]
-        return torch.matmul(w, d.reshape(m, n, -1)).view(m, w.shape[1], *d.shape[2:])
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        w, *parts = ctx.saved_tensors  # type: ignore[attr-defined]
-        m, r, n = w.shape
-        d = torch.cat(parts, 1)[:, :n].reshape(m, n, -1)
-        g = g.reshape(m, r, -1)
-        grad_w = torch.matmul(g, d.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        grad_d = torch.matmul(w.transpose(1, 2), g)
-        sizes = [p.shape[1] for p in parts]
-        grads: list[torch.Tensor | None] = []
-        start = 0
-        for p, size in zip(parts, sizes, strict=True):
-            piece = grad_d[:, start:min(start + size, n)]
-            if piece.shape[1] < size:
-                piece = torch.cat([piece, piece.new_zeros((m, size - piece.shape[1], piece.shape[2]))], 1)
-            grads.append(piece.reshape(p.shape))
-            start += size
-        return (grad_w, *grads)
-
-
-def _layer_corrections(slots: LayerSlots, drop: torch.Tensor, delta: _Deltas, n_heads: int) -> list[Hook]:
-    """Hooks for one layer: q/k/v of all heads from one product (computed at the first port hook), the MLP."""
-    m, s = drop.shape[0], slots.n_attn_sources
-    attn = drop[:, slots.attn_start:slots.mlp_start].view(m, n_heads, 3, s).transpose(1, 2).reshape(m, 3 * n_heads, s)
+def _layer_corrections(slots: LayerSlots, drop: tuple[torch.Tensor, torch.Tensor], delta: Deltas, n_heads: int,
+                       grad: bool) -> list[Hook]:
+    """Hooks for one layer: q/k/v of all heads from one product (computed at the first port hook), the MLP
+    (``drop``: the weights on the run's device and on the CPU)."""
     hooks: list[Hook] = []
-    if attn.any():
+    on_device, on_cpu = drop
+    m, s = on_device.shape[0], slots.n_attn_sources
+
+    def by_port(w: torch.Tensor) -> torch.Tensor:
+        return w[:, slots.attn_start:slots.mlp_start].view(m, n_heads, 3, s).transpose(1, 2).reshape(m, 3 * n_heads, s)
+
+    if bool(on_cpu[:, slots.attn_start:slots.mlp_start].any()):
+        fill = correction(delta, by_port(on_device), by_port(on_cpu), grad)
         cache: dict[str, torch.Tensor] = {}
 
         def port_hook(i: int) -> Callable[..., torch.Tensor]:
             def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
                 if "c" not in cache:
-                    w = _weighted(delta, attn)
+                    w = fill(x)
                     cache["c"] = w.view(m, 3, n_heads, *w.shape[2:])
                 return x + hook_major(cache["c"][:, i], x)
             return hook
         hooks += [(input_hook(slots.layer, p), port_hook(i)) for i, p in enumerate(PORTS)]
-    mlp = drop[:, slots.mlp_start:slots.mlp_start + slots.n_mlp_sources]
-    if mlp.any():
-        hooks.append((input_hook(slots.layer, "mlp"), _add_resid(delta, mlp)))
+    mlp = slice(slots.mlp_start, slots.mlp_start + slots.n_mlp_sources)
+    if bool(on_cpu[:, mlp].any()):
+        hooks.append((input_hook(slots.layer, "mlp"), _add_resid(delta, on_device[:, mlp], on_cpu[:, mlp], grad)))
     return hooks
 
 
-def _add_resid(delta: _Deltas, w: torch.Tensor) -> Callable[..., torch.Tensor]:
+def _add_resid(delta: Deltas, w: torch.Tensor, on_cpu: torch.Tensor, grad: bool) -> Callable[..., torch.Tensor]:
     """Hook adding ``sum_s w[m, s] * delta[m, s]`` to a residual input ``[m*b, p, d]``."""
+    fill = correction(delta, w[:, None], on_cpu[:, None], grad)
+
     def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
-        return x + hook_major(_weighted(delta, w[:, None]), x)
+        return x + hook_major(fill(x), x)
     return hook
