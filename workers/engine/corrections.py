@@ -3,8 +3,9 @@
 As sources fire, a masked run records ``delta[m, s] = reference_s - current_s`` for every mask ``m``; a
 destination whose incoming edges have weights ``w[m, s]`` (1 - keep: 1 ablated, 0 kept, fractions for learned
 masks) gets ``sum_s w[m, s] delta[m, s]`` added to its input. Without gradients each mask's sum is taken in the
-cheapest of three equal forms, chosen from that mask alone before the run, so that a mask's result never depends
-on the masks that run beside it (ACDC's equality with its sequential version rests on it):
+cheapest of three equal forms, chosen from that mask alone before the run, so that a mask's result does not
+depend on the masks that run beside it from the same start layer (ACDC's equality with its sequential version
+rests on it):
 
 - dense: a batched product over every source (many sources have both dropped and kept edges);
 - dropped: a product over the sources with a dropped edge only (a circuit that keeps almost everything);
@@ -36,6 +37,7 @@ class Product:
 
     @property
     def complement(self) -> bool:
+        """Whether some mask needs the running total."""
         return any(c for _, c, _ in self.sparse)
 
 
