@@ -111,7 +111,7 @@ def test_runs_that_change_nothing_early_start_later_and_equal_naive_hooks(tiny, 
     for row, start in zip(masks, starts, strict=True):
         row[start:] = rng.random(n - start) > 0.4
     with torch.no_grad():
-        assert [engine.start_layer(torch.as_tensor(~m[None], dtype=torch.float32)) for m in masks] == [1, 2, 2, 2]
+        assert [engine.start_layer(torch.as_tensor(m[None], dtype=torch.float32)) for m in masks] == [1, 2, 2, 2]
     fast = engine.run_edges(torch.as_tensor(masks, dtype=torch.float32))
     for m, mask in enumerate(masks):
         torch.testing.assert_close(fast[m], naive_logits(engine, mask), atol=1e-5, rtol=1e-5)
@@ -125,9 +125,20 @@ def test_a_source_emitting_its_ablated_value_starts_the_run_at_its_layer(tiny, b
     first = torch.zeros(1, engine.n_sources)
     first[0, layout.layers[1].head_nodes[2]] = 1
     with torch.no_grad():
-        assert engine.start_layer(1 - keep, first) == 1
+        assert engine.start_layer(keep, first) == 1
         whole = engine._final(engine.edge_hooks(keep, engine.clean_out, first), 1)
     torch.testing.assert_close(engine.run_edges(keep, engine.clean_out, first), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_a_clean_run_recorded_by_another_pass_gives_the_same_late_start(tiny, batch):
+    own, told = PatchingEngine(tiny, batch, Ablation.RESAMPLE), PatchingEngine(tiny, batch, Ablation.RESAMPLE)
+    told.set_clean(*told.sources(batch.clean, batch.lengths))
+    keep = torch.ones(1, own.layout.graph.n_edges)
+    keep[0, own.layout.layers[2].attn_start::3] = 0
+    with torch.no_grad():
+        assert told.start_layer(keep) == 2
+    torch.testing.assert_close(told.clean_resid, own.clean_resid, atol=0, rtol=0)
+    torch.testing.assert_close(told.run_edges(keep), own.run_edges(keep), atol=0, rtol=0)
 
 
 def test_node_masks_equal_their_edge_masks(tiny, batch):

@@ -147,9 +147,10 @@ class PatchingEngine:
     @property
     def clean_resid(self) -> torch.Tensor:
         """The clean run's residual stream entering each block ``[layer, batch, pos, d_model]`` (on first use)."""
+        if self._resid is None and not self.has_clean:
+            self._clean_run()
         if self._resid is None:
-            self.sources(self.batch.clean, self.batch.lengths, record_resid=True)
-        assert self._resid is not None
+            self._resid = self._residual_stream()
         return self._resid
 
     def _prefix_delta(self, reference: torch.Tensor | None, n: int) -> torch.Tensor:
@@ -168,17 +169,17 @@ class PatchingEngine:
             self._prefix_totals[n] = self._prefix_delta(None, n).sum(0)
         return self._prefix_totals[n]
 
-    def start_layer(self, drop: torch.Tensor, emit: torch.Tensor | None = None) -> int:
-        """The first layer a run of ``drop`` masks ``[mask, edge]`` (and ``emit`` ``[mask, source]``) must compute:
-        every layer before it gets all its edges and none of its sources emits its ablated value, so it runs as in
+    def start_layer(self, keep: torch.Tensor, first: torch.Tensor | None = None) -> int:
+        """The first layer a run of ``keep`` masks ``[mask, edge]`` (and ``first`` ``[mask, source]``) must compute:
+        every layer before it keeps all its edges and none of its sources emits its ablated value, so it runs as in
         the clean run. 0 with gradients on, which must reach every mask entry."""
         if torch.is_grad_enabled():
             return 0
-        dropped, emitted = drop.any(0).cpu(), None if emit is None else emit.any(0).cpu()
+        dropped, emitted = (keep != 1).any(0).cpu(), None if first is None else first.any(0).cpu()
         for slots in self.layout.layers:
-            first = 0 if slots.layer == 0 else slots.head_nodes.start
+            begin = 0 if slots.layer == 0 else slots.head_nodes.start
             if (bool(dropped[slots.attn_start:slots.mlp_start + slots.n_mlp_sources].any())
-                    or (emitted is not None and bool(emitted[first:slots.mlp_node + 1].any()))):
+                    or (emitted is not None and bool(emitted[begin:slots.mlp_node + 1].any()))):
                 return slots.layer
         return len(self.layout.layers) - 1
 
@@ -198,11 +199,20 @@ class PatchingEngine:
 
     def recording_hooks(self, out: torch.Tensor) -> list[Hook]:
         """Hooks that copy every source's output into ``out`` ``[source, batch, pos, d_model]``."""
-        def store(sl: slice) -> Callable[..., None]:
-            def hook(x: torch.Tensor, hook: object) -> None:
-                out[sl] = source_major(x.detach())[0]
-            return hook
-        return [(name, store(sl)) for name, sl in source_hook_names(self.layout)]
+        return [(name, _store(out, sl)) for name, sl in source_hook_names(self.layout)]
+
+    def _resid_hooks(self, resid: torch.Tensor) -> list[Hook]:
+        """Hooks that copy the residual stream entering each block into ``resid`` ``[layer, batch, pos, d]``."""
+        return [(f"blocks.{i}.hook_resid_pre", _store(resid, slice(i, i + 1))) for i in range(len(resid))]
+
+    @torch.no_grad()
+    def _residual_stream(self) -> torch.Tensor:
+        """The clean run's residual stream alone (when another pass recorded its sources)."""
+        tokens = self.batch.clean
+        resid = torch.empty((len(self.layout.layers), *tokens.shape, self.model.shape.d_model),
+                            device=tokens.device, dtype=self.model.dtype)
+        last_logits(self.model, tokens, self._resid_hooks(resid), self.batch.lengths)
+        return resid
 
     @torch.no_grad()
     def sources(self, tokens: torch.Tensor, lengths: torch.Tensor,
@@ -213,7 +223,7 @@ class PatchingEngine:
         hooks = self.recording_hooks(out)
         if record_resid:
             resid = out.new_empty((len(self.layout.layers), *out.shape[1:]))
-            hooks += [(f"blocks.{i}.hook_resid_pre", _store_at(resid, i)) for i in range(len(resid))]
+            hooks += self._resid_hooks(resid)
             self._resid = resid
         return out, last_logits(self.model, tokens, hooks, lengths)
 
@@ -263,9 +273,7 @@ class PatchingEngine:
         A dropped edge carries its source's ``reference`` output (default: the ablated one; the clean
         one freezes it instead). Sources where ``first`` ``[mask, source]`` is 1 emit their ablated output.
         """
-        drop = 1 - keep.to(self.model.device, self.model.dtype)
-        emit = None if first is None else first.to(self.model.device, self.model.dtype)
-        start = self.start_layer(drop, emit)
+        start = self.start_layer(keep, first)
         return self._final(self.edge_hooks(keep, reference, first, start), keep.shape[0], start)
 
     def masked_logits(self, keep: torch.Tensor) -> torch.Tensor:
@@ -324,10 +332,10 @@ class PatchingEngine:
         return self.metric_of(self.run_nodes(keep), per_prompt)
 
 
-def _store_at(out: torch.Tensor, i: int) -> Callable[..., None]:
-    """A hook that copies its value into ``out[i]``."""
+def _store(out: torch.Tensor, sl: slice) -> Callable[..., None]:
+    """A hook that copies its value ``[b, p, (h,) d]``, source-major, into ``out[sl]``."""
     def hook(x: torch.Tensor, hook: object) -> None:
-        out[i] = x.detach()
+        out[sl] = source_major(x.detach())[0]
     return hook
 
 
