@@ -9,7 +9,9 @@ the model is loaded by name and the batch is ``--batch`` prompts of ``--task``.
 Floors: one plain forward and one forward+backward of the loaded bridge (the same model object
 the engine patches). Peak memory is the peak above the starting point during each measurement
 (CUDA: allocator peak; CPU: sampled resident set size after returning freed memory to the
-system, so reused allocator memory may still be under-counted). ``--peer`` also runs
+system; with ``--memory`` every allocation of 128 KiB or more is made its own mapping, returned to the
+system when freed, so the resident set follows the live tensors rather than the heap's high-water mark, at
+the price of slower runs). ``--peer`` also runs
 TransformerLens's edge attribution patching on the same bridge, prompts and metric
 (``bench/peer_eap.py``) and prints both wall times, their ratio and the Spearman agreement of |score|.
 """
@@ -83,6 +85,12 @@ class Peak:
         else:
             self._stop.set()
             self._thread.join()
+
+
+def own_mappings(threshold: int = 1 << 17) -> None:
+    """Make each CPU allocation of ``threshold`` bytes or more its own mapping (glibc's ``M_MMAP_THRESHOLD``,
+    which also stops glibc raising the threshold), so freed tensors leave the resident set at once."""
+    ctypes.CDLL("libc.so.6").mallopt(-3, threshold)
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeat: int) -> tuple[float, int]:
@@ -176,6 +184,8 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
+    if args.memory:
+        own_mappings()
     with tempfile.TemporaryDirectory() as tmp:
         model, batch, metric = build(args, Path(tmp))
     dev, bridge, shape = model.device, model.bridge, model.shape

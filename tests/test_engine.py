@@ -130,13 +130,18 @@ def test_a_source_emitting_its_ablated_value_starts_the_run_at_its_layer(tiny, b
     torch.testing.assert_close(engine.run_edges(keep, engine.clean_out, first), whole, atol=1e-5, rtol=1e-5)
 
 
-def test_a_clean_run_recorded_by_another_pass_gives_the_same_late_start(tiny, batch):
-    own, told = PatchingEngine(tiny, batch, Ablation.RESAMPLE), PatchingEngine(tiny, batch, Ablation.RESAMPLE)
-    told.set_clean(*told.sources(batch.clean, batch.lengths))
-    keep = torch.ones(1, own.layout.graph.n_edges)
+@pytest.mark.parametrize("ablation", list(Ablation))
+def test_eap_recording_the_clean_deltas_leaves_the_engine_as_a_fresh_one(tiny, batch, ablation):
+    own, told = PatchingEngine(tiny, batch, ablation), PatchingEngine(tiny, batch, ablation)
+    edge_attribution(told)  # its gradient pass records the deltas, in the ablated values' buffer under resample
+    assert told.knows_clean_delta and (told._ablated is None) == (ablation is Ablation.RESAMPLE)
+    torch.testing.assert_close(told.clean_delta, own.ablated - own.clean_out, atol=0, rtol=0)
+    keep = torch.ones(2, own.layout.graph.n_edges)
     keep[0, own.layout.layers[2].attn_start::3] = 0
+    keep[1, ::5] = 0
     with torch.no_grad():
-        assert told.start_layer(keep) == 2
+        assert told.start_layer(keep[:1]) == 2
+    torch.testing.assert_close(told.ablated, own.ablated, atol=0, rtol=0)
     torch.testing.assert_close(told.clean_resid, own.clean_resid, atol=0, rtol=0)
     torch.testing.assert_close(told.run_edges(keep), own.run_edges(keep), atol=0, rtol=0)
 

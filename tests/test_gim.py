@@ -89,8 +89,8 @@ def test_frozen_final_norm_equals_the_gradient_of_a_norm_with_constant_statistic
     engine = _engine(tiny)
     grads: dict[str, torch.Tensor] = {}
     embedding = source_hook_names(engine.layout)[0]
-    _gradients(engine, [_moved(engine, *embedding, 0.0)], grads.__setitem__, gim=GimConfig(**{**NONE.__dict__,
-                                                                                   "freeze_norm": True}))
+    _gradients(engine, [_moved(engine.clean_delta, *embedding, 0.0)], grads.__setitem__, [],
+               gim=GimConfig(**{**NONE.__dict__, "freeze_norm": True}))
     bridge, batch = engine.model.bridge, engine.batch
     captured = {}
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_frozen_final_norm_equals_the_gradient_of_a_norm_with_constant_statistic
     (expected,) = torch.autograd.grad(task_metric(engine.metric, logits, batch), x)
     assert torch.allclose(grads[LOGITS_INPUT][last], expected, atol=1e-6)
     plain: dict[str, torch.Tensor] = {}
-    _gradients(engine, [_moved(engine, *embedding, 0.0)], plain.__setitem__)
+    _gradients(engine, [_moved(engine.clean_delta, *embedding, 0.0)], plain.__setitem__, [])
     assert not torch.allclose(plain[LOGITS_INPUT][last], expected, atol=1e-6)
 
 

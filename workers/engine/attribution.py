@@ -3,7 +3,7 @@
 score(u -> d) = (ablated_u - clean_u) . dm/d(input_d), summed over positions: the first-order
 change of the metric when the edge carries the ablated value. EAP takes the gradient on the
 clean run: with the engine's corrupted forward, one forward and one backward (the clean
-source outputs are recorded in the same forward). EAP-IG (inputs variant) averages the
+deltas, ablated - clean, are recorded in the same forward). EAP-IG (inputs variant) averages the
 gradient over ``steps`` runs whose input embeddings lie between clean and ablated at
 ``alpha`` (0: clean, 1: ablated): MIB's points alpha = 1 - k / steps for k = 0 .. steps - 1
 (the reference's corrupted + k/steps (clean - corrupted)), or the clean-inclusive points
@@ -59,31 +59,27 @@ def _gradient_hooks(engine: PatchingEngine, interpolate: list[Hook], on_gradient
     return [*interpolate, *((n, watch(n)) for n in destination_hook_names(engine))]
 
 
-def _moved(engine: PatchingEngine, name: str, sl: slice, alpha: float) -> Hook:
-    """A source's output moved ``alpha`` of the way from its clean value to its ablated one, as a leaf: gradients
-    are taken downstream of it, never through it."""
+def _moved(delta: torch.Tensor, name: str, sl: slice, alpha: float) -> Hook:
+    """A source's output moved ``alpha`` of the way from its clean value to its ablated one (``delta``: the clean
+    deltas, ablated - clean), as a leaf: gradients are taken downstream of it, never through it."""
     def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
         x = x.detach()
-        ablated = hook_major(engine.ablated[sl].unsqueeze(0).expand(source_major(x).shape), x)
-        return (x + alpha * (ablated - x)).requires_grad_(True)
+        return (x + alpha * hook_major(delta[sl].unsqueeze(0), x)).requires_grad_(True)
     return name, hook
 
 
 def _gradients(engine: PatchingEngine, interpolate: list[Hook], on_gradient: OnGradient,
-               record: torch.Tensor | None = None, gim: GimConfig | None = None) -> None:
+               recording: list[Hook], gim: GimConfig | None = None) -> torch.Tensor:
     """One forward/backward, each destination input's gradient handed to ``on_gradient`` as the backward pass
-    reaches it (``record``: a buffer ``[source, batch, pos, d_model]`` to keep this pass's source outputs in, which
-    must then be the clean run's; ``gim``: GIM's backward modifications)."""
-    hooks = _gradient_hooks(engine, interpolate, on_gradient)
-    if record is not None:
-        hooks = engine.recording_hooks(record)[:1] + hooks + engine.recording_hooks(record)[1:]
+    reaches it; the final logits (``recording``: hooks recording the clean deltas, see
+    ``PatchingEngine.delta_recording``, on a clean pass; ``gim``: GIM's backward modifications)."""
+    hooks = recording[:1] + _gradient_hooks(engine, interpolate, on_gradient) + recording[1:]
     blocks, final_hooks = gim_hooks(engine.model, gim) if gim is not None else ([], [])
     with torch.enable_grad(), quiet_norm_edits():
         final = last_logits(engine.model, engine.batch.clean, hooks + blocks, engine.batch.lengths, final_hooks)
         reference = None if engine.metric is not Metric.KL else engine.clean_final
         task_metric(engine.metric, final, engine.batch, reference).backward()
-    if record is not None:
-        engine.set_clean(record, final)
+    return final
 
 
 def _per_source(g: torch.Tensor) -> torch.Tensor:
@@ -102,15 +98,16 @@ def ig_alphas(steps: int, points: IgPoints) -> list[float]:
     return [k / steps for k in range(steps)]
 
 
-def _runs(engine: PatchingEngine, steps: int, points: IgPoints) -> list[tuple[list[Hook], bool]]:
-    """Each gradient pass: its interpolation (the input embedding moved, for the inputs variants; or one source's
-    output moved on a clean run, source by source, for EAP-IG-activations) and whether it is the clean run."""
+def _runs(engine: PatchingEngine, delta: torch.Tensor, steps: int,
+          points: IgPoints) -> list[list[Hook]]:
+    """Each gradient pass's interpolation: the input embedding moved, for the inputs variants; or one source's
+    output moved on a clean run, source by source, for EAP-IG-activations."""
     embedding = source_hook_names(engine.layout)[0]
     alphas = ig_alphas(steps, points)
     if points is not IgPoints.ACTIVATIONS:
-        return [([_moved(engine, *embedding, alpha)], alpha == 0) for alpha in alphas]
-    return [([_moved(engine, name, sl, alpha)] if name == embedding[0] else
-             [_moved(engine, *embedding, 0.0), _moved(engine, name, sl, alpha)], False)
+        return [[_moved(delta, *embedding, alpha)] for alpha in alphas]
+    return [([_moved(delta, name, sl, alpha)] if name == embedding[0] else
+             [_moved(delta, *embedding, 0.0), _moved(delta, name, sl, alpha)])
             for name, sl in source_hook_names(engine.layout) for alpha in alphas]
 
 
@@ -124,28 +121,32 @@ def edge_attribution(engine: PatchingEngine, steps: int = 1, points: IgPoints = 
     in the gradient: the mean of the passes' scores is the score of the mean gradient)."""
     if steps < 1:
         raise ValueError(f"EAP-IG needs at least one step, got {steps}")
-    runs = _runs(engine, steps, points)
     scores = torch.zeros(engine.layout.graph.n_edges, dtype=torch.float64)
     slices = _score_slices(engine)
-    # Only a first, clean pass can record the clean source outputs; its buffer is complete before its backward.
-    fresh = runs[0][1] and not engine.has_clean and engine.metric is not Metric.KL
-    record = engine.source_buffer(engine.batch.clean) if fresh else None
-    clean = record if record is not None else engine.clean_out
-    delta: torch.Tensor | None = None
+    # A first, clean pass records the clean deltas itself (complete before its backward), in the ablated values'
+    # buffer; otherwise a plain clean run makes them, and the ablated values are dropped while the passes run.
+    first_clean = points is not IgPoints.ACTIVATIONS and ig_alphas(steps, points)[0] == 0
+    fresh = first_clean and not engine.knows_clean_delta and engine.metric is not Metric.KL
+    if fresh:
+        delta, recording = engine.delta_recording(consume=True)
+    else:
+        delta, recording = engine.clean_delta, []
+        engine.release_ablated()
+    rows = delta.view(engine.n_sources, -1)
 
     def add(name: str, g: torch.Tensor) -> None:
-        nonlocal delta
-        if delta is None:
-            delta = (engine.ablated - clean).reshape(engine.n_sources, -1)
         where, n_sources, port = slices[name]
-        block = (_per_source(g) @ delta[:n_sources].T).double()
+        block = (_per_source(g) @ rows[:n_sources].T).double()
         if port is None:
             scores[where] += block.reshape(-1)
         else:
             scores[where].view(-1, len(PORTS), n_sources)[:, port] += block
 
-    for k, (hooks, _) in enumerate(runs):
-        _gradients(engine, hooks, add, record if k == 0 else None, gim)
+    runs = _runs(engine, delta, steps, points)
+    for k, hooks in enumerate(runs):
+        final = _gradients(engine, hooks, add, recording if k == 0 else [], gim)
+        if fresh and k == 0:
+            engine.set_clean_delta(delta, final)
     return scores / len(runs)
 
 

@@ -167,11 +167,13 @@ class _Sink:
 
     grad: torch.Tensor | None = None
 
-    def add(self, grad: torch.Tensor, like: torch.Tensor) -> None:
-        """Add a sum's gradient ``[m, n, b, p, d]`` to the first ``n`` sources' (``like``: the delta buffer)."""
+    def add(self, w: torch.Tensor, g: torch.Tensor, like: torch.Tensor) -> None:
+        """Add a sum's gradient to its ``n`` sources' deltas, ``w^T g`` for weights ``w`` ``[m, r, n]`` and output
+        gradient ``g`` ``[m, r, b*p*d]``, in place (``like``: the delta buffer)."""
         if self.grad is None:
             self.grad = torch.zeros_like(like)
-        self.grad[:, :grad.shape[1]] += grad
+        m, n = w.shape[0], w.shape[2]
+        self.grad[:, :n].view(m, n, -1).baddbmm_(w.transpose(1, 2), g)
 
 
 class _Token(torch.autograd.Function):
@@ -216,7 +218,7 @@ class WeightedSum(torch.autograd.Function):
         d = buffer[:, :n].reshape(m, n, -1)
         g = g.reshape(m, r, -1)
         grad_w = torch.matmul(g, d.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        ctx.sink.add(torch.matmul(w.transpose(1, 2), g).view(m, n, *buffer.shape[2:]), buffer)  # type: ignore[attr-defined]
+        ctx.sink.add(w, g, buffer)  # type: ignore[attr-defined]
         n_tokens = len(ctx.needs_input_grad) - 3
         return (grad_w, None, None, *(g.new_empty(0) for _ in range(n_tokens)))
 

@@ -1,8 +1,11 @@
 """The fast patching engine: any set of ablated edges or nodes in one forward pass.
 
-Clean source outputs and ablated ones (zero, mean over the corrupted prompts, optionally per
-position, or resampled from the corrupted run) are computed once per batch and held
-source-major, ``[source, batch, pos, d_model]``. A masked run fills a buffer
+Ablated source outputs (zero, mean over the corrupted prompts, optionally per position, or
+resampled from the corrupted run) and the clean run's ``ablated - clean`` deltas are computed once
+per batch and held source-major, ``[source, batch, pos, d_model]``; the clean outputs themselves only
+when a frozen or clean reference asks for them. A gradient method that reads only the deltas (EAP,
+EAP-IG) lets its clean pass write them over the resampled values' buffer, which is computed again
+when a masked run next needs it: one full buffer instead of three while its gradients run. A masked run fills a buffer
 ``delta[m, source] = ablated - current`` as sources fire; each layer's q/k/v inputs get
 ``W @ delta`` with ``W = 1 - mask`` over their incoming edges (one sum per layer for all heads and
 ports, in the form ``corrections`` picks for each mask), and likewise each MLP input and the final
@@ -118,48 +121,107 @@ class PatchingEngine:
         self.model, self.layout, self.metric = model, layout_for(model.shape), Metric(metric)
         self.ablation, self.per_position = Ablation(ablation), per_position
         self.batch = batch.to(model.device)
-        self._clean: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._resid: torch.Tensor | None = None
+        self._clean_out: torch.Tensor | None = None
+        self._clean_final: torch.Tensor | None = None
         self._clean_delta: torch.Tensor | None = None
+        self._resid: torch.Tensor | None = None
         self._prefix_totals: dict[int, torch.Tensor] = {}
-        self.ablated = self._ablated_sources()
+        self._ablated: torch.Tensor | None = self._ablated_sources()
 
     @property
     def n_sources(self) -> int:
         return self.layout.n_sources
 
     @property
+    def ablated(self) -> torch.Tensor:
+        """Broadcastable ``[source, batch|1, pos|1, d_model]`` values an ablated source carries (computed again
+        when a gradient pass has turned their buffer into the clean deltas, see ``delta_recording``)."""
+        if self._ablated is None:
+            self._ablated = self._ablated_sources()
+        return self._ablated
+
+    @property
     def clean_out(self) -> torch.Tensor:
-        """Clean source outputs ``[source, batch, pos, d_model]`` (computed on first use)."""
-        return self._clean_run()[0]
+        """Clean source outputs ``[source, batch, pos, d_model]`` (computed on first use: only frozen or clean
+        references read them; masked runs read the deltas)."""
+        if self._clean_out is None:
+            out, final = self.sources(self.batch.clean, self.batch.lengths, record_resid=self._resid is None)
+            self._clean_out = out
+            if self._clean_final is None:
+                self._clean_final = final
+        return self._clean_out
 
     @property
     def clean_final(self) -> torch.Tensor:
         """The clean model's final-position logits ``[batch, vocab]``."""
-        return self._clean_run()[1]
+        if self._clean_final is None:
+            self._clean_pass()
+        assert self._clean_final is not None
+        return self._clean_final
 
-    def _clean_run(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._clean is None:
-            self.set_clean(*self.sources(self.batch.clean, self.batch.lengths, record_resid=True))
-        assert self._clean is not None
-        return self._clean
+    @property
+    def clean_delta(self) -> torch.Tensor:
+        """``ablated - clean`` of every source ``[source, batch, pos, d_model]`` (computed on first use)."""
+        if self._clean_delta is None:
+            if self._clean_out is not None:
+                self._clean_delta = self.ablated - self._clean_out
+            else:
+                self._clean_pass()
+        assert self._clean_delta is not None
+        return self._clean_delta
 
     @property
     def clean_resid(self) -> torch.Tensor:
         """The clean run's residual stream entering each block ``[layer, batch, pos, d_model]`` (on first use)."""
-        if self._resid is None and not self.has_clean:
-            self._clean_run()
         if self._resid is None:
             self._resid = self._residual_stream()
         return self._resid
+
+    def _clean_pass(self) -> None:
+        """A clean run recording its final logits, every source's delta and the residual stream."""
+        buffer, hooks = self.delta_recording(consume=False)
+        resid = None
+        if self._resid is None:
+            resid = buffer.new_empty((len(self.layout.layers), *buffer.shape[1:]))
+            hooks += self._resid_hooks(resid)
+        with torch.no_grad():
+            final = last_logits(self.model, self.batch.clean, hooks, self.batch.lengths)
+        self.set_clean_delta(buffer, final)
+        if resid is not None:
+            self._resid = resid
+
+    def delta_recording(self, consume: bool) -> tuple[torch.Tensor, list[Hook]]:
+        """A buffer ``[source, batch, pos, d_model]`` and hooks that write each source's ``ablated - output``
+        into it during a clean run (another pass's: EAP's gradient pass), to hand to ``set_clean_delta``
+        afterwards. ``consume``: write into the ablated values' own buffer when they are per prompt (resample),
+        which then holds the deltas and no longer the ablated values (computed again when next needed): one
+        buffer instead of two while the pass runs."""
+        ablated = self.ablated
+        full = ablated.shape == (self.n_sources, *self.batch.clean.shape, self.model.shape.d_model)
+        buffer = ablated if consume and full else self.source_buffer(self.batch.clean)
+        if buffer is ablated:
+            self._ablated = None
+        return buffer, [(name, _record_delta(buffer, ablated, sl)) for name, sl in source_hook_names(self.layout)]
+
+    @property
+    def knows_clean_delta(self) -> bool:
+        """Whether the clean deltas are known yet."""
+        return self._clean_delta is not None
+
+    def set_clean_delta(self, delta: torch.Tensor, final: torch.Tensor) -> None:
+        """Record a clean run's deltas and final logits (see ``delta_recording``)."""
+        self._clean_delta, self._clean_final = delta, final.detach()
+
+    def release_ablated(self) -> None:
+        """Drop the ablated values until they are next needed (a gradient method that reads only the deltas)."""
+        if self._clean_delta is not None:
+            self._ablated = None
 
     def _prefix_delta(self, reference: torch.Tensor | None, n: int) -> torch.Tensor:
         """``reference - clean`` of the first ``n`` sources (``reference``: default the ablated values)."""
         if reference is not None:
             return reference[:n] - self.clean_out[:n]
-        if self._clean_delta is None:
-            self._clean_delta = self.ablated - self.clean_out
-        return self._clean_delta[:n]
+        return self.clean_delta[:n]
 
     def _prefix_total(self, reference: torch.Tensor | None, n: int) -> torch.Tensor:
         """The sum of ``_prefix_delta`` over its ``n`` sources ``[b, p, d]`` (kept per ``n`` for the ablated one)."""
@@ -183,15 +245,6 @@ class PatchingEngine:
                 return slots.layer
         return len(self.layout.layers) - 1
 
-    @property
-    def has_clean(self) -> bool:
-        """Whether the clean run is known yet."""
-        return self._clean is not None
-
-    def set_clean(self, out: torch.Tensor, final: torch.Tensor) -> None:
-        """Record the clean run when another pass (EAP's gradient pass) has computed it."""
-        self._clean = (out, final.detach())
-
     def source_buffer(self, tokens: torch.Tensor) -> torch.Tensor:
         b, p = tokens.shape
         return torch.empty((self.n_sources, b, p, self.model.shape.d_model), device=tokens.device,
@@ -207,7 +260,7 @@ class PatchingEngine:
 
     @torch.no_grad()
     def _residual_stream(self) -> torch.Tensor:
-        """The clean run's residual stream alone (when another pass recorded its sources)."""
+        """The clean run's residual stream alone (when a run recorded its sources or deltas without it)."""
         tokens = self.batch.clean
         resid = torch.empty((len(self.layout.layers), *tokens.shape, self.model.shape.d_model),
                             device=tokens.device, dtype=self.model.dtype)
@@ -332,6 +385,13 @@ class PatchingEngine:
         return self.metric_of(self.run_nodes(keep), per_prompt)
 
 
+def _record_delta(out: torch.Tensor, ablated: torch.Tensor, sl: slice) -> Callable[..., None]:
+    """A hook that writes ``ablated[sl] - value`` (source-major) into ``out[sl]`` (``out`` may be ``ablated``)."""
+    def hook(x: torch.Tensor, hook: object) -> None:
+        torch.sub(ablated[sl], source_major(x.detach())[0], out=out[sl])
+    return hook
+
+
 def _store(out: torch.Tensor, sl: slice) -> Callable[..., None]:
     """A hook that copies its value ``[b, p, (h,) d]``, source-major, into ``out[sl]``."""
     def hook(x: torch.Tensor, hook: object) -> None:
@@ -352,14 +412,14 @@ def _layer_corrections(slots: LayerSlots, drop: tuple[torch.Tensor, torch.Tensor
 
     if bool(on_cpu[:, slots.attn_start:slots.mlp_start].any()):
         fill = correction(delta, by_port(on_device), by_port(on_cpu), grad)
-        cache: dict[str, torch.Tensor] = {}
+        cache: dict[int, torch.Tensor] = {}
 
         def port_hook(i: int) -> Callable[..., torch.Tensor]:
             def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
-                if "c" not in cache:
+                if not cache:
                     w = fill(x)
-                    cache["c"] = w.view(m, 3, n_heads, *w.shape[2:])
-                return x + hook_major(cache["c"][:, i], x)
+                    cache.update(enumerate(w.view(m, 3, n_heads, *w.shape[2:]).unbind(1)))
+                return x + hook_major(cache.pop(i), x)  # dropped once read: not held to the run's end
             return hook
         hooks += [(input_hook(slots.layer, p), port_hook(i)) for i, p in enumerate(PORTS)]
     mlp = slice(slots.mlp_start, slots.mlp_start + slots.n_mlp_sources)
