@@ -127,11 +127,9 @@ def edge_attribution(engine: PatchingEngine, steps: int = 1, points: IgPoints = 
     # buffer; otherwise a plain clean run makes them, and the ablated values are dropped while the passes run.
     first_clean = points is not IgPoints.ACTIVATIONS and ig_alphas(steps, points)[0] == 0
     fresh = first_clean and not engine.knows_clean_delta and engine.metric is not Metric.KL
-    if fresh:
-        delta, recording = engine.delta_recording(consume=True)
-    else:
-        delta, recording = engine.clean_delta, []
-        engine.release_ablated()
+    recording = engine.delta_recording(consume=True) if fresh else None
+    delta = recording.delta if recording is not None else engine.clean_delta
+    engine.release_ablated()
     rows = delta.view(engine.n_sources, -1)
 
     def add(name: str, g: torch.Tensor) -> None:
@@ -144,9 +142,9 @@ def edge_attribution(engine: PatchingEngine, steps: int = 1, points: IgPoints = 
 
     runs = _runs(engine, delta, steps, points)
     for k, hooks in enumerate(runs):
-        final = _gradients(engine, hooks, add, recording if k == 0 else [], gim)
-        if fresh and k == 0:
-            engine.set_clean_delta(delta, final)
+        final = _gradients(engine, hooks, add, recording.hooks if recording is not None and k == 0 else [], gim)
+        if recording is not None and k == 0:
+            engine.set_clean_delta(recording, final)
     return scores / len(runs)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -111,6 +112,16 @@ def hook_major(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out.reshape(like.shape) if like.dim() == 4 else out.squeeze(3).reshape(like.shape)
 
 
+@dataclass(frozen=True)
+class CleanRecording:
+    """What a clean pass records through ``hooks``: every source's ``ablated - clean`` ``[source, b, p, d]`` and,
+    unless already known, the residual stream entering each block ``[layer, b, p, d]``."""
+
+    delta: torch.Tensor
+    resid: torch.Tensor | None
+    hooks: list[Hook]
+
+
 class PatchingEngine:
     """Clean and ablated activations of one batch, and masked forward passes over them."""
 
@@ -179,38 +190,39 @@ class PatchingEngine:
 
     def _clean_pass(self) -> None:
         """A clean run recording its final logits, every source's delta and the residual stream."""
-        buffer, hooks = self.delta_recording(consume=False)
-        resid = None
-        if self._resid is None:
-            resid = buffer.new_empty((len(self.layout.layers), *buffer.shape[1:]))
-            hooks += self._resid_hooks(resid)
+        recording = self.delta_recording(consume=False)
         with torch.no_grad():
-            final = last_logits(self.model, self.batch.clean, hooks, self.batch.lengths)
-        self.set_clean_delta(buffer, final)
-        if resid is not None:
-            self._resid = resid
+            final = last_logits(self.model, self.batch.clean, recording.hooks, self.batch.lengths)
+        self.set_clean_delta(recording, final)
 
-    def delta_recording(self, consume: bool) -> tuple[torch.Tensor, list[Hook]]:
-        """A buffer ``[source, batch, pos, d_model]`` and hooks that write each source's ``ablated - output``
-        into it during a clean run (another pass's: EAP's gradient pass), to hand to ``set_clean_delta``
+    def delta_recording(self, consume: bool) -> CleanRecording:
+        """Buffers and hooks that record each source's ``ablated - output`` (and the residual stream, when not
+        known yet) during a clean run (another pass's: EAP's gradient pass), to hand to ``set_clean_delta``
         afterwards. ``consume``: write into the ablated values' own buffer when they are per prompt (resample),
         which then holds the deltas and no longer the ablated values (computed again when next needed): one
         buffer instead of two while the pass runs."""
         ablated = self.ablated
         full = ablated.shape == (self.n_sources, *self.batch.clean.shape, self.model.shape.d_model)
-        buffer = ablated if consume and full else self.source_buffer(self.batch.clean)
-        if buffer is ablated:
+        delta = ablated if consume and full else self.source_buffer(self.batch.clean)
+        if delta is ablated:
             self._ablated = None
-        return buffer, [(name, _record_delta(buffer, ablated, sl)) for name, sl in source_hook_names(self.layout)]
+        hooks = [(name, _record_delta(delta, ablated, sl)) for name, sl in source_hook_names(self.layout)]
+        resid = None
+        if self._resid is None:
+            resid = delta.new_empty((len(self.layout.layers), *delta.shape[1:]))
+            hooks += self._resid_hooks(resid)
+        return CleanRecording(delta, resid, hooks)
 
     @property
     def knows_clean_delta(self) -> bool:
         """Whether the clean deltas are known yet."""
         return self._clean_delta is not None
 
-    def set_clean_delta(self, delta: torch.Tensor, final: torch.Tensor) -> None:
-        """Record a clean run's deltas and final logits (see ``delta_recording``)."""
-        self._clean_delta, self._clean_final = delta, final.detach()
+    def set_clean_delta(self, recording: CleanRecording, final: torch.Tensor) -> None:
+        """Keep what a clean run recorded (see ``delta_recording``) and its final logits."""
+        self._clean_delta, self._clean_final = recording.delta, final.detach()
+        if recording.resid is not None:
+            self._resid = recording.resid
 
     def release_ablated(self) -> None:
         """Drop the ablated values until they are next needed (a gradient method that reads only the deltas)."""
