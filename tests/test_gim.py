@@ -10,7 +10,7 @@ import torch
 
 from circat.service.types import Ablation
 from circat.workers.engine.attribution import LOGITS_INPUT, _gradients, _moved, edge_attribution
-from circat.workers.engine.gim import GimConfig, scale_grad, softmax_backward_at
+from circat.workers.engine.gim import GimConfig, frozen_norm, scale_grad, softmax_backward_at
 from circat.workers.engine.patching import PatchingEngine, source_hook_names
 from circat.workers.metrics import task_metric
 from circat.workers.tasks.encode import encode
@@ -39,6 +39,22 @@ def test_the_modified_functions_change_gradients_only():
     (plain,) = torch.autograd.grad((torch.softmax(scores, -1) * g_out).sum(), scores)
     (at_one,) = torch.autograd.grad((softmax_backward_at(scores, pattern.detach(), 1.0) * g_out).sum(), scores)
     assert torch.allclose(at_one, plain, atol=1e-6)
+
+
+@pytest.mark.parametrize("rms", [False, True])
+def test_a_frozen_norm_passes_its_output_and_differentiates_with_a_constant_statistic(rms):
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    centred = x if rms else x - x.mean(-1, keepdim=True)
+    scale = (centred.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt()
+    normalized = centred / scale
+    out = frozen_norm(x, normalized, scale, rms)
+    assert torch.equal(out, normalized)
+    g = torch.randn(2, 3, 8, dtype=torch.float64)
+    (mine,) = torch.autograd.grad((out * g).sum(), x, retain_graph=True)
+    (expected,) = torch.autograd.grad(((centred / scale.detach()) * g).sum(), x, retain_graph=True)
+    torch.testing.assert_close(mine, expected, atol=1e-12, rtol=1e-12)
+    (whole,) = torch.autograd.grad((normalized * g).sum(), x)
+    assert not torch.allclose(mine, whole)
 
 
 def _engine(tiny) -> PatchingEngine:

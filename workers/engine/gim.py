@@ -3,9 +3,9 @@
 Each modification leaves every forward value exactly as it was and changes the backward pass:
 
 - frozen normalisation: every LayerNorm / RMSNorm's statistic (std or rms) is a constant in the backward pass:
-  the normalised value is returned as ``normalized + (centred(x) - centred(x).detach()) / scale.detach()`` (``+ 0``
-  forward; the gradient of a norm with constant statistics backward), the final norm included (applied where the
-  engine unembeds);
+  the normalised value is returned unchanged by an autograd function whose backward is that of a norm with
+  constant statistics, ``centred(g) / scale`` (nothing computed in the forward pass), the final norm included
+  (applied where the engine unembeds);
 - softmax temperature: the attention pattern's backward is the softmax Jacobian taken at ``softmax(scores / T)``,
   ``s_T * (g - <g, s_T>)``, as GIM's reference computes it;
 - q / k / v scales: the gradient reaching each head's query, key and value is multiplied by its scale;
@@ -77,6 +77,30 @@ class _SoftmaxAtTemperature(torch.autograd.Function):
         return soft * (g - (g * soft).sum(-1, keepdim=True)), None, None
 
 
+class _FrozenNorm(torch.autograd.Function):
+    """Returns a norm's output unchanged; its backward reaches the norm's input as a norm's whose statistic is a
+    constant: the gradient over the statistic, centred for a LayerNorm."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, normalized: torch.Tensor,
+                scale: torch.Tensor, rms: bool) -> torch.Tensor:
+        ctx.save_for_backward(scale.detach())
+        ctx.rms = rms  # type: ignore[attr-defined]
+        return normalized.view_as(normalized)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (scale,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        g = g / scale
+        return (g if ctx.rms else g - g.mean(-1, keepdim=True)), None, None, None  # type: ignore[attr-defined]
+
+
+def frozen_norm(x: torch.Tensor, normalized: torch.Tensor, scale: torch.Tensor, rms: bool) -> torch.Tensor:
+    """``normalized`` (the norm of ``x`` by its statistic ``scale``) whose gradient reaches ``x`` with ``scale``
+    held constant; nothing reaches the norm's own computation."""
+    return _FrozenNorm.apply(x, normalized, scale, rms)
+
+
 def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     """``x`` whose gradient is multiplied by ``scale``."""
     return _ScaleGrad.apply(x, scale)
@@ -101,9 +125,7 @@ def _norm_hooks(prefix: str, rms: bool) -> list[Hook]:
         return hook
 
     def frozen(normalized: torch.Tensor, hook: object) -> torch.Tensor:
-        x = seen["in"]
-        centred = x if rms else x - x.mean(-1, keepdim=True)
-        return normalized.detach() + (centred - centred.detach()) / seen["scale"].detach()
+        return frozen_norm(seen["in"], normalized, seen["scale"], rms)
 
     return [(f"{prefix}.hook_in", keep("in")), (f"{prefix}.hook_scale", keep("scale")),
             (f"{prefix}.hook_normalized", frozen)]
