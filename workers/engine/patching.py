@@ -156,8 +156,9 @@ class PatchingEngine:
         """Clean source outputs ``[source, batch, pos, d_model]`` (computed on first use: only frozen or clean
         references read them; masked runs read the deltas)."""
         if self._clean_out is None:
-            out, final = self.sources(self.batch.clean, self.batch.lengths, record_resid=self._resid is None)
-            self._clean_out = out
+            resid, hooks = self._resid_recording()
+            self._clean_out, final = self.sources(self.batch.clean, self.batch.lengths, hooks)
+            self._resid = self._resid if resid is None else resid
             if self._clean_final is None:
                 self._clean_final = final
         return self._clean_out
@@ -185,7 +186,11 @@ class PatchingEngine:
     def clean_resid(self) -> torch.Tensor:
         """The clean run's residual stream entering each block ``[layer, batch, pos, d_model]`` (on first use)."""
         if self._resid is None:
-            self._resid = self._residual_stream()
+            resid, hooks = self._resid_recording()
+            with torch.no_grad():
+                last_logits(self.model, self.batch.clean, hooks, self.batch.lengths)
+            self._resid = resid
+        assert self._resid is not None
         return self._resid
 
     def _clean_pass(self) -> None:
@@ -202,16 +207,12 @@ class PatchingEngine:
         which then holds the deltas and no longer the ablated values (computed again when next needed): one
         buffer instead of two while the pass runs."""
         ablated = self.ablated
-        full = ablated.shape == (self.n_sources, *self.batch.clean.shape, self.model.shape.d_model)
-        delta = ablated if consume and full else self.source_buffer(self.batch.clean)
+        delta = ablated if consume and self.ablation is Ablation.RESAMPLE else self.source_buffer(self.batch.clean)
         if delta is ablated:
             self._ablated = None
+        resid, resid_hooks = self._resid_recording()
         hooks = [(name, _record_delta(delta, ablated, sl)) for name, sl in source_hook_names(self.layout)]
-        resid = None
-        if self._resid is None:
-            resid = delta.new_empty((len(self.layout.layers), *delta.shape[1:]))
-            hooks += self._resid_hooks(resid)
-        return CleanRecording(delta, resid, hooks)
+        return CleanRecording(delta, resid, hooks + resid_hooks)
 
     @property
     def knows_clean_delta(self) -> bool:
@@ -221,8 +222,7 @@ class PatchingEngine:
     def set_clean_delta(self, recording: CleanRecording, final: torch.Tensor) -> None:
         """Keep what a clean run recorded (see ``delta_recording``) and its final logits."""
         self._clean_delta, self._clean_final = recording.delta, final.detach()
-        if recording.resid is not None:
-            self._resid = recording.resid
+        self._resid = self._resid if recording.resid is None else recording.resid
 
     def release_ablated(self) -> None:
         """Drop the ablated values until they are next needed (a gradient method that reads only the deltas)."""
@@ -262,35 +262,23 @@ class PatchingEngine:
         return torch.empty((self.n_sources, b, p, self.model.shape.d_model), device=tokens.device,
                            dtype=self.model.dtype)
 
-    def recording_hooks(self, out: torch.Tensor) -> list[Hook]:
-        """Hooks that copy every source's output into ``out`` ``[source, batch, pos, d_model]``."""
-        return [(name, _store(out, sl)) for name, sl in source_hook_names(self.layout)]
-
-    def _resid_hooks(self, resid: torch.Tensor) -> list[Hook]:
-        """Hooks that copy the residual stream entering each block into ``resid`` ``[layer, batch, pos, d]``."""
-        return [(f"blocks.{i}.hook_resid_pre", _store(resid, slice(i, i + 1))) for i in range(len(resid))]
-
-    @torch.no_grad()
-    def _residual_stream(self) -> torch.Tensor:
-        """The clean run's residual stream alone (when a run recorded its sources or deltas without it)."""
-        tokens = self.batch.clean
-        resid = torch.empty((len(self.layout.layers), *tokens.shape, self.model.shape.d_model),
-                            device=tokens.device, dtype=self.model.dtype)
-        last_logits(self.model, tokens, self._resid_hooks(resid), self.batch.lengths)
-        return resid
+    def _resid_recording(self) -> tuple[torch.Tensor | None, list[Hook]]:
+        """A buffer ``[layer, batch, pos, d_model]`` and hooks that copy the clean run's residual stream entering
+        each block into it (``None`` and no hooks when it is known already)."""
+        if self._resid is not None:
+            return None, []
+        resid = torch.empty((len(self.layout.layers), *self.batch.clean.shape, self.model.shape.d_model),
+                            device=self.model.device, dtype=self.model.dtype)
+        return resid, [(f"blocks.{i}.hook_resid_pre", _store(resid, slice(i, i + 1))) for i in range(len(resid))]
 
     @torch.no_grad()
     def sources(self, tokens: torch.Tensor, lengths: torch.Tensor,
-                record_resid: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                hooks: list[Hook] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Every source's output ``[source, batch, pos, d_model]`` and the last-position logits of a plain run
-        (``record_resid``: of the clean prompts, whose residual stream entering each block is kept too)."""
+        (``hooks``: more hooks of the same run)."""
         out = self.source_buffer(tokens)
-        hooks = self.recording_hooks(out)
-        if record_resid:
-            resid = out.new_empty((len(self.layout.layers), *out.shape[1:]))
-            hooks += self._resid_hooks(resid)
-            self._resid = resid
-        return out, last_logits(self.model, tokens, hooks, lengths)
+        recording = [(name, _store(out, sl)) for name, sl in source_hook_names(self.layout)]
+        return out, last_logits(self.model, tokens, recording + (hooks or []), lengths)
 
     def _ablated_sources(self) -> torch.Tensor:
         """Broadcastable ``[source, batch|1, pos|1, d_model]`` values an ablated source carries."""
