@@ -166,7 +166,7 @@ class PathScorer:
             hooks = engine.edge_hooks(keep, engine.clean_out)
             hooks += [(n, _capture(n, grads, shifts.get(n))) for n in sorted(names)]
             final = last_logits(engine.model, engine.batch.clean.repeat(len(copies), 1), hooks,
-                                engine.batch.lengths.repeat(len(copies)))
+                                engine.batch.lengths.repeat(len(copies)), rows=b)
             engine.metric_of(final.view(len(copies), b, -1)).sum().backward()
         self.counts.backward += len(copies)
         msg = messages.reshape(engine.n_sources, -1)

@@ -71,10 +71,13 @@ def _skipping(model: LoadedModel, n: int) -> Iterator[None]:
 
 
 def last_logits(model: LoadedModel, tokens: torch.Tensor, hooks: list[Hook], lengths: torch.Tensor,
-                final_hooks: list[Hook] | None = None, start: tuple[int, torch.Tensor] | None = None) -> torch.Tensor:
+                final_hooks: list[Hook] | None = None, start: tuple[int, torch.Tensor] | None = None,
+                rows: int | None = None) -> torch.Tensor:
     """Logits ``[batch, vocab]`` at each prompt's last position of a hooked run, unembedding only those
     (``final_hooks`` apply to the final norm and unembedding; ``start``: a layer and the residual stream
-    ``[batch, pos, d_model]`` entering it, the run then computing only that layer and the later ones)."""
+    ``[batch, pos, d_model]`` entering it, the run then computing only that layer and the later ones; ``rows``:
+    unembed that many prompts at a time, one mask's, so that a mask's logits do not depend on the masks beside it:
+    a matrix product's rounding may depend on its number of rows, most of all for few rows)."""
     taken: list[torch.Tensor] = []
 
     def take(x: torch.Tensor, hook: object) -> None:
@@ -85,10 +88,9 @@ def last_logits(model: LoadedModel, tokens: torch.Tensor, hooks: list[Hook], len
     with contextlib.suppress(_Stop), _skipping(model, layer):
         model.bridge.run_with_hooks(resid, fwd_hooks=[*hooks, (LOGITS_INPUT, take)],
                                     **({"start_at_layer": layer} if layer else {}))
-    if not final_hooks:
-        return unembed_last(model.bridge, taken[0])
-    with model.bridge.hooks(fwd_hooks=final_hooks):
-        return unembed_last(model.bridge, taken[0])
+    chunks = taken[0].split(rows) if rows else (taken[0],)
+    with model.bridge.hooks(fwd_hooks=final_hooks) if final_hooks else contextlib.nullcontext():
+        return torch.cat([unembed_last(model.bridge, chunk) for chunk in chunks])
 
 
 def source_hook_names(layout: Layout) -> list[tuple[str, slice]]:
@@ -373,7 +375,7 @@ class PatchingEngine:
     def _final(self, hooks: list[Hook], m: int, start: int = 0) -> torch.Tensor:
         begin = (start, self.clean_resid[start].repeat(m, 1, 1)) if start else None
         final = last_logits(self.model, self.batch.clean.repeat(m, 1), hooks, self.batch.lengths.repeat(m),
-                            start=begin)
+                            start=begin, rows=len(self.batch))
         return final.view(m, len(self.batch), -1)
 
     def evaluate_edges(self, keep: torch.Tensor, per_prompt: bool = False) -> torch.Tensor:
