@@ -71,9 +71,9 @@ def test_fast_edge_patching_equals_naive_hooks(tiny, batch, ablation):
         torch.testing.assert_close(fast[m], naive_logits(engine, mask), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("share", [0.0, 1.0])
-def test_every_form_of_the_weighted_sums_equals_naive_hooks(tiny, batch, share, monkeypatch):
-    monkeypatch.setattr(corrections, "SPARSE_SHARE", share)  # 0: dense wherever both sides exist, 1: one-sided
+@pytest.mark.parametrize("row_cost", [0.0, 1e9])
+def test_every_form_of_the_weighted_sums_equals_naive_hooks(tiny, batch, row_cost, monkeypatch):
+    monkeypatch.setattr(corrections, "DENSE_ROW_COST", row_cost)  # 0: dense for most multi-row groups, 1e9: row sums
     engine = PatchingEngine(tiny, batch, Ablation.MEAN)
     rng = np.random.default_rng(2)
     n = engine.layout.graph.n_edges

@@ -2,16 +2,16 @@
 
 As sources fire, a masked run records ``delta[m, s] = reference_s - current_s`` for every mask ``m``; a
 destination whose incoming edges have weights ``w[m, s]`` (1 - keep: 1 ablated, 0 kept, fractions for learned
-masks) gets ``sum_s w[m, s] delta[m, s]`` added to its input. Without gradients each mask's sum is taken in the
-cheapest of three equal forms, chosen from that mask alone before the run, so that a mask's result does not
-depend on the masks that run beside it from the same start layer (ACDC's equality with its sequential version
-rests on it):
+masks) gets ``sum_s w[m, s] delta[m, s]`` added to its input. Without gradients each mask's sums for a destination
+group are taken in the cheaper of two equal forms, chosen from that mask alone before the run, so that a mask's
+result does not depend on the masks that run beside it from the same start layer (ACDC's equality with its
+sequential version rests on it):
 
-- dense: a batched product over every source (many sources have both dropped and kept edges);
-- dropped: a product over the sources with a dropped edge only (a circuit that keeps almost everything);
-- complement: ``sum_s delta[m, s] - sum_s (1 - w[m, s]) delta[m, s]``, the second product over the sources with
-  a kept edge only and the first sum a running total (a circuit that keeps few edges: ACDC's later trials, the
-  curves' small budgets).
+- dense: one batched product over every source (rows that mix dropped and kept edges throughout);
+- per-row sums (``Bags``): each row sums only the sources on its smaller side, read in place (no gathered
+  copy): the sources with a dropped edge, or, when it keeps fewer, ``sum_s delta[m, s] - sum_s (1 - w[m, s])
+  delta[m, s]`` over the sources with a kept edge, the first sum a running total (circuits that keep almost
+  everything or few edges: ACDC's trials, the curves' budgets, and one-row destinations at any budget).
 
 With gradients on, the product is an autograd function over the same buffer, which saves no copy of it.
 """
@@ -22,39 +22,84 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-SPARSE_SHARE = 0.5
-"""a mask takes a one-sided product when it needs at most this share of its destinations' sources"""
+DENSE_ROW_COST = 0.15
+"""a dense product's cost per destination row and source, in reads of one source's deltas: a product of many rows
+runs compute-bound (27 rows over SmolLM2-sized deltas on a 2-core CPU: about 0.15 reads per row and source), one of
+few rows reads every source at least once; per-row sums cost one read per source summed"""
+
+
+@dataclass(frozen=True)
+class Bags:
+    """One mask's per-row sums over a source range (the shared prefix, or the run's own buffer): each row's
+    source indices in ``indices`` from ``offsets[row]``, each with its weight."""
+
+    indices: torch.Tensor
+    offsets: torch.Tensor
+    weights: torch.Tensor
+
+    def sums(self, table: torch.Tensor) -> torch.Tensor:
+        """``[r, b * p * d]``: each row's weighted sum of the rows of ``table`` ``[sources, b * p * d]``."""
+        return F.embedding_bag(self.indices, table, self.offsets, mode="sum",
+                               per_sample_weights=self.weights.to(table.dtype))
+
+
+@dataclass(frozen=True)
+class RowSums:
+    """One mask's sums as per-row sums: over the prefix's sources and the buffer's, plus the running total in the
+    rows that take the complement form (``complement``: their indices, or ``None`` where none does)."""
+
+    prefix: Bags | None
+    own: Bags | None
+    complement: torch.Tensor | None
 
 
 @dataclass(frozen=True)
 class Product:
-    """How one destination group's sum is taken, mask by mask: the masks with a one-sided product (mask, whether
-    it is the complement form, the sources it reads ``[c]``), and whether any mask takes the dense product."""
+    """How one destination group's sum is taken, mask by mask: the masks with per-row sums, and whether any mask
+    takes the dense product."""
 
-    sparse: tuple[tuple[int, bool, torch.Tensor], ...]
+    sparse: tuple[tuple[int, RowSums], ...]
     dense: bool
 
     @property
     def complement(self) -> bool:
         """Whether some mask needs the running total."""
-        return any(c for _, c, _ in self.sparse)
+        return any(rows.complement is not None for _, rows in self.sparse)
 
 
-def plan(w: torch.Tensor, device: torch.device) -> Product:
-    """The product of each mask of the weights ``w`` ``[m, r, n]`` (on the CPU)."""
-    n = w.shape[2]
-    dropped, kept = (w != 0).any(1), (w != 1).any(1)
-    n_dropped, n_kept = dropped.sum(1).tolist(), kept.sum(1).tolist()
+def plan(w: torch.Tensor, device: torch.device, skipped: int) -> Product:
+    """The product of each mask of the weights ``w`` ``[m, r, n]`` (on the CPU) over ``skipped`` prefix sources and
+    the rest."""
+    r, n = w.shape[1:]
+    dropped, kept = w != 0, w != 1
+    complement = kept.sum(2) < dropped.sum(2)
+    side = torch.where(complement[:, :, None], kept, dropped)
+    bag_cost = (side.sum((1, 2)) + complement.sum(1)).tolist()
+    dense_cost = n * max(1.0, DENSE_ROW_COST * r)
     sparse, dense = [], False
-    for i, (nd, nk) in enumerate(zip(n_dropped, n_kept, strict=True)):
-        if min(nd, nk) > SPARSE_SHARE * n:
+    for i, cost in enumerate(bag_cost):
+        if cost > dense_cost:
             dense = True
             continue
-        complement = nk < nd
-        cols = (kept[i] if complement else dropped[i]).nonzero().squeeze(1).to(device)
-        sparse.append((i, complement, cols))
+        signed = torch.where(complement[i, :, None], w[i] - 1, w[i])
+        rows = RowSums(_bags(side[i, :, :skipped], signed[:, :skipped], device),
+                       _bags(side[i, :, skipped:], signed[:, skipped:], device),
+                       complement[i].nonzero().squeeze(1).to(device) if bool(complement[i].any()) else None)
+        sparse.append((i, rows))
     return Product(tuple(sparse), dense)
+
+
+def _bags(side: torch.Tensor, weights: torch.Tensor, device: torch.device) -> Bags | None:
+    """Per-row sums over the sources where ``side`` ``[r, c]`` is set, with ``weights`` ``[r, c]`` (``None``: no
+    row sums anything)."""
+    rows, cols = side.nonzero(as_tuple=True)
+    if not len(rows):
+        return None
+    offsets = torch.zeros(side.shape[0], dtype=torch.long)
+    offsets[1:] = side.sum(1).cumsum(0)[:-1]
+    return Bags(cols.to(device), offsets.to(device), weights[rows, cols].to(device))
 
 
 class Deltas:
@@ -111,18 +156,23 @@ class Deltas:
             return running - self.buffer[:, n - self.skipped:self.recorded - self.skipped].sum(1)
         return running
 
-    def rows(self, i: int, cols: torch.Tensor) -> torch.Tensor:
-        """Mask ``i``'s deltas of the sources ``cols`` (ascending) as rows ``[len(cols), b * p * d]``."""
-        k = self.skipped
-        split = int((cols < k).sum())
-        parts = []
-        if split:
+    def row_sums(self, i: int, rows: RowSums) -> torch.Tensor | None:
+        """Mask ``i``'s per-row sums ``[r, b * p * d]`` of the prefix's and its own deltas, without the running
+        total (``None``: no row sums any source)."""
+        out = None
+        if rows.prefix is not None:
             assert self.prefix is not None
-            parts.append(self.prefix.reshape(k, -1).index_select(0, cols[:split]))
-        if split < len(cols):
+            out = rows.prefix.sums(self.prefix.reshape(self.skipped, -1))
+        if rows.own is not None:
             assert self.buffer is not None
-            parts.append(self.buffer[i].reshape(self.buffer.shape[1], -1).index_select(0, cols[split:] - k))
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+            own = rows.own.sums(self.buffer[i].reshape(self.buffer.shape[1], -1))
+            out = own if out is None else out.add_(own)
+        return out
+
+    def zeros(self, r: int) -> torch.Tensor:
+        """``r`` rows of zeros, one mask's sums where no source is summed ``[r, b * p * d]``."""
+        like = self.buffer[0, 0] if self.buffer is not None else self.prefix[0]  # type: ignore[index]
+        return like.new_zeros((r, like.numel()))
 
     def dense(self, w: torch.Tensor) -> torch.Tensor:
         """Every mask's full product ``[m, r, b * p * d]``: the rest as one batched product, the shared prefix
@@ -149,17 +199,26 @@ def weighted(delta: Deltas, w: torch.Tensor, product: Product | None) -> torch.T
     if product is None:
         return WeightedSum.apply(w, delta, n, *(t for sl, t in delta.tokens if sl.start < n))
     shape = delta.buffer.shape[2:] if delta.buffer is not None else delta.prefix.shape[1:]  # type: ignore[union-attr]
+    total = delta.total(n).reshape(m, -1) if product.complement else None
+    if m == 1 and not product.dense:
+        return _row_form(delta, *product.sparse[0], total, r).view(m, r, *shape)
     out = delta.dense(w) if product.dense else w.new_empty((m, r, shape.numel()))
-    total = delta.total(n).reshape(m, 1, -1) if product.complement else None
-    for i, complement, cols in product.sparse:
-        if complement:
-            assert total is not None
-            out[i] = total[i] if not len(cols) else total[i] - torch.matmul(1 - w[i][:, cols], delta.rows(i, cols))
-        elif len(cols):
-            torch.matmul(w[i][:, cols], delta.rows(i, cols), out=out[i])
-        else:
-            out[i].zero_()
+    for i, rows in product.sparse:
+        out[i] = _row_form(delta, i, rows, total, r)
     return out.view(m, r, *shape)
+
+
+def _row_form(delta: Deltas, i: int, rows: RowSums, total: torch.Tensor | None, r: int) -> torch.Tensor:
+    """Mask ``i``'s ``r`` rows from per-row sums, the running total ``[m, b * p * d]`` added to the complement rows."""
+    sums, complement = delta.row_sums(i, rows), rows.complement
+    if complement is None:
+        return sums if sums is not None else delta.zeros(r)
+    assert total is not None
+    if len(complement) == r:
+        everywhere = total[i].expand(r, -1)
+        return everywhere if sums is None else sums.add_(everywhere)
+    base = sums if sums is not None else delta.zeros(r)
+    return base.index_add_(0, complement, total[i].expand(len(complement), -1))
 
 
 class _Sink:
@@ -230,7 +289,7 @@ Correction = Callable[[torch.Tensor], torch.Tensor]
 def correction(delta: Deltas, w: torch.Tensor, on_cpu: torch.Tensor, grad: bool) -> Correction:
     """The sum for weights ``w`` ``[m, r, n]`` (``on_cpu``: the same on the CPU), its per-mask forms planned now
     (without gradients)."""
-    product = None if grad else plan(on_cpu, w.device)
+    product = None if grad else plan(on_cpu, w.device, delta.skipped)
     if product is not None and product.complement:
         delta.totals = True
     return lambda _: weighted(delta, w, product)
