@@ -55,6 +55,18 @@ def test_the_differentiable_masked_run_equals_the_plain_one(tiny):
         engine.masked_logits(half)[0], ends[1])
 
 
+def test_a_masked_run_reusing_the_buffers_before_a_differentiable_runs_backward_is_refused(tiny):
+    engine = PatchingEngine(tiny, encode(NUMERALS.examples(4, seed=0), tiny.tokenizer), Ablation.RESAMPLE)
+    keep = torch.full((1, engine.layout.graph.n_edges), 0.5, requires_grad=True)
+    with torch.enable_grad():
+        first = engine.masked_logits(keep).sum()
+        engine.run_edges(torch.zeros_like(keep).detach())  # takes the same delta buffer and overwrites it
+        with pytest.raises(RuntimeError, match="reused the delta buffer"):
+            first.backward()
+        engine.masked_logits(keep).sum().backward()  # a run whose backward comes first is fine
+    assert keep.grad is not None and torch.isfinite(keep.grad).all()
+
+
 @pytest.mark.parametrize("n", [5, 3])
 def test_the_differentiable_weighted_sum_has_the_gradient_of_its_formula(n):
     """The sum reads one buffer the run writes outside autograd; its gradient reaches each source's output

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from circat.service.types import Ablation
-from circat.workers.engine.corrections import Deltas, correction
+from circat.workers.engine.corrections import Deltas, Scratch, correction
 from circat.workers.engine.layout import LayerSlots, Layout, layout_for
 from circat.workers.metrics import per_example, task_metric
 from circat.workers.models import LoadedModel, unembed_last
@@ -139,6 +139,7 @@ class PatchingEngine:
         self._clean_delta: torch.Tensor | None = None
         self._resid: torch.Tensor | None = None
         self._prefix_totals: dict[int, torch.Tensor] = {}
+        self._scratch = Scratch()
         self._ablated: torch.Tensor | None = self._ablated_sources()
 
     @property
@@ -346,7 +347,8 @@ class PatchingEngine:
         ref = self.ablated if reference is None else reference
         emit = None if first is None else first.to(self.model.device, self.model.dtype)
         skipped = self.layout.layers[start].n_attn_sources if start else 0
-        delta = Deltas(drop.shape[0], self.n_sources, self._prefix_delta(reference, skipped) if skipped else None)
+        delta = Deltas(drop.shape[0], self.n_sources, self._prefix_delta(reference, skipped) if skipped else None,
+                       scratch=self._scratch)
         hooks: list[Hook] = [(name, self._source_hook(delta, sl, ref, emit)) for name, sl in
                              source_hook_names(self.layout) if sl.start >= skipped]
         for slots in self.layout.layers:
