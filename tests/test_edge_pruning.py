@@ -55,6 +55,31 @@ def test_the_differentiable_masked_run_equals_the_plain_one(tiny):
         engine.masked_logits(half)[0], ends[1])
 
 
+def test_the_gradient_of_a_masked_run_is_its_finite_difference_alone_or_beside_another_mask(tiny):
+    """The mask's gradient through the whole run (sums written into reused buffers, added in place to the
+    bridge's per-head forks) against a central difference along a random direction; in a run of two masks
+    (another path through the forks), each mask's gradient is the one it has alone."""
+    engine = PatchingEngine(tiny, encode(NUMERALS.examples(4, seed=0), tiny.tokenizer), Ablation.RESAMPLE)
+    g = torch.Generator().manual_seed(0)
+    keep = torch.rand(2, engine.layout.graph.n_edges, generator=g)
+    direction = torch.randn(keep[:1].shape, generator=g)
+
+    def metric(k: torch.Tensor) -> torch.Tensor:
+        return engine.metric_of(engine.masked_logits(k)).sum()
+
+    def gradient(k: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            k = k.clone().requires_grad_(True)
+            metric(k).backward()
+        assert k.grad is not None
+        return k.grad
+
+    alone, eps = gradient(keep[:1]), 1e-2
+    numeric = (metric(keep[:1] + eps * direction) - metric(keep[:1] - eps * direction)) / (2 * eps)
+    assert float((alone * direction).sum()) == pytest.approx(float(numeric), rel=1e-2)
+    assert torch.allclose(gradient(keep)[:1], alone, atol=1e-6)
+
+
 def test_a_masked_run_reusing_the_buffers_before_a_differentiable_runs_backward_is_refused(tiny):
     engine = PatchingEngine(tiny, encode(NUMERALS.examples(4, seed=0), tiny.tokenizer), Ablation.RESAMPLE)
     keep = torch.full((1, engine.layout.graph.n_edges), 0.5, requires_grad=True)
@@ -67,11 +92,12 @@ def test_a_masked_run_reusing_the_buffers_before_a_differentiable_runs_backward_
     assert keep.grad is not None and torch.isfinite(keep.grad).all()
 
 
-@pytest.mark.parametrize("n", [5, 3])
-def test_the_differentiable_weighted_sum_has_the_gradient_of_its_formula(n):
+@pytest.mark.parametrize(("n", "parts"), [(5, 1), (3, 1), (5, 2)])
+def test_the_differentiable_weighted_sum_has_the_gradient_of_its_formula(n, parts):
     """The sum reads one buffer the run writes outside autograd; its gradient reaches each source's output
     through that source's token, and must equal the numerical gradient of ``w . (reference - current)`` over the
-    first ``n`` sources, for the weights and every source group."""
+    first ``n`` sources, for the weights and every source group, whether the rows come as one group or as
+    several (a layer's q/k/v ports, each read in its own layout)."""
     g = torch.Generator().manual_seed(0)
     w = torch.randn(2, 4, n, generator=g, dtype=torch.float64, requires_grad=True)
     reference = torch.randn(1, 5, 3, 2, 5, generator=g, dtype=torch.float64)
@@ -83,7 +109,7 @@ def test_the_differentiable_weighted_sum_has_the_gradient_of_its_formula(n):
             sl = slice(start, start + current.shape[1])
             delta.record(sl, reference[:, sl], current)
             start = sl.stop
-        return weighted(delta, w, None)
+        return torch.cat(weighted(delta, w, None, parts), 1)
 
     with torch.enable_grad():
         assert torch.autograd.gradcheck(summed, (w, *currents))

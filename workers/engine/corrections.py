@@ -13,7 +13,9 @@ sequential version rests on it):
   delta[m, s]`` over the sources with a kept edge, the first sum a running total (circuits that keep almost
   everything or few edges: ACDC's trials, the curves' budgets, and one-row destinations at any budget).
 
-With gradients on, the product is an autograd function over the same buffer, which saves no copy of it.
+With gradients on, the product is an autograd function over the same buffer, which saves no copy of it. Sums of
+several rows (a layer's q/k/v), and in a backward pass their gradient, are written into one buffer of the engine's
+``Scratch``, reused layer after layer and run after run: their readers are done with them before the next layer's.
 """
 
 from __future__ import annotations
@@ -204,17 +206,21 @@ class Deltas:
         like = self.buffer[0, 0] if self.buffer is not None else self.prefix[0]  # type: ignore[index]
         return like.new_zeros((r, like.numel()))
 
-    def dense(self, w: torch.Tensor) -> torch.Tensor:
-        """Every mask's full product ``[m, r, b * p * d]``: the rest as one batched product, the shared prefix
-        added one mask at a time (so a mask's result does not depend on its batch)."""
-        m, r, n = w.shape
+    def sums(self, r: int) -> torch.Tensor:
+        """An output buffer ``[m, r, b * p * d]`` for sums of ``r`` rows (see ``_sums``)."""
+        like = self.buffer[0, 0] if self.buffer is not None else self.prefix[0]  # type: ignore[index]
+        return _sums(self.scratch, self.m, r, like)
+
+    def dense(self, w: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Every mask's full product into ``out`` ``[m, r, b * p * d]``: the rest as one batched product, the
+        shared prefix added one mask at a time (so a mask's result does not depend on its batch)."""
+        m, n = w.shape[0], w.shape[2]
         k = self.skipped
         if n > k:
             assert self.buffer is not None
-            out = torch.matmul(w[:, :, k:n], self.buffer[:, :n - k].reshape(m, n - k, -1))
+            torch.matmul(w[:, :, k:n], self.buffer[:, :n - k].reshape(m, n - k, -1), out=out)
         else:
-            assert self.prefix is not None
-            out = w.new_zeros((m, r, self.prefix[0].numel()))
+            out.zero_()
         if self.prefix is not None:
             prefix = self.prefix.reshape(k, -1)
             for i in range(m):
@@ -222,20 +228,31 @@ class Deltas:
         return out
 
 
-def weighted(delta: Deltas, w: torch.Tensor, product: Product | None) -> torch.Tensor:
-    """``sum_s w[m, r, s] * delta[m, s]`` -> ``[m, r, b, p, d]``, each mask in the form ``product`` chose for it
-    (``None`` with gradients on)."""
+def _sums(scratch: Scratch, m: int, r: int, like: torch.Tensor) -> torch.Tensor:
+    """A buffer ``[m, r, like.numel()]`` for sums of ``r`` rows or their gradient (contents undefined): the scratch's
+    for several rows (a layer's q/k/v sums, read by their hooks before the next layer's are taken; in a backward
+    pass, their gradient, read before the next sum's arrives), else fresh."""
+    shape = (m, r, like.numel())
+    return scratch.take("sums", shape, like)[0] if r > 1 else like.new_empty(shape)
+
+
+def weighted(delta: Deltas, w: torch.Tensor, product: Product | None, parts: int = 1) -> tuple[torch.Tensor, ...]:
+    """``sum_s w[m, r, s] * delta[m, s]`` as ``parts`` equal groups of rows, each ``[m, r / parts, b, p, d]``, each
+    mask in the form ``product`` chose for it (``None`` with gradients on)."""
     m, r, n = w.shape
     if product is None:
-        return WeightedSum.apply(w, delta, n, *(t for sl, t in delta.tokens if sl.start < n))
+        return WeightedSum.apply(w, delta, n, parts, *(t for sl, t in delta.tokens if sl.start < n))
     shape = delta.buffer.shape[2:] if delta.buffer is not None else delta.prefix.shape[1:]  # type: ignore[union-attr]
     total = delta.total(n).reshape(m, -1) if product.complement else None
     if m == 1 and not product.dense:
-        return _row_form(delta, *product.sparse[0], total, r).view(m, r, *shape)
-    out = delta.dense(w) if product.dense else w.new_empty((m, r, shape.numel()))
-    for i, rows in product.sparse:
-        out[i] = _row_form(delta, i, rows, total, r)
-    return out.view(m, r, *shape)
+        out = _row_form(delta, *product.sparse[0], total, r)
+    else:
+        out = delta.sums(r)
+        if product.dense:
+            delta.dense(w, out)
+        for i, rows in product.sparse:
+            out[i] = _row_form(delta, i, rows, total, r)
+    return out.view(m, parts, r // parts, *shape).unbind(1)
 
 
 def _row_form(delta: Deltas, i: int, rows: RowSums, total: torch.Tensor | None, r: int) -> torch.Tensor:
@@ -266,8 +283,9 @@ class _Sink:
             self.grad, self.take = self.scratch.take("gradient", tuple(like.shape), like)
             self.grad.zero_()
         self.scratch.check("gradient", self.take)
-        m, n = w.shape[0], w.shape[2]
-        self.grad[:, :n].view(m, n, -1).baddbmm_(w.transpose(1, 2), g)
+        n = w.shape[2]
+        for i, (wi, gi) in enumerate(zip(w, g, strict=True)):  # mask by mask: a 2-D product runs faster on a CPU
+            self.grad[i, :n].view(n, -1).addmm_(wi.t(), gi)
 
 
 class _Token(torch.autograd.Function):
@@ -293,41 +311,45 @@ class _Token(torch.autograd.Function):
 
 class WeightedSum(torch.autograd.Function):
     """``weighted`` with gradients: the product over the first ``n`` sources of the buffer (no copy of it is
-    saved: the run writes each source's deltas once, before any sum reads them); the backward accumulates the
-    deltas' gradient in the run's sink and gives the tokens empty gradients."""
+    saved: the run writes each source's deltas once, before any sum reads them), handed out as ``parts`` views of
+    its buffer (``_sums``); the backward gathers the parts' gradients into the same buffer, accumulates the deltas'
+    gradient in the run's sink and gives the tokens empty gradients."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, w: torch.Tensor, delta: Deltas, n: int,
-                *tokens: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: torch.autograd.function.FunctionCtx, w: torch.Tensor, delta: Deltas, n: int, parts: int,
+                *tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
         assert delta.buffer is not None
         ctx.save_for_backward(w)
         ctx.buffer, ctx.sink, ctx.n = delta.buffer, delta.sink, n  # type: ignore[attr-defined]
         ctx.take = delta.scratch, delta.take  # type: ignore[attr-defined]
         m, r = w.shape[:2]
-        return torch.matmul(w, delta.buffer[:, :n].reshape(m, n, -1)).view(m, r, *delta.buffer.shape[2:])
+        out = torch.matmul(w, delta.buffer[:, :n].reshape(m, n, -1), out=delta.sums(r))
+        return out.view(m, parts, r // parts, *delta.buffer.shape[2:]).unbind(1)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: torch.autograd.function.FunctionCtx, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (w,) = ctx.saved_tensors  # type: ignore[attr-defined]
         buffer, n, (scratch, take) = ctx.buffer, ctx.n, ctx.take  # type: ignore[attr-defined]
         scratch.check("delta", take)
         m, r = w.shape[:2]
+        g = _sums(scratch, m, r, buffer[0, 0])
+        for part, grad in zip(g.view(m, len(grads), r // len(grads), -1).unbind(1), grads, strict=True):
+            part.view(grad.shape).copy_(grad)  # the parts' gradients arrive in their readers' layouts
         d = buffer[:, :n].reshape(m, n, -1)
-        g = g.reshape(m, r, -1)
         grad_w = torch.matmul(g, d.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         ctx.sink.add(w, g, buffer)  # type: ignore[attr-defined]
-        n_tokens = len(ctx.needs_input_grad) - 3
-        return (grad_w, None, None, *(g.new_empty(0) for _ in range(n_tokens)))
+        n_tokens = len(ctx.needs_input_grad) - 4
+        return (grad_w, None, None, None, *(g.new_empty(0) for _ in range(n_tokens)))
 
 
-Correction = Callable[[torch.Tensor], torch.Tensor]
-"""the weighted sum of one destination group, computed when its hook fires"""
+Correction = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+"""the weighted sums of one destination group, computed when its first hook fires"""
 
 
-def correction(delta: Deltas, w: torch.Tensor, on_cpu: torch.Tensor, grad: bool) -> Correction:
-    """The sum for weights ``w`` ``[m, r, n]`` (``on_cpu``: the same on the CPU), its per-mask forms planned now
-    (without gradients)."""
+def correction(delta: Deltas, w: torch.Tensor, on_cpu: torch.Tensor, grad: bool, parts: int = 1) -> Correction:
+    """The sum for weights ``w`` ``[m, r, n]`` (``on_cpu``: the same on the CPU) in ``parts`` groups of rows, its
+    per-mask forms planned now (without gradients)."""
     product = None if grad else plan(on_cpu, w.device, delta.skipped)
     if product is not None and product.complement:
         delta.totals = True
-    return lambda _: weighted(delta, w, product)
+    return lambda _: weighted(delta, w, product, parts)

@@ -415,15 +415,14 @@ def _layer_corrections(slots: LayerSlots, drop: tuple[torch.Tensor, torch.Tensor
         return w[:, slots.attn_start:slots.mlp_start].view(m, n_heads, 3, s).transpose(1, 2).reshape(m, 3 * n_heads, s)
 
     if bool(on_cpu[:, slots.attn_start:slots.mlp_start].any()):
-        fill = correction(delta, by_port(on_device), by_port(on_cpu), grad)
+        fill = correction(delta, by_port(on_device), by_port(on_cpu), grad, parts=len(PORTS))
         cache: dict[int, torch.Tensor] = {}
 
         def port_hook(i: int) -> Callable[..., torch.Tensor]:
             def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
                 if not cache:
-                    w = fill(x)
-                    cache.update(enumerate(w.view(m, 3, n_heads, *w.shape[2:]).unbind(1)))
-                return x + hook_major(cache.pop(i), x)  # dropped once read: not held to the run's end
+                    cache.update(enumerate(fill(x)))
+                return _add_to_fork(x, cache.pop(i))  # dropped once read: not held to the run's end
             return hook
         hooks += [(input_hook(slots.layer, p), port_hook(i)) for i, p in enumerate(PORTS)]
     mlp = slice(slots.mlp_start, slots.mlp_start + slots.n_mlp_sources)
@@ -432,10 +431,23 @@ def _layer_corrections(slots: LayerSlots, drop: tuple[torch.Tensor, torch.Tensor
     return hooks
 
 
+def _add_to_fork(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x + y`` written into ``x``, a head port's input ``[m*b, p, h, d]``, for ``y`` ``[m, h, b, p, d]`` read
+    through a permuted view. In place because the bridge forks each port's input afresh from the residual stream
+    (a fresh tensor of that size costs its page faults on a CPU); the MLP's and the logits' inputs are the residual
+    stream itself and are added to out of place."""
+    m = y.shape[0]
+    if m == 1:  # x itself, not a view of it: a view's in-place add would copy the whole gradient in the backward
+        return x.add_(hook_major(y, x))
+    x.view(m, x.shape[0] // m, *x.shape[1:]).add_(y.permute(0, 2, 3, 1, 4))
+    return x
+
+
 def _add_resid(delta: Deltas, w: torch.Tensor, on_cpu: torch.Tensor, grad: bool) -> Callable[..., torch.Tensor]:
     """Hook adding ``sum_s w[m, s] * delta[m, s]`` to a residual input ``[m*b, p, d]``."""
     fill = correction(delta, w[:, None], on_cpu[:, None], grad)
 
     def hook(x: torch.Tensor, hook: object) -> torch.Tensor:
-        return x + hook_major(fill(x), x)
+        (y,) = fill(x)
+        return x + hook_major(y, x)
     return hook
