@@ -4,7 +4,7 @@ Run with scripts/bench.sh engine [--model smollm2-135m --task ioi | --layers 12 
 [--batch 32 --pos 16 --device cpu --dtype float32 --peer --acdc 300]. Without ``--model`` the model is
 GPT-2-small-shaped (or, with ``--arch llama --kv-heads --d-mlp``, Llama-shaped) with random weights and
 GPT-2's vocabulary size and prompts are random token ids; ``--memory`` prints only the peak-memory rows
-(EAP, EAP-IG, one learned-mask step, as ratios to the forward + backward's peak); with ``--model``,
+(EAP, EAP-IG, engine set-up and two learned-mask steps, as ratios to the forward + backward's peak); with ``--model``,
 the model is loaded by name and the batch is ``--batch`` prompts of ``--task``.
 Floors: one plain forward and one forward+backward of the loaded bridge (the same model object
 the engine patches). Peak memory is the peak above the starting point during each measurement
@@ -146,7 +146,8 @@ def random_model(args: argparse.Namespace) -> GPT2LMHeadModel | LlamaForCausalLM
 
 
 def memory_rows(model: LoadedModel, batch: TaskBatch, metric: Metric, fb_mem: int, dev: torch.device) -> list[Row]:
-    """Peak memory of EAP, EAP-IG and one learned-mask step, as ratios to the forward + backward's peak."""
+    """Peak memory of EAP, EAP-IG and two learned-mask steps, each with its engine's set-up, as ratios to the
+    forward + backward's peak."""
     def engine() -> PatchingEngine:
         return PatchingEngine(model, batch, Ablation.RESAMPLE, metric)
 
@@ -176,7 +177,7 @@ def main() -> None:
     p.add_argument("--arch", default="gpt2", choices=["gpt2", "llama"], help="the random model's architecture")
     p.add_argument("--kv-heads", type=int, default=None, help="Llama: key/value heads (grouped-query attention)")
     p.add_argument("--d-mlp", type=int, default=None, help="Llama: MLP width (default 4 x d_model)")
-    p.add_argument("--memory", action="store_true", help="only the memory rows: EAP, EAP-IG, a learned-mask step")
+    p.add_argument("--memory", action="store_true", help="only the memory rows: EAP, EAP-IG, two learned-mask steps")
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--d-model", type=int, default=768)
