@@ -201,15 +201,18 @@ class Deltas:
             out = own if out is None else out.add_(own)
         return out
 
+    @property
+    def one(self) -> torch.Tensor:
+        """One source's deltas ``[b, p, d]`` (the buffer's first, or the prefix's where the run computed none)."""
+        return self.buffer[0, 0] if self.buffer is not None else self.prefix[0]  # type: ignore[index]
+
     def zeros(self, r: int) -> torch.Tensor:
         """``r`` rows of zeros, one mask's sums where no source is summed ``[r, b * p * d]``."""
-        like = self.buffer[0, 0] if self.buffer is not None else self.prefix[0]  # type: ignore[index]
-        return like.new_zeros((r, like.numel()))
+        return self.one.new_zeros((r, self.one.numel()))
 
     def sums(self, r: int) -> torch.Tensor:
         """An output buffer ``[m, r, b * p * d]`` for sums of ``r`` rows (see ``_sums``)."""
-        like = self.buffer[0, 0] if self.buffer is not None else self.prefix[0]  # type: ignore[index]
-        return _sums(self.scratch, self.m, r, like)
+        return _sums(self.scratch, self.m, r, self.one)
 
     def dense(self, w: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Every mask's full product into ``out`` ``[m, r, b * p * d]``: the rest as one batched product, the
@@ -242,7 +245,7 @@ def weighted(delta: Deltas, w: torch.Tensor, product: Product | None, parts: int
     m, r, n = w.shape
     if product is None:
         return WeightedSum.apply(w, delta, n, parts, *(t for sl, t in delta.tokens if sl.start < n))
-    shape = delta.buffer.shape[2:] if delta.buffer is not None else delta.prefix.shape[1:]  # type: ignore[union-attr]
+    shape = delta.one.shape
     total = delta.total(n).reshape(m, -1) if product.complement else None
     if m == 1 and not product.dense:
         out = _row_form(delta, *product.sparse[0], total, r)
