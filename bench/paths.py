@@ -6,10 +6,12 @@ approximated top paths agree with the exact ones, compared at equal size k (as m
 top paths as the exact search found: the share of exact paths among them, and the Jaccard overlap
 of the two path sets' edges), with the evaluations each search had spent when it had reported k
 paths (best-first reports paths largest first, so a search stopped by its time budget is compared
-on the paths it found). Path patching: wall time of one full iterative build
+on the paths it found). ``--equal-time S ...`` runs only another comparison: both variants search
+best-first with no path limit for S seconds each, and the table gives the faithfulness of the circuit
+each found (the union of its paths) in that time. Path patching: wall time of one full iterative build
 over (components x one plain forward of the same batch). Run with
 scripts/bench.sh paths [--model toy] [--task ioi] [--n 16] [--paths 100] [--recheck 1 8] [--optimism 0 0.9]
-[--ig-steps 1 2] [--time-budget S].
+[--ig-steps 1 2] [--time-budget S] [--equal-time S ...].
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from rich.console import Console
 from rich.table import Table
 
 from circat.service.jobs.spec import PathSearch
-from circat.service.types import Ablation, Search
+from circat.service.types import Ablation, Method, Search
 from circat.workers.engine.evaluate import EdgeEvaluator
 from circat.workers.engine.ipe import IpeResult, PathScorer, path_circuit, search_paths
+from circat.workers.engine.methods import IG_STEPS
 from circat.workers.engine.patching import PatchingEngine, last_logits
 from circat.workers.engine.path_patching import path_patching
 from circat.workers.models import load_model
@@ -41,6 +44,23 @@ def ipe_run(engine: PatchingEngine, search: PathSearch, approximate: bool,
     start = time.perf_counter()
     result = search_paths(scorer, search, approximate)
     return result, time.perf_counter() - start
+
+
+def equal_time_table(engine: PatchingEngine, budgets: list[float], min_effect: float) -> Table:
+    """Exact and approximated IPE (with ipe-approx's default derivative points), best-first with no path limit,
+    each stopped after every budget in turn: the faithfulness of the union of the paths each found in that time."""
+    evaluator = EdgeEvaluator(engine)
+    table = Table("budget s", "variant", "wall s", "evaluations", "paths", "edges", "faithfulness",
+                  title="IPE at equal wall time (best-first, no path limit)")
+    for budget in budgets:
+        search = PathSearch(min_effect=min_effect, search=Search.BEST_FIRST, max_paths=100_000, time_budget_s=budget)
+        for name, approximate in (("exact", False), ("approx", True)):
+            result, wall = ipe_run(engine, search, approximate, IG_STEPS[Method.IPE_APPROX] if approximate else 1)
+            mask = path_circuit(engine.layout.graph, result.paths)[0]
+            faith = float(evaluator.faithfulness(mask[None])[0])
+            table.add_row(f"{budget:g}", name, f"{wall:.1f}", str(result.counts.total), str(len(result.paths)),
+                          str(int(mask.sum())), f"{faith:.3f}")
+    return table
 
 
 def forward_seconds(engine: PatchingEngine, repeats: int = 3) -> float:
@@ -65,6 +85,8 @@ def main() -> None:
     parser.add_argument("--optimism", type=float, nargs="+", default=[0.0, 0.9])
     parser.add_argument("--ig-steps", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--time-budget", type=float, default=None, help="seconds each search may take at most")
+    parser.add_argument("--equal-time", type=float, nargs="+", default=[],
+                        help="seconds: compare both variants' circuits found in each of these times")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -73,6 +95,9 @@ def main() -> None:
     engine = PatchingEngine(model, batch, Ablation.RESAMPLE)
     graph = engine.layout.graph
     console = Console(width=160)
+    if args.equal_time:
+        console.print(equal_time_table(engine, args.equal_time, args.min_effect))
+        return
     title = f"IPE best-first, top {args.paths} paths: {model.name} / {args.task}, n={len(batch)}, {engine.model.device}"
     table = Table("variant", "wall s", "forward", "backward", "evaluations", "x fewer", "evals to k",
                   "x fewer to k", "top k shared", "edge Jaccard", "paths", "stopped", title=title)
