@@ -23,7 +23,7 @@ from rich.table import Table
 from circat.service.catalogue import Catalogue
 from circat.service.circuit import Circuit
 from circat.service.jobs.spec import DiscoverySpec
-from circat.service.report.methods import PERCENTS, method_row, number_text
+from circat.service.report.methods import PERCENTS, MethodRow, method_row, number_text
 from circat.service.stores import open_store
 from circat.service.types import Gradient, IgPoints, Method
 from circat.workers.discover import run_discovery
@@ -63,25 +63,24 @@ def _jaccard(a: Circuit, b: Circuit) -> float:
 
 
 def _task(args: argparse.Namespace, task: str, cat: Catalogue | None) -> None:
-    got: dict[str, tuple[Circuit, float]] = {}
+    got: dict[str, tuple[Circuit, float, MethodRow]] = {}
     for name, method, extra in ROWS:
         if args.method and name not in args.method:
             continue
         spec = DiscoverySpec.parse({"model": args.model, "task": task, "method": method, "n": args.n, **extra})
         started = time.perf_counter()
         circuit = run_discovery(spec, args.device).circuits[0]
-        got[name] = (circuit, time.perf_counter() - started)
+        seconds, row = time.perf_counter() - started, method_row(circuit)
+        got[name] = (circuit, seconds, row)
         if cat is not None:
             cat.add(circuit)
-        row = method_row(circuit)
-        print(f"  {task} / {name}: {got[name][1]:.1f} s, faithfulness {row.faithfulness}, "
+        print(f"  {task} / {name}: {seconds:.1f} s, faithfulness {row.faithfulness}, "
               f"{number_text(row.edges)} edges, CPR {number_text(row.cpr)}", flush=True)
     table = Table("method", "seconds", "work", "faithfulness", "nodes", "edges", "CPR", "CMD",
                   *(f"f @ {p} %" for p in PERCENTS), "mean node J to others",
                   title=f"{args.model} / {task}, {args.n} prompts (80 % level where a method takes one)")
-    for name, (c, seconds) in got.items():
-        row = method_row(c)
-        others = [_jaccard(c, o) for other, (o, _) in got.items() if other != name]
+    for name, (c, seconds, row) in got.items():
+        others = [_jaccard(c, o) for other, (o, _, _) in got.items() if other != name]
         table.add_row(name, f"{seconds:.1f}", _work(c), row.faithfulness, str(row.nodes), number_text(row.edges),
                       number_text(row.cpr), number_text(row.cmd), *(number_text(row.at[pc]) for pc in PERCENTS),
                       f"{sum(others) / len(others):.2f}")
